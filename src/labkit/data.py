@@ -1,0 +1,400 @@
+"""The course's deterministic demo dataset: users, posts and comments with realistic skew.
+
+Usage::
+
+    from labkit import data
+    demo = data.blog_database("lesson_01", users=10_000, posts=100_000)  # Database
+    report = data.load_blog(conn, users=1_000, posts=10_000)             # into an empty db
+
+Same seed, same rows, on every machine. A few prolific authors write most posts
+(Zipf-like), and a few posts draw most comments and views, as in real blogs.
+Rows are generated in Python and bulk-loaded with ``COPY``; indexes and foreign
+keys are added after the load (as ``pgbench -i`` does), then ``VACUUM ANALYZE``.
+``blog_database`` builds a template database once per (size, seed) and copies it
+(~0.1 s) for every later request.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+__all__ = [
+    "SCALES",
+    "BlogSize",
+    "LoadReport",
+    "blog_database",
+    "copy_blog",
+    "generate_blog",
+    "generate_comments",
+    "generate_posts",
+    "generate_users",
+    "load_blog",
+]
+
+
+@dataclass(frozen=True)
+class BlogSize:
+    users: int
+    posts: int
+    comments: int
+
+    @property
+    def rows(self) -> int:
+        return self.users + self.posts + self.comments
+
+
+#: Named sizes. ``guide`` is the size of the guide's practice exercise.
+SCALES = {
+    "tiny": BlogSize(200, 2_000, 4_000),
+    "small": BlogSize(1_000, 10_000, 20_000),
+    "guide": BlogSize(10_000, 100_000, 200_000),
+}
+
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+SPAN_SECONDS = 2 * 365 * 24 * 3600
+
+FIRST = (
+    "ada alan barbara claude donald edsger frances grace guido hedy ivan james "
+    "jean john ken leslie linus margaret niklaus radia rasmus richard robin "
+    "shafi sophie tim tony vint whitfield yukihiro anita bjarne brian dennis "
+    "fernando gilles joan karen lynn mary peter ruth sarah susan tom wendy"
+).split()
+LAST = (
+    "lovelace turing liskov shannon knuth dijkstra allen hopper rossum lamarr "
+    "sutherland gosling sammet backus thompson lamport torvalds hamilton wirth "
+    "perlman lerdorf stallman milner goldwasser wilson berners hoare cerf diffie "
+    "matsumoto borg stroustrup kernighan ritchie corbato kahn clarke spärck "
+    "keller conway wing"
+).split()
+COUNTRIES = ("US", "IN", "DE", "GB", "BR", "FR", "JP", "NG", "CA", "ES", "PL", "KE")
+COUNTRY_WEIGHTS = (30, 18, 9, 8, 7, 6, 5, 5, 4, 3, 3, 2)
+WORDS = (
+    "index query plan cache redis postgres latency throughput replica shard "
+    "tenant schema migration pool connection transaction lock vacuum analyze "
+    "buffer scan join hash merge nested loop partial covering composite unique "
+    "foreign key trigger function policy role grant stream event outbox saga "
+    "service deploy serverless edge graphql resolver loader batch async worker "
+    "queue metric trace span alert dashboard python sqlalchemy session engine "
+    "model relation lazy eager select insert update delete upsert copy bulk "
+    "write read fast slow safe honest measured real production data layer"
+).split()
+
+
+def _zipf_cumulative(n: int, s: float) -> list[float]:
+    """Cumulative Zipf weights for ranks 1..n (rank 1 most likely)."""
+    return list(itertools.accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
+
+
+def _timestamp(offset: int) -> str:
+    return (EPOCH + timedelta(seconds=offset)).isoformat()
+
+
+def _sentences(rng: random.Random, count: int) -> list[str]:
+    out = []
+    for _ in range(count):
+        words = rng.choices(WORDS, k=rng.randint(6, 14))
+        out.append(" ".join(words).capitalize() + ".")
+    return out
+
+
+def generate_users(n: int, seed: int = 42) -> Iterator[tuple]:
+    """Rows ``(id, email, name, country, created_at)`` for users 1..n."""
+    rng = random.Random(f"users-{seed}")
+    countries = rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS, k=n)
+    for user_id in range(1, n + 1):
+        first, last = rng.choice(FIRST), rng.choice(LAST)
+        yield (
+            user_id,
+            f"{first}.{last}.{user_id}@example.com",
+            f"{first.title()} {last.title()}",
+            countries[user_id - 1],
+            _timestamp(rng.randrange(SPAN_SECONDS // 2)),
+        )
+
+
+def _ranked(rng: random.Random, n: int) -> list[int]:
+    """Ids 1..n in a seeded random order: position 0 is the most 'popular'."""
+    ids = list(range(1, n + 1))
+    rng.shuffle(ids)
+    return ids
+
+
+def generate_posts(n: int, users: int, seed: int = 42) -> Iterator[tuple]:
+    """Rows ``(id, author_id, title, body, published, view_count, created_at)``.
+
+    Authors follow a Zipf law (s=1.1): the busiest 1% of users write about a third of
+    the posts. Views are heavy-tailed (Pareto)."""
+    rng = random.Random(f"posts-{seed}")
+    authors_by_rank = _ranked(rng, users)
+    cumulative = _zipf_cumulative(users, 1.1)
+    total = cumulative[-1]
+    sentences = _sentences(rng, 4096)
+    titles = [" ".join(rng.choices(WORDS, k=rng.randint(3, 7))).title() for _ in range(4096)]
+    for post_id in range(1, n + 1):
+        rank = bisect.bisect_left(cumulative, rng.random() * total)
+        body = " ".join(rng.choices(sentences, k=rng.randint(2, 6)))
+        yield (
+            post_id,
+            authors_by_rank[min(rank, users - 1)],
+            titles[rng.getrandbits(12)],
+            body,
+            rng.random() < 0.8,
+            int(rng.paretovariate(1.16) * 10),
+            _timestamp(SPAN_SECONDS // 2 + rng.randrange(SPAN_SECONDS // 2)),
+        )
+
+
+def generate_comments(n: int, posts: int, users: int, seed: int = 42) -> Iterator[tuple]:
+    """Rows ``(id, post_id, author_id, body, created_at)``; popular posts draw most comments."""
+    rng = random.Random(f"comments-{seed}")
+    posts_by_rank = _ranked(rng, posts)
+    post_cumulative = _zipf_cumulative(posts, 1.0)
+    post_total = post_cumulative[-1]
+    sentences = _sentences(rng, 2048)
+    for comment_id in range(1, n + 1):
+        rank = bisect.bisect_left(post_cumulative, rng.random() * post_total)
+        yield (
+            comment_id,
+            posts_by_rank[min(rank, posts - 1)],
+            rng.randint(1, users),
+            sentences[rng.getrandbits(11)],
+            _timestamp(SPAN_SECONDS // 2 + rng.randrange(SPAN_SECONDS // 2)),
+        )
+
+
+TABLES = {
+    "users": """
+        CREATE TABLE users (
+            id integer NOT NULL,
+            email varchar(254) NOT NULL,
+            name varchar(100) NOT NULL,
+            country varchar(2) NOT NULL,
+            created_at timestamptz NOT NULL
+        )""",
+    "posts": """
+        CREATE TABLE posts (
+            id integer NOT NULL,
+            author_id integer NOT NULL,
+            title varchar(200) NOT NULL,
+            body text NOT NULL,
+            published boolean NOT NULL,
+            view_count bigint NOT NULL,
+            created_at timestamptz NOT NULL
+        )""",
+    "comments": """
+        CREATE TABLE comments (
+            id integer NOT NULL,
+            post_id integer NOT NULL,
+            author_id integer NOT NULL,
+            body text NOT NULL,
+            created_at timestamptz NOT NULL
+        )""",
+}
+
+# Keys are built after the rows are in (one index build instead of 100k insertions).
+KEYS = {
+    "users": "ALTER TABLE users ADD CONSTRAINT users_pkey PRIMARY KEY (id), "
+    "ADD CONSTRAINT users_email_key UNIQUE (email)",
+    "posts": "ALTER TABLE posts ADD CONSTRAINT posts_pkey PRIMARY KEY (id)",
+    "comments": "ALTER TABLE comments ADD CONSTRAINT comments_pkey PRIMARY KEY (id)",
+}
+
+# Foreign keys, added in the loading thread of the referencing table as soon as the
+# referenced table is committed; identities let the ORM insert new rows afterwards.
+FOREIGN_KEYS = {
+    "posts": ["ALTER TABLE posts ADD CONSTRAINT posts_author_id_fkey "
+              "FOREIGN KEY (author_id) REFERENCES users (id)"],
+    "comments": ["ALTER TABLE comments ADD CONSTRAINT comments_author_id_fkey "
+                 "FOREIGN KEY (author_id) REFERENCES users (id)"],
+}  # fmt: skip
+FINISH = """
+ALTER TABLE comments ADD CONSTRAINT comments_post_id_fkey FOREIGN KEY (post_id) REFERENCES posts (id);
+ALTER TABLE users ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY;
+ALTER TABLE posts ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY;
+ALTER TABLE comments ALTER COLUMN id ADD GENERATED BY DEFAULT AS IDENTITY;
+SELECT setval(pg_get_serial_sequence('users', 'id'), GREATEST((SELECT max(id) FROM users), 1));
+SELECT setval(pg_get_serial_sequence('posts', 'id'), GREATEST((SELECT max(id) FROM posts), 1));
+SELECT setval(pg_get_serial_sequence('comments', 'id'), GREATEST((SELECT max(id) FROM comments), 1));
+"""
+
+
+def _copy_text(value) -> str:
+    if value is True:
+        return "t"
+    if value is False:
+        return "f"
+    return str(value)  # generated text never holds tabs, newlines or backslashes
+
+
+def _as_copy_chunks(rows: Iterator[tuple], total: int, label: str, progress: bool) -> list[bytes]:
+    """Rows as COPY text, in 8k-row chunks (far fewer Python calls than write_row)."""
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc=f"generate {label}", unit="rows", leave=False)
+    chunks = []
+    while chunk := list(itertools.islice(rows, 8192)):
+        text = "".join("\t".join(map(_copy_text, row)) + "\n" for row in chunk)
+        chunks.append(text.encode())
+        if bar:
+            bar.update(len(chunk))
+    if bar:
+        bar.close()
+    return chunks
+
+
+def _load_table(url: str, table: str, chunks: list[bytes]) -> None:
+    """CREATE + COPY ... FREEZE + keys in one transaction, on its own connection.
+
+    FREEZE (allowed because the table was created in the same transaction) writes the
+    rows already frozen and all-visible, so the later VACUUM has nothing to do and
+    index-only scans need no heap fetches."""
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        with conn.transaction():
+            conn.execute(TABLES[table])
+            statement = sql.SQL("COPY {} FROM STDIN (FREEZE)").format(sql.Identifier(table))
+            with conn.cursor() as cur, cur.copy(statement) as copy:
+                for chunk in chunks:
+                    copy.write(chunk)
+            conn.execute(KEYS[table])
+            for statement in FOREIGN_KEYS.get(table, []):
+                conn.execute(statement)
+        conn.autocommit = True
+        conn.execute(sql.SQL("VACUUM ANALYZE {}").format(sql.Identifier(table)))
+
+
+@dataclass
+class LoadReport:
+    """What a load did: rows per table, seconds generating and loading, rows per second."""
+
+    users: int
+    posts: int
+    comments: int
+    generate_seconds: float
+    load_seconds: float
+
+    @property
+    def rows(self) -> int:
+        return self.users + self.posts + self.comments
+
+    @property
+    def seconds(self) -> float:
+        return self.generate_seconds + self.load_seconds
+
+    @property
+    def load_rows_per_second(self) -> float:
+        """Rows per second of the load alone (COPY, keys, VACUUM ANALYZE)."""
+        return self.rows / self.load_seconds if self.load_seconds else float("inf")
+
+    @property
+    def rows_per_second(self) -> float:
+        """Rows per second end to end (generation included)."""
+        return self.rows / self.seconds if self.seconds else float("inf")
+
+    def __str__(self) -> str:
+        return (
+            f"{self.users:,} users, {self.posts:,} posts, {self.comments:,} comments: "
+            f"generated in {self.generate_seconds:.2f} s, loaded in {self.load_seconds:.2f} s "
+            f"({self.load_rows_per_second:,.0f} rows/s; {self.rows_per_second:,.0f} rows/s "
+            "end to end)"
+        )
+
+
+def generate_blog(*, users: int = 10_000, posts: int = 100_000, comments: int | None = None,
+                  seed: int = 42, progress: bool | None = None) -> dict[str, list[bytes]]:  # fmt: skip
+    """The dataset as COPY text chunks per table (deterministic for a given seed)."""
+    comments = 2 * posts if comments is None else comments
+    if progress is None:
+        progress = users + posts + comments >= 100_000
+    return {
+        "users": _as_copy_chunks(generate_users(users, seed), users, "users", progress),
+        "posts": _as_copy_chunks(generate_posts(posts, users, seed), posts, "posts", progress),
+        "comments": _as_copy_chunks(
+            generate_comments(comments, posts, users, seed), comments, "comments", progress
+        ),
+    }
+
+
+def copy_blog(target, chunks: dict[str, list[bytes]]) -> float:
+    """Load generated chunks into an empty database; returns the seconds it took.
+
+    Users first (the others reference them), then posts and comments in parallel, each
+    on its own connection; the comments → posts key once both are in."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import psycopg
+
+    url = getattr(target, "url", target)
+    started = time.perf_counter()
+    _load_table(url, "users", chunks["users"])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = [pool.submit(_load_table, url, t, chunks[t]) for t in ("posts", "comments")]
+        for future in futures:
+            future.result()
+    with psycopg.connect(url, connect_timeout=10) as conn:
+        conn.execute(FINISH)
+    return time.perf_counter() - started
+
+
+def load_blog(target, *, users: int = 10_000, posts: int = 100_000, comments: int | None = None,
+              seed: int = 42, progress: bool | None = None) -> LoadReport:  # fmt: skip
+    """Create the blog tables in an empty database and load them.
+
+    ``target`` is a :class:`labkit.db.Database` or a ``postgresql://`` URL. ``comments``
+    defaults to two per post; ``progress`` shows tqdm bars (default: on from 100k rows)."""
+    comments = 2 * posts if comments is None else comments
+    started = time.perf_counter()
+    chunks = generate_blog(users=users, posts=posts, comments=comments, seed=seed,
+                           progress=progress)  # fmt: skip
+    generated = time.perf_counter() - started
+    return LoadReport(users, posts, comments, generated, copy_blog(target, chunks))
+
+
+def _template_name(users: int, posts: int, comments: int, seed: int) -> str:
+    return f"labkit_tpl_blog_{users}_{posts}_{comments}_{seed}"
+
+
+def blog_database(name: str, *, users: int = 10_000, posts: int = 100_000,
+                  comments: int | None = None, seed: int = 42, scale: str | None = None,
+                  progress: bool | None = None):  # fmt: skip
+    """A fresh database ``name`` holding the blog dataset (a :class:`labkit.db.Database`).
+
+    The first call for a given size and seed builds a template database (seconds); every
+    later call copies it (~0.1-0.5 s). ``scale`` picks a named size from :data:`SCALES`."""
+    from psycopg import sql
+
+    from labkit import db
+
+    if scale:
+        size = SCALES[scale]
+        users, posts, comments = size.users, size.posts, size.comments
+    comments = 2 * posts if comments is None else comments
+    template = _template_name(users, posts, comments, seed)
+    with db.template_lock(template) as admin:
+        row = admin.execute(
+            "SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+            (template,),
+        ).fetchone()
+        if row is None or row[0] != "labkit: complete":
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template))
+            )
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
+            load_blog(db.database(template, qualified=True), users=users, posts=posts,
+                      comments=comments, seed=seed, progress=progress)  # fmt: skip
+            admin.execute(
+                sql.SQL("COMMENT ON DATABASE {} IS 'labkit: complete'").format(
+                    sql.Identifier(template)
+                )
+            )
+    return db.fresh_database(name, template=template)
