@@ -36,6 +36,8 @@ def services_table():
             "up`) in a terminal, or set DATABASE_URL / REDIS_URL to servers you have."
         )
     return pd.DataFrame(
-        [{"service": s.name, "mode": s.mode, "version": s.version, "url": s.url}
-         for s in statuses.values()]
-    ).set_index("service")  # fmt: skip
+        [
+            {"service": s.name, "mode": s.mode, "version": s.version, "url": s.url}
+            for s in statuses.values()
+        ]
+    ).set_index("service")

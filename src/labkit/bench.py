@@ -55,8 +55,9 @@ def bench_load(scale: str = "guide", repeat: int = 3) -> dict[str, float]:
 
     size = data.SCALES[scale]
     started = time.perf_counter()
-    chunks = data.generate_blog(users=size.users, posts=size.posts, comments=size.comments,
-                                progress=False)  # fmt: skip
+    chunks = data.generate_blog(
+        users=size.users, posts=size.posts, comments=size.comments, progress=False
+    )
     generate_s = time.perf_counter() - started
     load_runs = []
     for _ in range(repeat):
@@ -69,8 +70,9 @@ def bench_load(scale: str = "guide", repeat: int = 3) -> dict[str, float]:
         started = time.perf_counter()
         subprocess.run(
             [str(postgres_bin_dir() / "pgbench"), "-i", "-q", "-s", str(pg_scale), bench_db.url],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            check=True,
+            capture_output=True,
+        )
         pgbench_runs.append(time.perf_counter() - started)
     db.drop_database("labkit_bench_load")
     db.drop_database("labkit_bench_pgbench")
@@ -98,10 +100,15 @@ def bench_notebook() -> dict[str, float]:
         source = Path(folder) / "one.ipynb"
         notebook = nbformat.v4.new_notebook()
         notebook.cells = [nbformat.v4.new_code_cell("1 + 1")]
-        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                           "language": "python"}  # fmt: skip
+        notebook.metadata["kernelspec"] = {
+            "name": "python3",
+            "display_name": "Python 3",
+            "language": "python",
+        }
         nbformat.write(notebook, source)
-        papermill.execute_notebook(str(source), str(Path(folder) / "warm.ipynb"), progress_bar=False)
+        papermill.execute_notebook(
+            str(source), str(Path(folder) / "warm.ipynb"), progress_bar=False
+        )
         started = time.perf_counter()
         papermill.execute_notebook(str(source), str(Path(folder) / "out.ipynb"), progress_bar=False)
         return {"notebook_overhead_s": time.perf_counter() - started}
@@ -118,22 +125,35 @@ def measure_all(scale: str = "guide") -> dict[str, float]:
 def run_all(scale: str = "guide") -> int:
     results = measure_all(scale)
     r = results
-    print(f"services cold start (initdb + start both): {r['cold_start_s']:.2f} s "
-          f"(budget {BUDGETS['cold_start_s']} s)")  # fmt: skip
-    print(f"services warm start:                       {r['warm_start_s']:.2f} s "
-          f"(budget {BUDGETS['warm_start_s']} s)")  # fmt: skip
-    print(f"blog load, {r['rows']:,} rows (median of 3): generate {r['generate_s']:.2f} s, "
-          f"COPY+keys+analyze {r['load_s']:.2f} s = {r['load_rows_per_s']:,.0f} rows/s "
-          f"({r['end_to_end_rows_per_s']:,.0f} rows/s with generation)")  # fmt: skip
-    print(f"pgbench -i, {r['pgbench_rows']:,} rows (median of 3): {r['pgbench_s']:.2f} s = "
-          f"{r['pgbench_rows_per_s']:,.0f} rows/s")  # fmt: skip
-    print(f"ratio (load / pgbench):                    {r['load_ratio']:.2f} "
-          f"(budget >= {BUDGETS['load_ratio']})")  # fmt: skip
-    print(f"papermill, one-cell notebook:              {r['notebook_overhead_s']:.2f} s "
-          f"(budget {BUDGETS['notebook_overhead_s']} s)")  # fmt: skip
+    print(
+        f"services cold start (initdb + start both): {r['cold_start_s']:.2f} s "
+        f"(budget {BUDGETS['cold_start_s']} s)"
+    )
+    print(
+        f"services warm start:                       {r['warm_start_s']:.2f} s "
+        f"(budget {BUDGETS['warm_start_s']} s)"
+    )
+    print(
+        f"blog load, {r['rows']:,} rows (median of 3): generate {r['generate_s']:.2f} s, "
+        f"COPY+keys+analyze {r['load_s']:.2f} s = {r['load_rows_per_s']:,.0f} rows/s "
+        f"({r['end_to_end_rows_per_s']:,.0f} rows/s with generation)"
+    )
+    print(
+        f"pgbench -i, {r['pgbench_rows']:,} rows (median of 3): {r['pgbench_s']:.2f} s = "
+        f"{r['pgbench_rows_per_s']:,.0f} rows/s"
+    )
+    print(
+        f"ratio (load / pgbench):                    {r['load_ratio']:.2f} "
+        f"(budget >= {BUDGETS['load_ratio']})"
+    )
+    print(
+        f"papermill, one-cell notebook:              {r['notebook_overhead_s']:.2f} s "
+        f"(budget {BUDGETS['notebook_overhead_s']} s)"
+    )
     failed = [
-        name for name, limit in BUDGETS.items()
+        name
+        for name, limit in BUDGETS.items()
         if (results[name] < limit if name == "load_ratio" else results[name] > limit)
-    ]  # fmt: skip
+    ]
     print("all budgets met" if not failed else f"over budget: {', '.join(failed)}")
     return 1 if failed else 0

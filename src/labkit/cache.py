@@ -23,8 +23,12 @@ def redis_client(db: int | None = None, *, decode_responses: bool = True, **kwar
     from labkit.services import ServiceError, mask_url
 
     url = config.redis_url()
-    options: dict[str, Any] = {"decode_responses": decode_responses, "socket_timeout": 5,
-                               "socket_connect_timeout": 5, **kwargs}  # fmt: skip
+    options: dict[str, Any] = {
+        "decode_responses": decode_responses,
+        "socket_timeout": 5,
+        "socket_connect_timeout": 5,
+        **kwargs,
+    }
     if db is not None:
         options["db"] = db
     client = redis.Redis.from_url(url, **options)

@@ -151,7 +151,9 @@ def drop_database(name: str) -> None:
 
     full = _qualified(name)
     with connect(autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(full)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(full))
+        )
 
 
 def database_exists(name: str, *, qualified: bool = False) -> bool:
@@ -240,12 +242,15 @@ class QueryRecorder:
 
         return pd.DataFrame(
             [
-                {"sql": " ".join(s.sql.split())[:120], "duration_ms": round(s.duration_ms, 3),
-                 "rowcount": s.rowcount}
+                {
+                    "sql": " ".join(s.sql.split())[:120],
+                    "duration_ms": round(s.duration_ms, 3),
+                    "rowcount": s.rowcount,
+                }
                 for s in self.statements
             ],
             columns=["sql", "duration_ms", "rowcount"],
-        )  # fmt: skip
+        )
 
     def clear(self) -> None:
         self.statements.clear()
@@ -273,8 +278,13 @@ def record_queries(target: Any = None, *, echo: bool = False) -> Iterator[QueryR
 
     def after(conn, cursor, statement, parameters, context, executemany):
         started = conn.info["_labkit_t0"].pop()
-        item = Statement(statement, parameters, (time.perf_counter() - started) * 1000,
-                         cursor.rowcount, executemany)  # fmt: skip
+        item = Statement(
+            statement,
+            parameters,
+            (time.perf_counter() - started) * 1000,
+            cursor.rowcount,
+            executemany,
+        )
         recorder.statements.append(item)
         if echo:
             print(f"[{item.duration_ms:7.2f} ms] {' '.join(statement.split())[:160]}")
@@ -319,7 +329,8 @@ class Plan:
     def uses_index(self, name: str | None = None) -> bool:
         """True if some node scans an index (``name``: that index)."""
         return any(
-            n["Node Type"] in self.SCAN_USING_INDEX and (name is None or n.get("Index Name") == name)
+            n["Node Type"] in self.SCAN_USING_INDEX
+            and (name is None or n.get("Index Name") == name)
             for n in self.nodes
         )
 
@@ -406,8 +417,9 @@ def _compile(bind: Any, statement: Any, params: Any) -> tuple[str, Any]:
     raise TypeError("statement must be SQL text or a SQLAlchemy statement")
 
 
-def explain(bind: Any, statement: Any, params: Any = None, *, analyze: bool = True,
-            buffers: bool = True) -> Plan:  # fmt: skip
+def explain(
+    bind: Any, statement: Any, params: Any = None, *, analyze: bool = True, buffers: bool = True
+) -> Plan:
     """EXPLAIN a statement and return the :class:`Plan`.
 
     ``bind`` is a SQLAlchemy Engine, Connection or Session, or a psycopg connection;

