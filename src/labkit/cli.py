@@ -7,6 +7,7 @@ Usage::
     python -m labkit services down      # stop them
     python -m labkit services env       # print `export DATABASE_URL=... REDIS_URL=...`
     python -m labkit bench              # measure the performance budgets
+    python -m labkit lab                # JupyterLab on the course (what `make lab` runs)
 """
 
 from __future__ import annotations
@@ -57,6 +58,47 @@ def _bench(args: argparse.Namespace) -> int:
     return run_all(scale=args.scale)
 
 
+def lab_command(
+    port: int | None = None,
+    open_browser: bool = True,
+    token: str | None = None,
+    extra: list[str] | None = None,
+) -> list[str]:
+    """The JupyterLab command line `make lab` runs: loopback only, the course folder as root,
+    opening on 00-start-here; ``--allow-root`` only when we are root."""
+    import os
+
+    from labkit import config
+
+    root = config.project_root()
+    argv = [
+        sys.executable, "-m", "jupyter", "lab",
+        f"--ServerApp.root_dir={root}",
+        "--ServerApp.ip=127.0.0.1",
+        "--LabApp.default_url=/lab/tree/notebooks/00-start-here.ipynb",
+    ]  # fmt: skip
+    if port:
+        argv.append(f"--ServerApp.port={port}")
+    if not open_browser:
+        argv.append("--no-browser")
+    if token is not None:
+        argv.append(f"--IdentityProvider.token={token}")
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        argv.append("--allow-root")
+    return argv + list(extra or [])
+
+
+def _lab(args: argparse.Namespace) -> int:
+    import os
+
+    from labkit import config
+
+    argv = lab_command(args.port, not args.no_browser, args.token, args.extra)
+    os.chdir(config.project_root())
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,6 +112,13 @@ def main(argv: list[str] | None = None) -> int:
     bench = commands.add_parser("bench", help="measure start-up and data-load budgets")
     bench.add_argument("--scale", default="guide", help="dataset scale (default: guide)")
     bench.set_defaults(func=_bench)
+
+    lab = commands.add_parser("lab", help="open JupyterLab on the course (servers must be up)")
+    lab.add_argument("--port", type=int, default=None)
+    lab.add_argument("--no-browser", action="store_true")
+    lab.add_argument("--token", default=None, help="default: JupyterLab generates one")
+    lab.add_argument("extra", nargs="*", help="more JupyterLab options (after --)")
+    lab.set_defaults(func=_lab)
 
     args = parser.parse_args(argv)
     from labkit.services import ServiceError

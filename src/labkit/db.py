@@ -382,7 +382,7 @@ class Plan:
                 label += f" on {node['Relation Name']}"
             facts = [f"est {node.get('Plan Rows')} rows"]
             if "Actual Rows" in node:
-                facts.append(f"actual {node['Actual Rows']} rows")
+                facts.append(f"actual {node['Actual Rows']:g} rows")
             if "Shared Hit Blocks" in node:
                 facts.append(
                     f"buffers {node.get('Shared Hit Blocks', 0) + node.get('Shared Read Blocks', 0)}"

@@ -122,10 +122,13 @@ def _process_name(pid: int) -> str | None:
         return None
     except PermissionError:
         pass
-    comm = Path(f"/proc/{pid}/comm")
-    if comm.exists():
+    stat = Path(f"/proc/{pid}/stat")
+    if stat.exists():
         with contextlib.suppress(OSError):
-            return comm.read_text().strip()
+            # "pid (comm) state ...": a zombie (Z) or dead (X) process is not running.
+            text = stat.read_text()
+            name, state = text[text.index("(") + 1 : text.rindex(")")], text[text.rindex(")") + 2]
+            return None if state in "ZX" else name
     out = subprocess.run(["ps", "-p", str(pid), "-o", "comm="], capture_output=True, text=True)
     return Path(out.stdout.strip()).name or None
 
@@ -628,8 +631,8 @@ class Services:
     # -- public API
     def up(self) -> dict[str, ServiceStatus]:
         """Start whatever is not running (idempotent) and write the URLs to the env file."""
+        self._prepare_state_dir()
         with _locked(self.state_dir / ".lock"):
-            self._prepare_state_dir()
             state = self._state.load()
             result = {
                 "postgres": self._up_postgres(state),

@@ -1,0 +1,25 @@
+"""nbgrader configuration of the course (this folder is the nbgrader course directory).
+
+`source/` (instructor notebooks with solutions and hidden tests) is committed;
+`release/`, `submitted/`, `autograded/`, `feedback/` and `gradebook.db` are made by
+nbgrader and git-ignored.
+"""
+
+import os
+
+c = get_config()  # noqa: F821 -- provided by nbgrader when it loads this file
+
+here = os.path.dirname(os.path.abspath(__file__))
+
+c.CourseDirectory.root = here
+c.CourseDirectory.course_id = "data-layer-engineering"
+c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
+
+# Exercises load data and talk to PostgreSQL and Redis: nbgrader's default 30 s per
+# cell is too short, and a timeout silently scores zero.
+c.Execute.timeout = 300
+c.Execute.kernel_name = "python3"
+
+# What a student sees in place of a solution.
+c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
+c.ClearSolutions.text_stub = "YOUR ANSWER HERE"

@@ -1,0 +1,14 @@
+"""labkit.measure: timings and comparisons return numbers."""
+
+from labkit import measure
+
+
+def test_timeit_and_compare():
+    calls = []
+    timing = measure.timeit(lambda: calls.append(1), repeat=5, warmup=2)
+    assert len(calls) == 7 and len(timing.runs_ms) == 5 and timing.median_ms >= 0
+    table = measure.compare({"q": 10.0}, {"q": 1.0}, unit="buffers")
+    assert table.loc["q", "speed-up (×)"] == 10.0
+    assert table.loc["q", "change (%)"] == -90.0
+    figure = measure.plot_comparison(table)
+    assert figure.axes

@@ -1,0 +1,185 @@
+"""labkit.services against real servers, in throwaway state folders (the course's own
+servers are never touched): up/down, idempotence, crash recovery, port conflicts, URL
+override, and clear errors."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psycopg
+import pytest
+import redis
+
+from labkit import config
+from labkit.services import ServiceError, Services, mask_url
+
+pytestmark = pytest.mark.xdist_group("services")
+
+
+@pytest.fixture
+def state(monkeypatch):
+    """A fresh state folder, reachable by the service user when we run as root."""
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.delenv("REDIS_URL", raising=False)
+    folder = Path(tempfile.mkdtemp(prefix="labkit-test-"))
+    os.chmod(folder, 0o755)
+    services = Services(folder, quiet=True)
+    yield services
+    services.down()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def urls(services: Services) -> dict[str, str]:
+    return config.read_env_file(services.env_file)
+
+
+def test_up_starts_both_and_writes_urls(state):
+    """`up` starts PostgreSQL (with pg_stat_statements) and Redis, on loopback, and writes URLs."""
+    result = state.up()
+    assert result["postgres"].running and result["postgres"].version.startswith("18")
+    assert result["redis"].running
+    env = urls(state)
+    assert env["DATABASE_URL"].startswith("postgresql://postgres:")
+    assert "@127.0.0.1:" in env["DATABASE_URL"] and "@127.0.0.1:" in env["REDIS_URL"]
+    assert oct(state.env_file.stat().st_mode)[-3:] == "600", "the env file holds passwords"
+    with psycopg.connect(env["DATABASE_URL"]) as conn:
+        libraries = conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+        assert "pg_stat_statements" in libraries
+        assert conn.execute("SHOW listen_addresses").fetchone()[0] == "127.0.0.1"
+        extensions = conn.execute("SELECT extname FROM pg_extension").fetchall()
+        assert ("pg_stat_statements",) in extensions
+    assert redis.Redis.from_url(env["REDIS_URL"]).ping()
+    if os.geteuid() == 0:
+        owner = subprocess.run(
+            ["ps", "-o", "user=", "-p", str(result["postgres"].pid)], capture_output=True, text=True
+        ).stdout.strip()
+        assert owner == "labkit", f"as root, PostgreSQL must run as 'labkit', not {owner!r}"
+
+
+def test_up_is_idempotent_and_fast_when_running(state):
+    """A second `up` starts nothing, keeps the same pids and ports."""
+    first = state.up()
+    started = time.perf_counter()
+    second = Services(state.state_dir, quiet=True).up()
+    elapsed = time.perf_counter() - started
+    assert first["postgres"].pid == second["postgres"].pid
+    assert first["redis"].pid == second["redis"].pid
+    assert first["postgres"].url == second["postgres"].url
+    assert elapsed < 2, f"`up` on running servers took {elapsed:.2f} s"
+
+
+def test_ports_are_remembered_across_restarts(state):
+    """down then up uses the same ports (notebooks' URLs stay valid)."""
+    before = urls(state.up() and state)
+    state.down()
+    assert not state.env_file.exists(), "down removes the env file"
+    after = urls(state.up() and state)
+    assert before == after
+
+
+def test_recovers_from_crashes(state):
+    """SIGKILLed servers (stale pid files) are detected and started again."""
+    result = state.up()
+    os.kill(result["postgres"].pid, signal.SIGKILL)
+    os.kill(result["redis"].pid, signal.SIGKILL)
+    time.sleep(0.3)
+    status = state.status()
+    assert not status["postgres"].running and not status["redis"].running
+    again = Services(state.state_dir, quiet=True).up()
+    assert again["postgres"].running and again["redis"].running
+    with psycopg.connect(urls(state)["DATABASE_URL"]) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_port_taken_by_someone_else_gives_a_message_and_another_port(state):
+    """If a remembered port is taken by another program, `up` says so and moves."""
+    state.up()
+    old_port = int(urls(state)["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])
+    state.down()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", old_port))
+    squatter.listen()
+    try:
+        services = Services(state.state_dir, quiet=True)
+        services.up()
+        new_port = int(urls(services)["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])
+        assert new_port != old_port
+        assert any(f"port {old_port} is taken" in m for m in services.messages), services.messages
+    finally:
+        squatter.close()
+
+
+def test_external_urls_start_nothing(state, monkeypatch):
+    """With DATABASE_URL/REDIS_URL set, `up` only checks them and starts no server."""
+    course = config.read_env_file()
+    monkeypatch.setenv("DATABASE_URL", course["DATABASE_URL"])
+    monkeypatch.setenv("REDIS_URL", course["REDIS_URL"])
+    result = Services(state.state_dir, quiet=True).up()
+    assert result["postgres"].mode == "external" and result["redis"].mode == "external"
+    assert not (state.state_dir / "postgres").exists(), "no embedded server may be created"
+
+
+def test_external_url_that_does_not_answer_is_a_clear_error(state, monkeypatch):
+    """A DATABASE_URL that points nowhere fails with what to do, not a driver traceback."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://u:secret@127.0.0.1:{port}/x")
+    with pytest.raises(ServiceError) as info:
+        Services(state.state_dir, quiet=True).up()
+    message = str(info.value)
+    assert "does not answer" in message and "DATABASE_URL" in message
+    assert "secret" not in message, "passwords must not appear in error messages"
+
+
+def test_unwritable_state_dir_is_a_clear_error(tmp_path):
+    """A state folder that cannot be created says so and names LABKIT_STATE_DIR."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(ServiceError, match="LABKIT_STATE_DIR"):
+        Services(blocker / "state", quiet=True).up()
+
+
+def test_missing_binary_is_a_clear_error(state, monkeypatch):
+    """A PostgreSQL binary folder without pg_ctl gives a message that says what to do."""
+    monkeypatch.setenv("LABKIT_PG_BIN", str(state.state_dir / "nowhere"))
+    with pytest.raises(ServiceError, match="pg_ctl not found"):
+        state.up()
+
+
+def test_mask_url_hides_passwords():
+    assert mask_url("postgresql://u:p%40ss@h:1/d") == "postgresql://u:***@h:1/d"
+    assert mask_url("redis://:pw@127.0.0.1:6379/0") == "redis://:***@127.0.0.1:6379/0"
+    assert mask_url("redis://127.0.0.1:6379/0") == "redis://127.0.0.1:6379/0"
+
+
+def test_cli_status_and_env(state):
+    """`python -m labkit services status|env` report the servers of a state folder."""
+    state.up()
+    run = [sys.executable, "-m", "labkit", "services"]
+    status = subprocess.run(
+        [*run, "status", "--state-dir", str(state.state_dir)], capture_output=True, text=True
+    )
+    assert status.returncode == 0, status.stderr
+    assert "postgres" in status.stdout and "running" in status.stdout and "***" in status.stdout
+    env = subprocess.run(
+        [*run, "env", "--state-dir", str(state.state_dir)], capture_output=True, text=True
+    )
+    assert env.stdout.startswith("export DATABASE_URL=")
+
+
+def test_no_side_effects_at_import(tmp_path):
+    """Importing the package starts nothing and creates no folder."""
+    code = "import labkit, labkit.db, labkit.data, labkit.services, labkit.measure, labkit.cache"
+    env = dict(os.environ, LABKIT_STATE_DIR=str(tmp_path / "state"))
+    subprocess.run([sys.executable, "-c", code], check=True, env=env)
+    assert not (tmp_path / "state").exists()
