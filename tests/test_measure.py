@@ -12,3 +12,20 @@ def test_timeit_and_compare():
     assert table.loc["q", "change (%)"] == -90.0
     figure = measure.plot_comparison(table)
     assert figure.axes
+
+
+def test_throwaway_redis_can_be_killed():
+    """ThrowawayRedis is a real, separate server; after kill() commands fail fast."""
+    import pytest
+    import redis
+
+    from labkit import cache
+
+    with cache.ThrowawayRedis() as spare:
+        client = spare.client()
+        client.set("k", "v")
+        assert client.get("k") == "v"
+        spare.kill()
+        with pytest.raises(redis.ConnectionError):
+            client.get("k")
+    assert cache.redis_client().ping(), "the course's own Redis is untouched"

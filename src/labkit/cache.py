@@ -13,7 +13,7 @@ from typing import Any
 
 from labkit import config
 
-__all__ = ["redis_client"]
+__all__ = ["ThrowawayRedis", "redis_client"]
 
 
 def redis_client(db: int | None = None, *, decode_responses: bool = True, **kwargs: Any):
@@ -40,3 +40,75 @@ def redis_client(db: int | None = None, *, decode_responses: bool = True, **kwar
             "`python -m labkit services up` (or `make lab`), or check REDIS_URL."
         ) from exc
     return client
+
+
+class ThrowawayRedis:
+    """A private redis-server on a free loopback port, for demonstrating failures.
+
+    Usage::
+
+        with cache.ThrowawayRedis() as spare:
+            client = spare.client()
+            spare.kill()            # now every command raises ConnectionError
+
+    It is never the course's shared server, so killing it breaks nothing else."""
+
+    def __init__(self) -> None:
+        self.process = None
+        self.port: int | None = None
+        self._folder = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> ThrowawayRedis:
+        import socket
+        import subprocess
+        import tempfile
+        import time
+
+        import redis
+
+        from labkit.services import ServiceError, redis_server_binary
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self._folder = tempfile.TemporaryDirectory(prefix="labkit-redis-")
+        self.process = subprocess.Popen(
+            [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
+             "--save", "", "--appendonly", "no", "--dir", self._folder.name],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                    return self
+            except redis.ConnectionError:
+                time.sleep(0.02)
+        self.kill()
+        raise ServiceError("a throwaway redis-server did not start within 10 s")
+
+    def client(self, **kwargs: Any):
+        """A client with short timeouts, so that a dead server fails fast."""
+        import redis
+
+        options = {"decode_responses": True, "socket_timeout": 0.5,
+                   "socket_connect_timeout": 0.5, **kwargs}  # fmt: skip
+        return redis.Redis.from_url(self.url, **options)
+
+    def kill(self) -> None:
+        """Stop the server at once (SIGKILL), as a crash would."""
+        if self.process and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+    def __enter__(self) -> ThrowawayRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        if self._folder:
+            self._folder.cleanup()
