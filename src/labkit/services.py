@@ -29,6 +29,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
@@ -664,9 +665,9 @@ class Services:
     def _prepare_state_dir(self) -> None:
         try:
             self.state_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.state_dir / ".write-test"
-            probe.write_text("ok")
-            probe.unlink()
+            # A uniquely named probe: several processes may run `up` at the same time.
+            with tempfile.NamedTemporaryFile(dir=self.state_dir, prefix=".write-test-"):
+                pass
         except OSError as exc:
             raise ServiceError(
                 f"the state folder {self.state_dir} is not writable ({exc.strerror}). "
