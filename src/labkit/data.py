@@ -91,8 +91,15 @@ def _zipf_cumulative(n: int, s: float) -> list[float]:
     return list(itertools.accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
 
 
+_DAYS = [(EPOCH + timedelta(days=d)).date().isoformat() for d in range(SPAN_SECONDS // 86400 + 1)]
+
+
 def _timestamp(offset: int) -> str:
-    return (EPOCH + timedelta(seconds=offset)).isoformat()
+    """``EPOCH + offset`` seconds in ISO 8601 (as ``datetime.isoformat`` writes it, faster)."""
+    day, second = divmod(offset, 86400)
+    hour, second = divmod(second, 3600)
+    minute, second = divmod(second, 60)
+    return f"{_DAYS[day]}T{hour:02d}:{minute:02d}:{second:02d}+00:00"
 
 
 def _sentences(rng: random.Random, count: int) -> list[str]:
