@@ -385,8 +385,12 @@ def load_blog(
     return LoadReport(users, posts, comments, generated, copy_blog(target, chunks))
 
 
+#: Bump when the generator or the schema changes, so that old templates are not reused.
+DATA_VERSION = 1
+
+
 def _template_name(users: int, posts: int, comments: int, seed: int) -> str:
-    return f"labkit_tpl_blog_{users}_{posts}_{comments}_{seed}"
+    return f"labkit_tpl_blog_v{DATA_VERSION}_{users}_{posts}_{comments}_{seed}"
 
 
 def blog_database(
