@@ -706,7 +706,7 @@ class Services:
             if self.postgres.data.exists() and any(self.postgres.data.iterdir()):
                 raise ServiceError(
                     f"{self.postgres.data} exists but is not a PostgreSQL data folder. Move it "
-                    "away (or run `python -m labkit services reset`) and try again."
+                    "away (or delete it to start from scratch) and try again."
                 )
             t0 = time.perf_counter()
             self.postgres.init(info["password"])
