@@ -51,3 +51,41 @@ lint: install
 
 clean: down
 	rm -rf $(VENV) .labkit
+
+# ------------------------------------------------------------------ containers (optional)
+# make lab-containers   PostgreSQL 18 + Redis 7 from compose.yaml instead of the embedded
+#                       servers: creates .env with generated passwords if it is missing,
+#                       waits until both containers are healthy, then opens JupyterLab with
+#                       DATABASE_URL / REDIS_URL pointing at them (the same contract).
+# make containers-up | containers-down | containers-env (prints the two exports)
+COMPOSE        ?= docker compose
+CONTAINERS_ENV ?= .env
+# The URLs of the containers, built from $(CONTAINERS_ENV) in the shape the embedded
+# servers use (postgres superuser and database; Redis database 0), exported.
+CONTAINERS_URLS = set -a && . "$(abspath $(CONTAINERS_ENV))" && set +a && \
+	export DATABASE_URL="postgresql://postgres:$${POSTGRES_PASSWORD}@127.0.0.1:$${POSTGRES_PORT:-55432}/postgres" && \
+	export REDIS_URL="redis://:$${REDIS_PASSWORD}@127.0.0.1:$${REDIS_PORT:-56379}/0"
+
+.PHONY: lab-containers containers-up containers-down containers-env
+
+$(CONTAINERS_ENV):
+	@umask 077 && while IFS= read -r line; do \
+	  case "$$line" in *=change-me-locally) \
+	    line="$${line%%=*}=$$($(PYTHON) -c 'import secrets; print(secrets.token_hex(16))')";; \
+	  esac; printf '%s\n' "$$line"; \
+	done < .env.example > "$@.tmp" && mv "$@.tmp" "$@"
+	@echo "created $@ from .env.example with generated passwords (git-ignored; keep it)"
+
+containers-up: $(CONTAINERS_ENV)
+	@$(COMPOSE) version >/dev/null 2>&1 || { echo "make $@: '$(COMPOSE)' does not work here. Install Docker with its compose plugin (or set COMPOSE, e.g. COMPOSE='podman compose'), or run 'make lab', which needs no containers." >&2; exit 1; }
+	$(COMPOSE) --env-file "$(CONTAINERS_ENV)" up --detach --wait
+
+containers-down:
+	@if [ -e "$(CONTAINERS_ENV)" ]; then $(COMPOSE) --env-file "$(CONTAINERS_ENV)" down; \
+	else echo "no $(CONTAINERS_ENV): no containers were started with make containers-up"; fi
+
+containers-env: $(CONTAINERS_ENV)
+	@$(CONTAINERS_URLS) && printf 'export DATABASE_URL=%s\nexport REDIS_URL=%s\n' "$$DATABASE_URL" "$$REDIS_URL"
+
+lab-containers: install containers-up
+	$(CONTAINERS_URLS) && $(BIN)/python -m labkit services up && $(BIN)/python -m labkit lab
