@@ -331,7 +331,10 @@ def stop_leftovers(pids: dict[str, int]) -> None:
         time.sleep(0.1)
 
 
+# In the "services" group: the servers `start` launches pick free ports the way the
+# throwaway servers of test_services.py do, so they must not pick them at the same moment.
 @pytest.mark.slow
+@pytest.mark.xdist_group("services")
 def test_binder_build_and_launch_simulated():
     """postBuild and start, run as repo2docker runs them, as an unprivileged user in a fresh
     environment: 00-start-here executes against the PostgreSQL and Redis that start
@@ -453,6 +456,14 @@ def test_binder_build_and_launch_simulated():
         while time.monotonic() < deadline and any(psutil.pid_exists(p) for p in pids.values()):
             time.sleep(0.1)
         assert not [p for p in pids.values() if psutil.pid_exists(p)], "servers still running"
+        if user.is_root:  # the user is ours alone: nothing of theirs may be left in /tmp
+            left = [
+                entry.path
+                for folder in ("/tmp", "/var/tmp")
+                for entry in os.scandir(folder)
+                if entry.stat(follow_symlinks=False).st_uid == user.uid
+            ]
+            assert not left, f"the simulated user left files in /tmp: {left}"
 
         total = time.monotonic() - build_started
         report = {name: round(seconds, 1) for name, seconds in timings.items()}
