@@ -23,3 +23,10 @@ c.Execute.kernel_name = "python3"
 # What a student sees in place of a solution.
 c.ClearSolutions.code_stub = {"python": "# YOUR CODE HERE\nraise NotImplementedError()"}
 c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
+
+# Grade every notebook of every submission in its own sandbox (fresh database names, a
+# private Redis), and keep hidden tests out of the feedback students receive
+# (src/labkit/nbgrader_ext.py explains both).
+from labkit.nbgrader_ext import configure  # noqa: E402
+
+configure(c)

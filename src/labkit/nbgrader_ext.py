@@ -1,0 +1,190 @@
+"""nbgrader plug-ins of the course: a sandbox per graded notebook, and feedback without
+hidden tests. ``grading/nbgrader_config.py`` switches them on with one call::
+
+    from labkit.nbgrader_ext import configure
+    configure(c)
+
+- :class:`EnterSandbox` / :class:`LeaveSandbox` wrap nbgrader's ``Execute`` step: every
+  notebook of every submission runs with its own ``LABKIT_DB_PREFIX`` (so the databases
+  it creates are its own, and are dropped afterwards) and its own private Redis server
+  (``REDIS_URL``), so that one student's leftovers never change another student's score.
+- :class:`HideHiddenTests` runs in ``nbgrader generate_feedback``: it removes the
+  ``### BEGIN/END HIDDEN TESTS`` regions from test cells and drops the test cell's own
+  frames from error tracebacks (which quote the failing test code), keeping the score,
+  the assertion message and the frames of the student's own code.
+
+:class:`Sandbox` is the same isolation as a context manager (``labkit check`` uses it).
+This module imports nbgrader: only nbgrader (through the config) and the grading tools
+import it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import os
+import re
+
+from nbgrader import utils
+from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+
+__all__ = ["EnterSandbox", "HideHiddenTests", "LeaveSandbox", "Sandbox", "configure"]
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+# IPython 8+: "Cell In[3], line 7"; IPython 7: "Input In [3]" / "<ipython-input-3-…>".
+_CELL_FRAME = re.compile(
+    r"^\s*(?:Cell In ?\[(\d+)\]|Input In ?\[(\d+)\]|File <ipython-input-(\d+)-)"
+)
+
+
+def drop_databases(prefix: str) -> list[str]:
+    """Drop every database whose name starts with ``prefix``; return their names."""
+    from psycopg import sql
+
+    from labkit import db
+
+    if not prefix:
+        raise ValueError("refusing to drop databases with an empty prefix")
+    with db.connect(autocommit=True) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
+            )
+        ]
+        for name in names:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+    return names
+
+
+class Sandbox:
+    """A fresh database-name prefix and a private Redis server for one run of a notebook.
+
+    Usage::
+
+        with Sandbox("alice/00-warmup/warmup") as env:   # {'LABKIT_DB_PREFIX': ..., 'REDIS_URL': ...}
+            ...  # start a kernel with os.environ | env
+
+    On exit the Redis server is killed and the databases created under the prefix are
+    dropped. The prefix extends any ``LABKIT_DB_PREFIX`` already set (test workers)."""
+
+    def __init__(self, tag: str) -> None:
+        digest = hashlib.sha1(tag.encode()).hexdigest()[:10]
+        self.prefix = f"{os.environ.get('LABKIT_DB_PREFIX', '')}g{digest}_"
+        self.redis = None
+
+    def start(self) -> dict[str, str]:
+        from labkit.cache import ThrowawayRedis
+
+        drop_databases(self.prefix)  # leftovers of an interrupted earlier run
+        self.redis = ThrowawayRedis().start()
+        return {"LABKIT_DB_PREFIX": self.prefix, "REDIS_URL": self.redis.url}
+
+    def stop(self) -> None:
+        if self.redis is not None:
+            self.redis.__exit__(None, None, None)
+            self.redis = None
+        drop_databases(self.prefix)
+
+    def __enter__(self) -> dict[str, str]:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Active:
+    sandbox: Sandbox | None = None
+    saved_env: dict[str, str | None] = {}
+
+
+def _leave() -> None:
+    sandbox, _Active.sandbox = _Active.sandbox, None
+    for key, value in _Active.saved_env.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    _Active.saved_env = {}
+    if sandbox is not None:
+        sandbox.stop()
+
+
+atexit.register(_leave)
+
+
+class EnterSandbox(NbGraderPreprocessor):
+    """Before ``Execute``: give this notebook of this student a fresh sandbox. The kernel
+    that ``Execute`` starts next inherits the sandbox's environment variables."""
+
+    def preprocess(self, nb, resources):
+        _leave()  # a previous notebook whose LeaveSandbox did not run (kernel died)
+        info = resources.get("nbgrader", {})
+        tag = "/".join(str(info.get(k, "")) for k in ("student", "assignment", "notebook"))
+        sandbox = Sandbox(tag)
+        env = sandbox.start()
+        _Active.saved_env = {key: os.environ.get(key) for key in env}
+        _Active.sandbox = sandbox
+        os.environ.update(env)
+        self.log.info("sandbox for %s: databases %s*, private Redis", tag, sandbox.prefix)
+        return nb, resources
+
+
+class LeaveSandbox(NbGraderPreprocessor):
+    """After ``Execute``: stop the private Redis, drop the notebook's databases."""
+
+    def preprocess(self, nb, resources):
+        _leave()
+        return nb, resources
+
+
+def scrub_traceback(traceback: list[str], execution_count: int | None) -> list[str]:
+    """``traceback`` without the frames of the cell executed as ``execution_count``."""
+    if execution_count is None:
+        return list(traceback)
+    kept, hidden = [], False
+    for entry in traceback:
+        match = _CELL_FRAME.match(_ANSI.sub("", entry))
+        if match and int(next(g for g in match.groups() if g)) == execution_count:
+            if not hidden:
+                kept.append("(the test code is not shown in feedback)")
+                hidden = True
+            continue
+        kept.append(entry)
+    return kept
+
+
+class HideHiddenTests(ClearHiddenTests):
+    """Feedback preprocessor: hidden test regions out of test cells, and the test cells'
+    own frames out of their error tracebacks (the message and the score stay)."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        cell, resources = super().preprocess_cell(cell, resources, cell_index)
+        if cell.cell_type == "code" and utils.is_grade(cell):
+            for output in cell.get("outputs", []):
+                if output.get("output_type") == "error":
+                    output["traceback"] = scrub_traceback(
+                        output.get("traceback", []), cell.get("execution_count")
+                    )
+        return cell, resources
+
+
+def _default(klass, name: str) -> list:
+    return list(klass.class_traits()[name].default())
+
+
+def configure(c) -> None:
+    """Switch the plug-ins on in an nbgrader config object ``c``."""
+    from nbgrader.converters import Autograde, GenerateFeedback
+
+    here = __name__
+    c.Autograde.autograde_preprocessors = [
+        f"{here}.EnterSandbox",
+        *_default(Autograde, "autograde_preprocessors"),
+        f"{here}.LeaveSandbox",
+    ]
+    feedback = _default(GenerateFeedback, "preprocessors")
+    # After GetGrades (which reads the gradebook), before the HTML is rendered.
+    c.GenerateFeedback.preprocessors = [feedback[0], f"{here}.HideHiddenTests", *feedback[1:]]
