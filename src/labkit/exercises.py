@@ -1,0 +1,154 @@
+"""Isolation and measurement helpers for the graded exercises.
+
+Usage::
+
+    from labkit import exercises
+    ns = exercises.redis_namespace("ex01_step07")    # its keys deleted; shared server untouched
+    ns.key("user", 7)                                # 'ex01_step07:user:7' (after LABKIT_DB_PREFIX)
+    ns.client.set(ns.key("user", 7), "...", ex=300)
+    with exercises.count_round_trips(ns.client) as trips:
+        ...                                          # trips.count: commands + pipeline executions
+
+Every exercise keeps its Redis keys under its own prefix, so that grading many students
+one after another, or two test workers at once, never share a key. The prefix honours
+``LABKIT_DB_PREFIX`` (set per pytest worker or grading run), as database names do.
+Clearing uses ``SCAN`` + ``DEL`` on the prefix only: never ``FLUSHDB`` on a shared server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["RedisNamespace", "RoundTrips", "count_round_trips", "redis_namespace"]
+
+_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
+
+
+def _qualified(name: str) -> str:
+    full = os.environ.get("LABKIT_DB_PREFIX", "") + name
+    if not _NAME.match(full):
+        raise ValueError(
+            f"Redis namespace {full!r} must be lower-case letters, digits and underscores "
+            "(at most 63 characters, not starting with a digit)"
+        )
+    return full
+
+
+@dataclass
+class RedisNamespace:
+    """A key prefix of its own on a Redis server: build keys, list them, delete them."""
+
+    name: str
+    client: Any
+
+    @property
+    def prefix(self) -> str:
+        """What every key of the namespace starts with, e.g. ``'ex01_step07:'``."""
+        return self.name + ":"
+
+    def key(self, *parts: object) -> str:
+        """The key ``<prefix>part1:part2...`` (also usable as a pub/sub channel name)."""
+        if not parts:
+            raise ValueError("a key needs at least one part, e.g. ns.key('user', 7)")
+        return self.prefix + ":".join(str(part) for part in parts)
+
+    def _pattern(self) -> str:
+        return _GLOB_SPECIAL.sub(r"\\\1", self.prefix) + "*"
+
+    def keys(self) -> list[str]:
+        """The namespace's keys, sorted (found with SCAN, so the server is never blocked)."""
+        found = self.client.scan_iter(match=self._pattern(), count=1000)
+        return sorted(k.decode() if isinstance(k, bytes) else k for k in found)
+
+    def clear(self) -> int:
+        """Delete every key of the namespace (SCAN + DEL in batches); return how many."""
+        deleted = 0
+        batch: list[Any] = []
+        for key in self.client.scan_iter(match=self._pattern(), count=1000):
+            batch.append(key)
+            if len(batch) >= 500:
+                deleted += self.client.delete(*batch)
+                batch.clear()
+        if batch:
+            deleted += self.client.delete(*batch)
+        return deleted
+
+    def __repr__(self) -> str:
+        return f"RedisNamespace(prefix={self.prefix!r})"
+
+
+def redis_namespace(name: str, *, client: Any = None, clear: bool = True) -> RedisNamespace:
+    """The namespace ``name`` (prefixed with ``LABKIT_DB_PREFIX``) on ``client`` (default:
+    :func:`labkit.cache.redis_client`, strings decoded); ``clear`` deletes its keys first."""
+    if client is None:
+        from labkit import cache
+
+        client = cache.redis_client()
+    namespace = RedisNamespace(_qualified(name), client)
+    if clear:
+        namespace.clear()
+    return namespace
+
+
+@dataclass
+class RoundTrips:
+    """Round trips a client made: one per command sent alone, one per pipeline executed."""
+
+    commands: list[str] = field(default_factory=list)
+    pipelines: list[int] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.commands) + len(self.pipelines)
+
+    def __repr__(self) -> str:
+        return (
+            f"RoundTrips(count={self.count}, commands={len(self.commands)}, "
+            f"pipelines={self.pipelines})"
+        )
+
+
+@contextlib.contextmanager
+def count_round_trips(client: Any) -> Iterator[RoundTrips]:
+    """Count the round trips ``client`` (a ``redis.Redis``) makes inside the block.
+
+    A command such as ``GET`` is one round trip; a pipeline's ``execute()`` is one,
+    however many commands it holds (``pipelines`` lists their sizes). The client is
+    patched on the instance only, and restored on exit even if the block raises."""
+    trips = RoundTrips()
+    patched = {name: vars(client).get(name) for name in ("execute_command", "pipeline")}
+    send_alone = client.execute_command
+    make_pipeline = client.pipeline
+
+    def execute_command(*args: Any, **options: Any) -> Any:
+        trips.commands.append(str(args[0]) if args else "")
+        return send_alone(*args, **options)
+
+    def pipeline(*args: Any, **kwargs: Any) -> Any:
+        pipe = make_pipeline(*args, **kwargs)
+        execute = pipe.execute
+
+        def counted_execute(*a: Any, **kw: Any) -> Any:
+            if pipe.command_stack:  # an empty pipeline sends nothing
+                trips.pipelines.append(len(pipe.command_stack))
+            return execute(*a, **kw)
+
+        pipe.execute = counted_execute
+        return pipe
+
+    client.execute_command = execute_command
+    client.pipeline = pipeline
+    try:
+        yield trips
+    finally:
+        for name, previous in patched.items():
+            if previous is None:
+                delattr(client, name)
+            else:
+                setattr(client, name, previous)
