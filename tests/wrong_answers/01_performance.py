@@ -1,0 +1,139 @@
+"""Plausible wrong answers for 01-performance, and the test cells each one must fail.
+
+Each case replaces answer cells of one notebook (grade_id → source); the other answers
+stay correct, so a case also proves that the other tasks' tests do not depend on it."""
+
+STEP06 = "step06-query-optimization.ipynb"
+
+CASES = [
+    # ------------------------------------------------------------------ step 6
+    {
+        "name": "logs durations in seconds, not milliseconds",
+        "notebook": STEP06,
+        "answers": {
+            "query_log": """def install_query_log(engine: Engine, log: list) -> None:
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info["started"] = time.perf_counter()
+
+    def after(conn, cursor, statement, parameters, context, executemany):
+        log.append((statement, time.perf_counter() - conn.info["started"]))
+
+    event.listen(engine, "before_cursor_execute", before)
+    event.listen(engine, "after_cursor_execute", after)""",
+        },
+        "loses": ["test_query_log"],
+    },
+    {
+        "name": "listens on every Engine instead of the one it was given",
+        "notebook": STEP06,
+        "answers": {
+            "query_log": """def install_query_log(engine: Engine, log: list) -> None:
+    @event.listens_for(Engine, "before_cursor_execute")
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info["started"] = time.perf_counter()
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def after(conn, cursor, statement, parameters, context, executemany):
+        log.append((statement, (time.perf_counter() - conn.info["started"]) * 1000))""",
+        },
+        "loses": ["test_query_log"],
+    },
+    {
+        "name": "ranks statements by how often they ran, not by total time",
+        "notebook": STEP06,
+        "answers": {
+            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
+    return conn.execute(text("""
+        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
+        FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ORDER BY calls DESC
+        LIMIT :limit
+    """), {"limit": limit}).all()''',
+        },
+        "loses": ["test_slowest_queries"],
+    },
+    {
+        "name": "reads pg_stat_statements for the whole cluster (no dbid filter)",
+        "notebook": STEP06,
+        "answers": {
+            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
+    return conn.execute(text("""
+        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
+        FROM pg_stat_statements
+        ORDER BY total_exec_time DESC
+        LIMIT :limit
+    """), {"limit": limit}).all()''',
+        },
+        "loses": ["test_slowest_queries"],
+    },
+    {
+        "name": "indexes the wrong column (comments.author_id)",
+        "notebook": STEP06,
+        "answers": {
+            "comments_index": """with engine.begin() as conn:
+    conn.execute(text("CREATE INDEX ix_comments_author_id ON comments (author_id)"))""",
+        },
+        "loses": ["test_comments_index"],
+    },
+    {
+        "name": "puts the range column first in the composite index",
+        "notebook": STEP06,
+        "answers": {
+            "composite_index": """with engine.begin() as conn:
+    conn.execute(text("CREATE INDEX ix_posts_created_author ON posts (created_at, author_id)"))""",
+        },
+        "loses": ["test_composite_index"],
+    },
+    {
+        "name": "indexes author_id alone (created_at left to a filter)",
+        "notebook": STEP06,
+        "answers": {
+            "composite_index": """with engine.begin() as conn:
+    conn.execute(text("CREATE INDEX ix_posts_author_id ON posts (author_id)"))""",
+        },
+        "loses": ["test_composite_index"],
+    },
+    {
+        "name": "eager-loads the comments' authors instead of the post's author",
+        "notebook": STEP06,
+        "answers": {
+            "post_summaries": """def post_summaries(session: Session, post_ids: list[int]) -> list[tuple[int, str, str, int]]:
+    posts = session.scalars(
+        select(Post)
+        .where(Post.id.in_(post_ids))
+        .options(selectinload(Post.comments).joinedload(Comment.author))
+        .order_by(Post.id)
+    ).all()
+    return [(post.id, post.title, post.author.name, len(post.comments)) for post in posts]""",
+        },
+        "loses": ["test_post_summaries"],
+    },
+    {
+        "name": "a pool of one connection for the short-lived function (connection_limit=1)",
+        "notebook": STEP06,
+        "answers": {
+            "function_engine": """def function_engine(url: str) -> Engine:
+    return create_engine(url, pool_size=1, max_overflow=0)""",
+        },
+        "loses": ["test_function_engine"],
+    },
+    {
+        "name": "a web pool that never recycles its connections",
+        "notebook": STEP06,
+        "answers": {
+            "web_engine": """def web_engine(url: str) -> Engine:
+    return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_pre_ping=True)""",
+        },
+        "loses": ["test_web_engine"],
+    },
+    {
+        "name": "a web pool without pre-ping: a connection the server closed fails a request",
+        "notebook": STEP06,
+        "answers": {
+            "web_engine": """def web_engine(url: str) -> Engine:
+    return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_recycle=1800)""",
+        },
+        "loses": ["test_web_engine"],
+    },
+]
