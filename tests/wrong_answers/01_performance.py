@@ -4,6 +4,7 @@ Each case replaces answer cells of one notebook (grade_id → source); the other
 stay correct, so a case also proves that the other tasks' tests do not depend on it."""
 
 STEP06 = "step06-query-optimization.ipynb"
+STEP07 = "step07-caching.ipynb"
 
 CASES = [
     # ------------------------------------------------------------------ step 6
@@ -135,5 +136,123 @@ CASES = [
     return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_recycle=1800)""",
         },
         "loses": ["test_web_engine"],
+    },
+    # ------------------------------------------------------------------ step 7
+    {
+        "name": "a cache that never expires",
+        "notebook": STEP07,
+        "answers": {
+            "get_user": """def get_user(r, user_id: int) -> dict | None:
+    cached = r.get(user_key(user_id))
+    if cached is not None:
+        return json.loads(cached)
+    found = load_profile(user_id)
+    if found is not None:
+        r.set(user_key(user_id), json.dumps(found))
+    return found""",
+        },
+        "loses": ["test_get_user"],
+    },
+    {
+        "name": "invalidates the new country's list but not the old one's",
+        "notebook": STEP07,
+        "answers": {
+            "update_user_country": """def update_user_country(r, user_id: int, country: str) -> None:
+    with engine.begin() as conn:
+        conn.execute(update(User).where(User.id == user_id).values(country=country))
+    r.delete(user_key(user_id), country_key(country))""",
+        },
+        "loses": ["test_update_user_country"],
+    },
+    {
+        "name": "warms the cache with one SET per user (no pipeline)",
+        "notebook": STEP07,
+        "answers": {
+            "warm_top_users": """def warm_top_users(r, n: int) -> None:
+    statement = (
+        select(*PROFILE_COLUMNS)
+        .join(Post, Post.author_id == User.id)
+        .group_by(*PROFILE_COLUMNS)
+        .order_by(func.count(Post.id).desc(), User.id)
+        .limit(n)
+    )
+    with engine.connect() as conn:
+        for row in conn.execute(statement):
+            r.set(user_key(row.id), json.dumps(profile(row)), ex=PROFILE_TTL)""",
+        },
+        "loses": ["test_warm_top_users"],
+    },
+    {
+        "name": "handles a single message per call",
+        "notebook": STEP07,
+        "answers": {
+            "consume_invalidations": """def consume_invalidations(r, subscriber, max_messages: int, timeout: float = 1.0) -> int:
+    message = subscriber.get_message(timeout=timeout)
+    if message is None or message["type"] != "message":
+        return 0
+    r.delete(user_key(json.loads(message["data"])["user_id"]))
+    return 1""",
+        },
+        "loses": ["test_consume_invalidations"],
+    },
+    {
+        "name": "deletes a key built from the raw message instead of the user id",
+        "notebook": STEP07,
+        "answers": {
+            "consume_invalidations": """def consume_invalidations(r, subscriber, max_messages: int, timeout: float = 1.0) -> int:
+    handled = 0
+    while handled < max_messages:
+        message = subscriber.get_message(timeout=timeout)
+        if message is None:
+            break
+        if message["type"] == "message":
+            r.delete(user_key(message["data"]))
+            handled += 1
+    return handled""",
+        },
+        "loses": ["test_consume_invalidations"],
+    },
+    {
+        "name": "counts hits and misses in the process, not in Redis",
+        "notebook": STEP07,
+        "answers": {
+            "hit_rate": """counters = {"hits": 0, "misses": 0}
+
+
+def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):
+    cached = r.get(key)
+    if cached is not None:
+        counters["hits"] += 1
+        return json.loads(cached)
+    counters["misses"] += 1
+    value = load()
+    r.set(key, json.dumps(value), ex=ttl)
+    return value
+
+
+def hit_rate(r) -> float:
+    total = counters["hits"] + counters["misses"]
+    return counters["hits"] / total if total else 0.0""",
+        },
+        "loses": ["test_hit_rate"],
+    },
+    {
+        "name": "guards the cache read but not the write-back",
+        "notebook": STEP07,
+        "answers": {
+            "get_user_resilient": """def get_user_resilient(r, user_id: int) -> dict | None:
+    try:
+        cached = r.get(user_key(user_id))
+    except redis.ConnectionError:
+        log.warning("Redis is down: reading PostgreSQL")
+        cached = None
+    if cached is not None:
+        return json.loads(cached)
+    found = load_profile(user_id)
+    if found is not None:
+        r.set(user_key(user_id), json.dumps(found), ex=PROFILE_TTL)
+    return found""",
+        },
+        "loses": ["test_get_user_resilient"],
     },
 ]
