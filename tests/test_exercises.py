@@ -34,7 +34,7 @@ def test_clear_deletes_only_the_namespace(client):
     """clear() empties the namespace (more keys than one SCAN batch) and nothing else."""
     ns = exercises.redis_namespace("test_ns_clear", client=client)
     neighbour = exercises.redis_namespace("test_ns_clear_neighbour", client=client)
-    outside = "test_ns_clear_outside"  # shares the text prefix but not the ':' separator
+    outside = ns.name + "_outside"  # shares the text prefix but not the ':' separator
     pipe = client.pipeline(transaction=False)
     for i in range(1200):
         pipe.set(ns.key("item", i), i, ex=120)
