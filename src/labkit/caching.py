@@ -1,0 +1,304 @@
+"""Caching building blocks: a JSON codec that keeps types, hit counters, a skewed read
+workload, key clean-up, stampede protection, and a concurrent runner.
+
+Usage::
+
+    from labkit import cache, caching
+    r = cache.redis_client()
+    r.set("lesson:user:7", caching.dumps(profile), ex=300)    # datetimes and Decimals survive
+    caching.loads(r.get("lesson:user:7")) == profile           # True
+    reads = caching.zipf_workload(user_ids, reads=20_000, s=1.2, seed=7)
+    value = caching.get_or_compute(r, "lesson:dashboard", compute, ttl=60)  # one computes, others wait
+
+The lessons show each pattern in a few lines first; this module is the tested version
+that later cells and exercises reuse.
+"""
+
+from __future__ import annotations
+
+import bisect
+import itertools
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+__all__ = [
+    "HitCounter",
+    "delete_prefix",
+    "dumps",
+    "get_or_compute",
+    "loads",
+    "run_concurrently",
+    "simulate",
+    "zipf_workload",
+]
+
+# --------------------------------------------------------------------------- codec
+
+_TAGS = ("$datetime", "$date", "$decimal")
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, datetime):  # before date: a datetime is also a date
+        return {"$datetime": value.isoformat()}
+    if isinstance(value, date):
+        return {"$date": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$decimal": str(value)}
+    raise TypeError(
+        f"cannot cache a {type(value).__name__} as JSON: convert it to str, int, float, "
+        "bool, None, list, dict, datetime, date or Decimal first"
+    )
+
+
+def _decode(obj: dict) -> Any:
+    if len(obj) == 1:
+        ((tag, text),) = obj.items()
+        if tag == "$datetime":
+            return datetime.fromisoformat(text)
+        if tag == "$date":
+            return date.fromisoformat(text)
+        if tag == "$decimal":
+            return Decimal(text)
+    return obj
+
+
+def dumps(value: Any) -> str:
+    """JSON text for ``value``; datetimes, dates and Decimals are tagged so they come back
+    as the same type (plain ``json.dumps`` raises on them, and ``str()`` loses the type)."""
+    return json.dumps(value, default=_encode, separators=(",", ":"), ensure_ascii=False)
+
+
+def loads(text: str | bytes) -> Any:
+    """The value :func:`dumps` encoded (tuples come back as lists, as with any JSON)."""
+    return json.loads(text, object_hook=_decode)
+
+
+# --------------------------------------------------------------------------- hit counting
+
+
+@dataclass
+class HitCounter:
+    """Cache hits and misses, in order, so that the hit rate can be plotted over time.
+
+    Thread-safe: readers in several threads may share one counter."""
+
+    hits: int = 0
+    misses: int = 0
+    events: list[bool] = field(default_factory=list, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def hit(self) -> None:
+        with self._lock:
+            self.hits += 1
+            self.events.append(True)
+
+    def miss(self) -> None:
+        with self._lock:
+            self.misses += 1
+            self.events.append(False)
+
+    @property
+    def total(self) -> int:
+        return self.hits + self.misses
+
+    @property
+    def hit_rate(self) -> float:
+        """Hits / lookups (0.0 before the first lookup)."""
+        return self.hits / self.total if self.total else 0.0
+
+    def rolling(self, window: int = 500) -> list[float]:
+        """Hit rate over the last ``window`` lookups, after each lookup."""
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        rates, in_window = [], 0
+        for index, hit in enumerate(self.events):
+            in_window += hit
+            if index >= window:
+                in_window -= self.events[index - window]
+            rates.append(in_window / min(index + 1, window))
+        return rates
+
+    def reset(self) -> None:
+        with self._lock:
+            self.hits = self.misses = 0
+            self.events.clear()
+
+
+# --------------------------------------------------------------------------- workload
+
+
+def zipf_workload(keys: Sequence[Any], reads: int, *, s: float = 1.1, seed: int = 0) -> list:
+    """``reads`` keys drawn with Zipf-like popularity: ``keys[0]`` is the most popular.
+
+    The probability of the key at rank r (1-based) is proportional to 1/r**s, so a small
+    head of keys takes most reads and a long tail is read once or never. Same arguments,
+    same list."""
+    if not keys:
+        raise ValueError("keys must not be empty")
+    if reads < 0 or s <= 0:
+        raise ValueError("reads must be >= 0 and s > 0")
+    cumulative = list(itertools.accumulate(1.0 / rank**s for rank in range(1, len(keys) + 1)))
+    total = cumulative[-1]
+    rng = random.Random(f"zipf-{seed}")
+    last = len(keys) - 1
+    return [
+        keys[min(bisect.bisect_left(cumulative, rng.random() * total), last)] for _ in range(reads)
+    ]
+
+
+def simulate(
+    reads: Sequence[Any],
+    *,
+    warmed: Sequence[Any] = (),
+    ttl: float | None = None,
+    rate: float | None = None,
+) -> HitCounter:
+    """Replay ``reads`` against a model of a cache-aside cache, without Redis or a database.
+
+    A read hits if its key was stored and has not expired; otherwise it misses and the key
+    is stored. ``warmed`` keys are stored before the first read. Read i happens at
+    ``i / rate`` seconds (``rate``: reads per second), and entries live ``ttl`` seconds
+    (``None``: forever). Used to predict — and check — what a real run will do."""
+    if (ttl is None) != (rate is None):
+        raise ValueError("give both ttl and rate (to expire entries), or neither")
+    if rate is not None and rate <= 0:
+        raise ValueError("rate must be positive")
+    forever = float("inf")
+    expires = dict.fromkeys(warmed, forever if ttl is None else ttl)
+    counter = HitCounter()
+    for index, key in enumerate(reads):
+        now = 0.0 if rate is None else index / rate
+        if expires.get(key, -1.0) > now:
+            counter.hit()
+        else:
+            counter.miss()
+            expires[key] = forever if ttl is None else now + ttl
+    return counter
+
+
+# --------------------------------------------------------------------------- key clean-up
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+def delete_prefix(client: Any, prefix: str, *, batch: int = 500) -> int:
+    """Delete every key that starts with ``prefix`` (SCAN + UNLINK); returns how many.
+
+    Never ``KEYS`` or ``FLUSHDB`` on a shared server: SCAN walks the keyspace in small
+    steps, and only this prefix is touched."""
+    if not prefix:
+        raise ValueError("refusing to delete with an empty prefix: that would be every key")
+    deleted, pending = 0, []
+    for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+        pending.append(key)
+        if len(pending) >= batch:
+            deleted += client.unlink(*pending)
+            pending.clear()
+    if pending:
+        deleted += client.unlink(*pending)
+    return deleted
+
+
+# --------------------------------------------------------------------------- stampede protection
+
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+def get_or_compute(
+    client: Any,
+    key: str,
+    compute: Callable[[], Any],
+    *,
+    ttl: float,
+    lock: bool = True,
+    lock_ttl: float = 10.0,
+    wait: float = 5.0,
+    poll: float = 0.005,
+    counter: HitCounter | None = None,
+) -> Any:
+    """Cache-aside read of ``key``; on a miss, ``compute()`` is stored for ``ttl`` seconds.
+
+    With ``lock=True`` (stampede protection) only the caller that wins ``SET key:lock
+    NX PX`` computes; the others poll the key until the value appears (at most ``wait``
+    seconds, after which they compute it themselves rather than fail). The lock expires
+    after ``lock_ttl`` seconds even if its holder dies, and is released only by its owner
+    (compare-and-delete in one Lua script)."""
+    cached = client.get(key)
+    if cached is not None:
+        if counter:
+            counter.hit()
+        return loads(cached)
+    if counter:
+        counter.miss()
+    if not lock:
+        value = compute()
+        client.set(key, dumps(value), px=int(ttl * 1000))
+        return value
+
+    lock_key, token = f"{key}:lock", uuid.uuid4().hex
+    if client.set(lock_key, token, nx=True, px=int(lock_ttl * 1000)):
+        try:
+            cached = client.get(key)  # filled between our first GET and the lock?
+            if cached is not None:
+                return loads(cached)
+            value = compute()
+            client.set(key, dumps(value), px=int(ttl * 1000))
+            return value
+        finally:
+            client.eval(_RELEASE, 1, lock_key, token)
+
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        time.sleep(poll)
+        cached = client.get(key)
+        if cached is not None:
+            return loads(cached)
+    return compute()  # the holder is too slow or gone: serve the read anyway
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def run_concurrently(fn: Callable[[int], Any], threads: int, *, timeout: float = 60.0) -> list:
+    """Call ``fn(i)`` in ``threads`` threads released together by a barrier; results in order.
+
+    The barrier makes the readers arrive at the same moment, which is what a cache
+    stampede is. The first exception raised in a thread is re-raised here."""
+    if threads < 1:
+        raise ValueError("threads must be at least 1")
+    barrier = threading.Barrier(threads)
+    results: list[Any] = [None] * threads
+    errors: list[BaseException] = []
+
+    def worker(index: int) -> None:
+        try:
+            barrier.wait(timeout)
+            results[index] = fn(index)
+        except BaseException as exc:  # handed to the caller below
+            errors.append(exc)
+
+    workers = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(threads)]
+    for thread in workers:
+        thread.start()
+    for thread in workers:
+        thread.join(timeout)
+    if any(thread.is_alive() for thread in workers):
+        raise TimeoutError(f"some of the {threads} threads were still running after {timeout} s")
+    if errors:
+        raise errors[0]
+    return results
