@@ -7,6 +7,7 @@ running the same notebook or exercise never share a database."""
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,8 @@ def pytest_configure(config):
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     if worker:
         os.environ["LABKIT_DB_PREFIX"] = f"{worker}_"
+    # Lessons executed by the tests must not count as the learner's own progress.
+    os.environ["LABKIT_PROGRESS_DIR"] = tempfile.mkdtemp(prefix="labkit-test-progress-")
 
 
 @pytest.fixture(scope="session", autouse=True)

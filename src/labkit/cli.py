@@ -8,6 +8,10 @@ Usage::
     python -m labkit services env       # print `export DATABASE_URL=... REDIS_URL=...`
     python -m labkit bench              # measure the performance budgets
     python -m labkit lab                # JupyterLab on the course (what `make lab` runs)
+    python -m labkit check 00-warmup    # check your exercise: visible tests, then your score
+    python -m labkit progress           # your progress per phase and step
+    python -m labkit grade release|collect|autograde|feedback|export|student-copies ...
+                                        # the instructor's workflow (grading/INSTRUCTORS.md)
 """
 
 from __future__ import annotations
@@ -99,6 +103,68 @@ def _lab(args: argparse.Namespace) -> int:
     return 0  # not reached
 
 
+def _grade(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labkit import grading
+
+    course = grading.Course(Path(args.course_dir) if args.course_dir else grading.course_dir())
+    action = args.action
+    if action == "student-copies":
+        written = grading.student_copies(
+            Path(args.to) if args.to else None, args.assignments or None, force=args.force
+        )
+        for path in written:
+            print(f"wrote {path}")
+        print(f"{len(written)} file(s) written; the others were already current")
+        return 0
+    if action == "export":
+        to = course.export(Path(args.to or "grades.csv"), args.assignment)
+        rows = grading.read_grades_csv(to)
+        print(f"{len(rows)} row(s) written to {to}")
+        return 0
+    assignment = args.assignment
+    if not assignment:
+        print(f"error: `grade {action}` needs an assignment name", file=sys.stderr)
+        return 2
+    if action == "release":
+        release = course.release(assignment, exchange=args.exchange)
+        where = " and to the exchange" if args.exchange is not None else ""
+        print(f"released {assignment}: student version in {release}{where}")
+    elif action == "collect":
+        if (args.folder is None) == (args.exchange is None):
+            print("error: collect from --exchange [DIR] or from --folder DIR", file=sys.stderr)
+            return 2
+        if args.folder is not None:
+            print(course.collect_folder(assignment, Path(args.folder)))
+        else:
+            print(course.collect_exchange(assignment, args.exchange))
+        print(f"every version received is kept in {course.archive_dir(assignment)}")
+    elif action == "autograde":
+        print(course.autograde(assignment, args.student))
+        for student, score in sorted(course.scores(assignment).items()):
+            if args.student in (None, student):
+                print(f"  {student:<24} {score.score:g} / {score.max_score:g}")
+    elif action == "feedback":
+        files = course.feedback(assignment, exchange=args.exchange)
+        print(f"{len(files)} feedback file(s) in {course.root / 'feedback'}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from labkit import selfcheck
+
+    return selfcheck.main(args.assignment, args.notebook, args.quick)
+
+
+def _progress(args: argparse.Namespace) -> int:
+    from labkit import progress
+
+    report = progress.overview()
+    print(json.dumps(report.as_dict(), indent=2) if args.json else report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -120,11 +186,52 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("extra", nargs="*", help="more JupyterLab options (after --)")
     lab.set_defaults(func=_lab)
 
+    check = commands.add_parser(
+        "check", help="check your exercise: visible tests, then the full autograde"
+    )
+    check.add_argument("assignment", help="e.g. 00-warmup")
+    check.add_argument("notebook", nargs="?", help="default: exercises/<assignment>/*.ipynb")
+    check.add_argument("--quick", action="store_true", help="visible tests only")
+    check.set_defaults(func=_check)
+
+    progress = commands.add_parser("progress", help="your progress per phase and step")
+    progress.add_argument("--json", action="store_true")
+    progress.set_defaults(func=_progress)
+
+    grade = commands.add_parser("grade", help="the instructor's workflow (nbgrader)")
+    grade.add_argument(
+        "action",
+        choices=["release", "collect", "autograde", "feedback", "export", "student-copies"],
+    )
+    grade.add_argument("assignment", nargs="?", help="e.g. 00-warmup (export: optional filter)")
+    grade.add_argument(
+        "--exchange",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="DIR",
+        help="use nbgrader's exchange (DIR, or the one nbgrader's config names)",
+    )
+    grade.add_argument("--folder", help="collect: a folder of received notebooks")
+    grade.add_argument("--student", help="autograde: only this student")
+    grade.add_argument("--to", help="export: the CSV file (default grades.csv); "
+                       "student-copies: the folder (default exercises/)")  # fmt: skip
+    grade.add_argument("--force", action="store_true", help="student-copies: replace edited copies")
+    grade.add_argument("--course-dir", help="default: the checkout's grading/")
+    grade.set_defaults(func=_grade)
+
     args = parser.parse_args(argv)
+    if args.command == "grade" and args.action == "student-copies":
+        args.assignments = [args.assignment] if args.assignment else []
     from labkit.services import ServiceError
 
     try:
         return args.func(args)
     except ServiceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except RuntimeError as exc:  # GradingError, CheckError: the message says what to do
+        if type(exc).__name__ not in {"GradingError", "CheckError", "ServicesNotRunning"}:
+            raise
         print(f"error: {exc}", file=sys.stderr)
         return 2

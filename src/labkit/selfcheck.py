@@ -1,0 +1,348 @@
+"""Check your own exercise notebook: the visible tests at once, then the full autograde.
+
+Usage (a terminal, from the course folder)::
+
+    python -m labkit check 00-warmup                  # exercises/00-warmup/*.ipynb
+    python -m labkit check 00-warmup path/to/warmup.ipynb
+    python -m labkit check 00-warmup --quick          # visible tests only
+
+or a notebook cell (save the notebook first: the check reads the file)::
+
+    from labkit import selfcheck
+    selfcheck.check("00-warmup")
+
+1. **Visible tests**: your notebook runs as it is, top to bottom, in a fresh kernel; each
+   test cell passes or shows its assertion message.
+2. **Full autograde**: nbgrader grades your notebook exactly as an instructor would —
+   with the hidden tests — in a private scratch course: a score per task and, where a
+   test fails, its message (the messages, not the hidden test code).
+
+Both run in a sandbox (their own databases and Redis), so they never disturb the
+notebook you have open. A full check is recorded for ``python -m labkit progress``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labkit import config, grading, progress
+
+__all__ = ["CheckError", "CheckResult", "TaskResult", "check", "learner_notebooks"]
+
+
+class CheckError(RuntimeError):
+    """The check cannot run (unknown assignment, no notebook); the message says what to do."""
+
+
+NOT_ANSWERED = "not answered yet: the answer above still raises NotImplementedError"
+
+
+@dataclass
+class TaskResult:
+    """One test cell: what it checks, and how your notebook did."""
+
+    notebook: str
+    task: str
+    checks: str
+    points: float
+    visible: str = "not run"  # "pass" | "fail" | "not run"
+    visible_message: str = ""
+    score: float | None = None
+    message: str = ""
+
+
+@dataclass(repr=False)
+class CheckResult:
+    """The result of :func:`check`: one :class:`TaskResult` per test cell."""
+
+    assignment: str
+    notebooks: dict[str, Path]
+    tasks: list[TaskResult] = field(default_factory=list)
+    full: bool = False
+    seconds: float = 0.0
+
+    @property
+    def score(self) -> float:
+        return sum(t.score or 0 for t in self.tasks)
+
+    @property
+    def max_score(self) -> float:
+        return sum(t.points for t in self.tasks)
+
+    def frame(self):
+        import pandas as pd
+
+        rows = []
+        for t in self.tasks:
+            row = {"notebook": t.notebook, "task": t.task, "checks": t.checks}
+            row["visible tests"] = t.visible
+            if self.full:
+                row["score"] = f"{t.score or 0:g} / {t.points:g}"
+            row["message"] = (t.message if self.full else t.visible_message) or ""
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def summary(self) -> str:
+        if not self.full:
+            passed = sum(t.visible == "pass" for t in self.tasks)
+            return (
+                f"{self.assignment}: visible tests pass in {passed} of {len(self.tasks)} test "
+                "cells (hidden tests not run: drop --quick for your score)"
+            )
+        return f"{self.assignment}: {self.score:g} / {self.max_score:g} points"
+
+    def __str__(self) -> str:
+        lines, notebook = [], None
+        for t in self.tasks:
+            if t.notebook != notebook:
+                notebook = t.notebook
+                lines.append(f"{notebook} ({self.notebooks[notebook]})")
+            if self.full:
+                mark = f"{t.score or 0:g}/{t.points:g}"
+            else:
+                mark = {"pass": "pass", "fail": "FAIL"}.get(t.visible, "?")
+            lines.append(f"  [{mark}] {t.task} — {t.checks}")
+            message = t.message if self.full else t.visible_message
+            if message:
+                lines.append(f"         {message}")
+        return "\n".join([*lines, self.summary()])
+
+    __repr__ = __str__
+
+    def _repr_html_(self) -> str:
+        from html import escape
+
+        return f"{self.frame().to_html(index=False)}<p><b>{escape(self.summary())}</b></p>"
+
+
+def learner_notebooks(assignment: str, notebook: str | Path | None = None) -> dict[str, Path]:
+    """Which of your notebooks to check: ``exercises/<assignment>/``, or a given file or
+    folder, keyed by the assignment's notebook file name."""
+    source = grading.course_dir() / "source" / assignment
+    if not source.is_dir():
+        known = ", ".join(grading.assignments()) or "none"
+        raise CheckError(f"no assignment {assignment!r} (known: {known})")
+    names = sorted(p.name for p in source.glob("*.ipynb"))
+    if notebook is not None and Path(notebook).expanduser().is_dir():
+        folder = Path(notebook).expanduser().resolve()
+        found = {name: folder / name for name in names if (folder / name).is_file()}
+        if not found:
+            raise CheckError(f"none of {', '.join(names)} is in {folder}")
+        return found
+    if notebook is not None:
+        path = Path(notebook).expanduser().resolve()
+        if not path.is_file():
+            raise CheckError(f"no notebook {path}")
+        if path.name not in names:
+            raise CheckError(
+                f"{path.name} is not a notebook of {assignment} ({', '.join(names)}): keep the "
+                "file name of the student copy"
+            )
+        return {path.name: path}
+    folder = grading.student_copies_dir() / assignment
+    found = {name: folder / name for name in names if (folder / name).is_file()}
+    if not found:
+        raise CheckError(
+            f"no student copy of {assignment} in {folder}: open the exercises from there, or "
+            "pass the path of your notebook"
+        )
+    return found
+
+
+def _first_line(source: str) -> str:
+    text = source.strip()
+    for quote in ('"""', "'''"):
+        if text.startswith(quote):
+            return text[3:].split(quote, 1)[0].strip().splitlines()[0]
+    return ""
+
+
+def _error(cell) -> tuple[str, str] | None:
+    for output in cell.get("outputs", []):
+        if output.get("output_type") == "error":
+            return output.get("ename", "Error"), output.get("evalue", "")
+    return None
+
+
+def _message(cell, unanswered: bool) -> str:
+    error = _error(cell)
+    if error is None:
+        return ""
+    if error[0] == "NotImplementedError" or (unanswered and error[0] == "NameError"):
+        return NOT_ANSWERED
+    name, value = error
+    return f"{name}: {value}".strip().rstrip(":")
+
+
+def _tasks(executed, notebook: str) -> list[tuple[str, object, bool]]:
+    """(grade id, executed cell, an answer cell before it is unanswered) per test cell."""
+    found, unanswered = [], False
+    for cell in executed.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("solution") and not meta.get("grade"):
+            error = _error(cell)
+            unanswered = unanswered or bool(error and error[0] == "NotImplementedError")
+        if meta.get("grade") and cell.cell_type == "code":
+            found.append((meta["grade_id"], cell, unanswered))
+            unanswered = False  # the next task's answer cells come after this test cell
+    return found
+
+
+def _run_visible(path: Path) -> object:
+    """Execute a copy of ``path`` as it is (errors do not stop it), in a sandbox."""
+    import os
+    import subprocess
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from labkit.nbgrader_ext import Sandbox
+
+    notebook = nbformat.read(path, as_version=4)
+    with Sandbox(f"check/{path}") as env:
+        client = NotebookClient(
+            notebook,
+            timeout=300,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(path.parent)}},
+        )
+        # The kernel's own stderr (start-up warnings) is noise here; errors are in the outputs.
+        client.execute(env={**os.environ, **env}, stderr=subprocess.DEVNULL)
+    return notebook
+
+
+def _cached_course(assignment: str) -> Path:
+    """A course directory where ``assignment`` is generated (gradebook included), cached
+    under the state dir and keyed by the sources and config, so that a check does not pay
+    for ``nbgrader generate_assignment`` every time."""
+    root = grading.course_dir()
+    import nbgrader
+
+    digest = hashlib.sha256(nbgrader.__version__.encode())
+    digest.update((root / "nbgrader_config.py").read_bytes())
+    for path in sorted(grading.Course(root).source_dir(assignment).rglob("*")):
+        if path.is_file():
+            digest.update(path.name.encode() + path.read_bytes())
+    cache = config.state_dir() / "selfcheck" / f"{assignment}-{digest.hexdigest()[:16]}"
+    if not cache.is_dir():
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        with grading.scratch_course(root) as course:
+            course.nbgrader("generate_assignment", assignment, "--force")
+            staging = Path(tempfile.mkdtemp(prefix=f".{cache.name}-", dir=cache.parent))
+            shutil.copytree(course.root, staging, dirs_exist_ok=True)
+            try:
+                staging.rename(cache)  # atomic: a concurrent check may have won the race
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
+    return cache
+
+
+def _autograde(assignment: str, notebooks: dict[str, Path]):
+    """nbgrader's own autograde of the learner's notebooks as student ``me``."""
+    import nbformat
+
+    with tempfile.TemporaryDirectory(prefix="labkit-check-") as folder:
+        shutil.copytree(_cached_course(assignment), folder, dirs_exist_ok=True)
+        course = grading.Course(Path(folder))
+        course.submit(assignment, "me", notebooks)
+        course.autograde(assignment, "me")
+        score = course.scores(assignment)["me"]
+        graded = {
+            name: nbformat.read(course.autograded_dir(assignment, "me") / name, as_version=4)
+            for name in notebooks
+        }
+    return score, graded
+
+
+def check(
+    assignment: str,
+    notebook: str | Path | None = None,
+    *,
+    full: bool = True,
+    record: bool = True,
+    echo: Callable[[str], None] | None = None,
+) -> CheckResult:
+    """Check your notebooks of ``assignment``: visible tests, then (``full``) the autograde
+    with hidden tests. ``echo`` receives progress lines (the CLI prints them)."""
+    import nbformat
+
+    say = echo or (lambda line: None)
+    started = time.perf_counter()
+    notebooks = learner_notebooks(assignment, notebook)
+    source = grading.course_dir() / "source" / assignment
+    result = CheckResult(assignment, notebooks, full=full)
+
+    by_key: dict[tuple[str, str], TaskResult] = {}
+    for name, path in notebooks.items():
+        points = grading.grade_cells(source / name)
+        sources = {
+            c.metadata["nbgrader"]["grade_id"]: c.source
+            for c in nbformat.read(source / name, as_version=4).cells
+            if c.metadata.get("nbgrader", {}).get("grade")
+        }
+        for grade_id, value in points.items():
+            task = TaskResult(name, grade_id, _first_line(sources[grade_id]), value)
+            by_key[(name, grade_id)] = task
+            result.tasks.append(task)
+
+        say(f"visible tests: running {path} as it is ...")
+        executed = _run_visible(path)
+        for grade_id, cell, unanswered in _tasks(executed, name):
+            task = by_key.get((name, grade_id))
+            if task is None:
+                continue
+            error = _error(cell)
+            task.visible = "fail" if error else "pass"
+            task.visible_message = _message(cell, unanswered)
+        for task in result.tasks:
+            if task.notebook == name:
+                mark = {"pass": "ok  ", "fail": "FAIL", "not run": "?   "}[task.visible]
+                say(f"  {mark} {task.task}  {task.visible_message}".rstrip())
+
+    if full:
+        say("full autograde (hidden tests included): nbgrader is grading your notebook ...")
+        score, graded = _autograde(assignment, notebooks)
+        for name, executed in graded.items():
+            for grade_id, cell, unanswered in _tasks(executed, name):
+                task = by_key.get((name, grade_id))
+                if task is not None:
+                    task.score = score.cells.get(f"{Path(name).stem}:{grade_id}", 0.0)
+                    task.message = _message(cell, unanswered)
+        if record:
+            for name in notebooks:
+                tasks = {
+                    t.task: (t.score or 0.0, t.points) for t in result.tasks if t.notebook == name
+                }
+                progress.record_exercise(
+                    assignment,
+                    name,
+                    sum(s for s, _ in tasks.values()),
+                    sum(m for _, m in tasks.values()),
+                    tasks,
+                )
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def main(assignment: str, notebook: str | None, quick: bool) -> int:
+    """``python -m labkit check``: print as it goes, then the per-task table."""
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    result = check(assignment, notebook, full=not quick, echo=say)
+    print()
+    print("Your score, per task (hidden tests included):" if not quick else "Visible tests:")
+    print(result)
+    if not quick:
+        print(f"(checked in {result.seconds:.0f} s; recorded for `python -m labkit progress`)")
+    sys.stdout.flush()
+    return 0
