@@ -1,7 +1,8 @@
 """Plausible wrong answers for 01-performance, and the test cells each one must fail.
 
 Each case replaces answer cells of one notebook (grade_id → source); the other answers
-stay correct, so a case also proves that the other tasks' tests do not depend on it."""
+stay correct, so a case also proves that the other tasks' tests do not depend on it.
+Every answer cell has at least one case that targets it alone."""
 
 STEP06 = "step06-query-optimization.ipynb"
 STEP07 = "step07-caching.ipynb"
@@ -25,21 +26,6 @@ CASES = [
         "loses": ["test_query_log"],
     },
     {
-        "name": "listens on every Engine instead of the one it was given",
-        "notebook": STEP06,
-        "answers": {
-            "query_log": """def install_query_log(engine: Engine, log: list) -> None:
-    @event.listens_for(Engine, "before_cursor_execute")
-    def before(conn, cursor, statement, parameters, context, executemany):
-        conn.info["started"] = time.perf_counter()
-
-    @event.listens_for(Engine, "after_cursor_execute")
-    def after(conn, cursor, statement, parameters, context, executemany):
-        log.append((statement, (time.perf_counter() - conn.info["started"]) * 1000))""",
-        },
-        "loses": ["test_query_log"],
-    },
-    {
         "name": "ranks statements by how often they ran, not by total time",
         "notebook": STEP06,
         "answers": {
@@ -49,20 +35,6 @@ CASES = [
         FROM pg_stat_statements
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
         ORDER BY calls DESC
-        LIMIT :limit
-    """), {"limit": limit}).all()''',
-        },
-        "loses": ["test_slowest_queries"],
-    },
-    {
-        "name": "reads pg_stat_statements for the whole cluster (no dbid filter)",
-        "notebook": STEP06,
-        "answers": {
-            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
-    return conn.execute(text("""
-        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
-        FROM pg_stat_statements
-        ORDER BY total_exec_time DESC
         LIMIT :limit
     """), {"limit": limit}).all()''',
         },
@@ -83,15 +55,6 @@ CASES = [
         "answers": {
             "composite_index": """with engine.begin() as conn:
     conn.execute(text("CREATE INDEX ix_posts_created_author ON posts (created_at, author_id)"))""",
-        },
-        "loses": ["test_composite_index"],
-    },
-    {
-        "name": "indexes author_id alone (created_at left to a filter)",
-        "notebook": STEP06,
-        "answers": {
-            "composite_index": """with engine.begin() as conn:
-    conn.execute(text("CREATE INDEX ix_posts_author_id ON posts (author_id)"))""",
         },
         "loses": ["test_composite_index"],
     },
@@ -120,15 +83,6 @@ CASES = [
         "loses": ["test_function_engine"],
     },
     {
-        "name": "a web pool that never recycles its connections",
-        "notebook": STEP06,
-        "answers": {
-            "web_engine": """def web_engine(url: str) -> Engine:
-    return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_pre_ping=True)""",
-        },
-        "loses": ["test_web_engine"],
-    },
-    {
         "name": "a web pool without pre-ping: a connection the server closed fails a request",
         "notebook": STEP06,
         "answers": {
@@ -136,6 +90,41 @@ CASES = [
     return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_recycle=1800)""",
         },
         "loses": ["test_web_engine"],
+    },
+    # Second slips for the same cells, two per simulated student to keep the round trip
+    # short (each answer cell above already has a case of its own that loses only its test).
+    {
+        "name": "two slips: a log on every Engine, and pg_stat_statements read cluster-wide",
+        "notebook": STEP06,
+        "answers": {
+            "query_log": """def install_query_log(engine: Engine, log: list) -> None:
+    @event.listens_for(Engine, "before_cursor_execute")
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info["started"] = time.perf_counter()
+
+    @event.listens_for(Engine, "after_cursor_execute")
+    def after(conn, cursor, statement, parameters, context, executemany):
+        log.append((statement, (time.perf_counter() - conn.info["started"]) * 1000))""",
+            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
+    return conn.execute(text("""
+        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
+        FROM pg_stat_statements
+        ORDER BY total_exec_time DESC
+        LIMIT :limit
+    """), {"limit": limit}).all()''',
+        },
+        "loses": ["test_query_log", "test_slowest_queries"],
+    },
+    {
+        "name": "two slips: author_id alone in the index, and a web pool that never recycles",
+        "notebook": STEP06,
+        "answers": {
+            "composite_index": """with engine.begin() as conn:
+    conn.execute(text("CREATE INDEX ix_posts_author_id ON posts (author_id)"))""",
+            "web_engine": """def web_engine(url: str) -> Engine:
+    return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_pre_ping=True)""",
+        },
+        "loses": ["test_composite_index", "test_web_engine"],
     },
     # ------------------------------------------------------------------ step 7
     {
