@@ -159,7 +159,9 @@ def test_instructor_pipeline(assignment, tmp_path):
 
         run = course.autograde(assignment)
         print(f"\n{assignment}: {run}")
-        feedback = course.feedback(assignment)
+        feedback = course.feedback(assignment, exchange=exchange)
+        released = sorted((exchange / course.course_id / "feedback").glob("*.html"))
+        assert len(released) == len(notebooks), f"full's feedback in the exchange: {released}"
         first_csv = course.export(tmp_path / "grades.csv", assignment)
 
         # exactly the expected scores

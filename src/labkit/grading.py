@@ -449,10 +449,21 @@ class Course:
 
     def feedback(self, assignment: str, *, exchange: Path | str | None = None) -> list[Path]:
         """``nbgrader generate_feedback --force`` (HTML per student and notebook, hidden tests
-        left out); with ``exchange``, also ``nbgrader release_feedback``."""
+        left out); with ``exchange``, also ``nbgrader release_feedback`` for the students who
+        submitted through it."""
         self.nbgrader("generate_feedback", assignment, "--force")
         if exchange is not None:
-            self.nbgrader("release_feedback", assignment, *_exchange_args(exchange))
+            # Only submissions that came through the exchange can fetch feedback from it
+            # (nbgrader keys it by their submission secret); the others get it by e-mail.
+            by_mail = [
+                student
+                for student in self.students(assignment)
+                if not (self.feedback_dir(assignment, student) / "submission_secret.txt").exists()
+            ]
+            self.nbgrader(
+                "release_feedback", assignment, *_exchange_args(exchange),
+                f"--CourseDirectory.student_id_exclude={','.join(by_mail)}",
+            )  # fmt: skip
         return sorted((self.root / "feedback").glob(f"*/{assignment}/*.html"))
 
     def export(self, to: Path, assignment: str | None = None) -> Path:
@@ -496,14 +507,52 @@ def _exchange_args(exchange: Path | str) -> list[str]:
     return [f"--Exchange.root={Path(exchange).resolve()}"] if exchange else []
 
 
-def _run_nbgrader(args: Sequence[str], *, cwd: Path, timeout: float = 1800):
+# `python -m nbgrader`, minus ~1.5 s per call: jsonschema's optional IRI-format checker
+# (rfc3987_syntax, which builds a parser at import) is never used by nbformat's schema.
+_NBGRADER = (
+    "import sys; sys.modules['rfc3987_syntax'] = None; sys.argv[0] = 'nbgrader'; "
+    "from nbgrader.apps.nbgraderapp import main; main()"
+)
+
+
+def _tool_env() -> dict[str, str]:
     env = dict(os.environ)
     # nbgrader runs `alembic` by name when it creates a gradebook.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def _empty_gradebook() -> Path:
+    """An empty gradebook, made once per nbgrader version and copied into scratch courses
+    (creating one runs `alembic` in a subprocess: ~4 s)."""
+    import importlib.metadata
+
+    version = importlib.metadata.version("nbgrader")
+    cached = config.state_dir() / "nbgrader" / f"empty-gradebook-{version}.db"
+    if not cached.is_file():
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        staging = cached.with_name(f".{cached.name}.{os.getpid()}")
+        staging.unlink(missing_ok=True)
+        script = (
+            "import sys; sys.modules['rfc3987_syntax'] = None; "
+            "from nbgrader.api import Gradebook; Gradebook(sys.argv[1]).close()"
+        )
+        subprocess.run(
+            [sys.executable, "-c", script, f"sqlite:///{staging}"],
+            env=_tool_env(),
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+        os.replace(staging, cached)  # atomic: concurrent makers both succeed
+    return cached
+
+
+def _run_nbgrader(args: Sequence[str], *, cwd: Path, timeout: float = 1800):
     proc = subprocess.run(
-        [sys.executable, "-m", "nbgrader", *args],
+        [sys.executable, "-c", _NBGRADER, *args],
         cwd=cwd,
-        env=env,
+        env=_tool_env(),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -550,12 +599,14 @@ def exchange_submit(
 
 @contextlib.contextmanager
 def scratch_course(root: Path | None = None) -> Iterator[Course]:
-    """A temporary copy of the course (config + sources), removed afterwards."""
+    """A temporary copy of the course (config + sources, and an empty gradebook), removed
+    afterwards."""
     source_root = root or course_dir()
     with tempfile.TemporaryDirectory(prefix="labkit-course-") as folder:
         target = Path(folder)
         shutil.copyfile(source_root / "nbgrader_config.py", target / "nbgrader_config.py")
         shutil.copytree(source_root / "source", target / "source")
+        shutil.copyfile(_empty_gradebook(), target / "gradebook.db")
         yield Course(target)
 
 
