@@ -7,6 +7,7 @@ running the same notebook or exercise never share a database."""
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -21,6 +22,10 @@ def pytest_configure(config):
         os.environ["LABKIT_DB_PREFIX"] = f"{worker}_"
     # Lessons executed by the tests must not count as the learner's own progress.
     os.environ["LABKIT_PROGRESS_DIR"] = tempfile.mkdtemp(prefix="labkit-test-progress-")
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(os.environ.pop("LABKIT_PROGRESS_DIR", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
