@@ -24,6 +24,7 @@ notebook you have open. A full check is recorded for ``python -m labkit progress
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sys
 import tempfile
@@ -242,6 +243,9 @@ def _cached_course(assignment: str) -> Path:
                 staging.rename(cache)  # atomic: a concurrent check may have won the race
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
+        for old in cache.parent.glob(f"{assignment}-*"):  # made from older sources
+            if old != cache and re.fullmatch(rf"{re.escape(assignment)}-[0-9a-f]{{16}}", old.name):
+                shutil.rmtree(old, ignore_errors=True)
     return cache
 
 
@@ -268,10 +272,10 @@ def check(
     *,
     full: bool = True,
     record: bool = True,
-    echo: Callable[[str], None] | None = None,
+    echo: Callable[[str], None] | None = print,
 ) -> CheckResult:
     """Check your notebooks of ``assignment``: visible tests, then (``full``) the autograde
-    with hidden tests. ``echo`` receives progress lines (the CLI prints them)."""
+    with hidden tests. ``echo`` receives progress lines as it goes (``None``: silence)."""
     import nbformat
 
     say = echo or (lambda line: None)
