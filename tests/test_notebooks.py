@@ -11,6 +11,7 @@ from notebook_params import CI_PARAMETERS
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
+CELL_TIMEOUT_S = 300
 
 
 def execute(path: Path, output: Path, parameters: dict) -> float:
@@ -27,6 +28,10 @@ def execute(path: Path, output: Path, parameters: dict) -> float:
             cwd=str(path.parent),
             progress_bar=False,
             request_save_on_cell_execute=False,
+            # A stuck cell (a lock never released, a server that stopped answering) must
+            # fail the run with its cell named, not hang CI.
+            execution_timeout=CELL_TIMEOUT_S,
+            start_timeout=120,
         )
     except PapermillExecutionError as exc:
         pytest.fail(
