@@ -5,11 +5,11 @@ marks of the tests that target it. This is what proves the hidden tests can fail
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import nbformat
 import pytest
+import wrong_answers
 
 from labkit import grading
 
@@ -17,18 +17,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")
 
 
-def wrong_answers(assignment: str) -> list[dict]:
-    path = ROOT / "tests" / "wrong_answers" / f"{assignment.replace('-', '_')}.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CASES
-
-
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_every_assignment_has_wrong_answers(assignment):
     """Each answer cell of each notebook is targeted by at least one wrong answer."""
-    cases = wrong_answers(assignment)
+    cases = wrong_answers.cases(assignment)
     source = ROOT / "grading" / "source" / assignment
     for notebook in sorted(source.glob("*.ipynb")):
         answers = grading.solution_cells(notebook)
@@ -42,7 +34,7 @@ def test_every_assignment_has_wrong_answers(assignment):
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_round_trip(assignment, tmp_path):
     """solution → full marks; release → zero; each wrong answer → loses its tests' marks."""
-    cases = wrong_answers(assignment)
+    cases = wrong_answers.cases(assignment)
     with grading.scratch_course(ROOT / "grading") as course:
         release = course.release(assignment)
         source = course.source_dir(assignment)

@@ -5,27 +5,19 @@ database are left alone."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import wrong_answers
 from notebook_text import HIDDEN, normalize, secret_lines
 
 from labkit import db, grading, selfcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")
-
-
-def wrong_answers(assignment: str) -> list[dict]:
-    path = ROOT / "tests" / "wrong_answers" / f"{assignment.replace('-', '_')}.py"
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.CASES
 
 
 def learner_notebooks(assignment: str, folder: Path, answers_for) -> dict[str, Path]:
@@ -46,7 +38,7 @@ def test_check_scores_like_the_instructor(assignment, tmp_path, monkeypatch):
     """All answers right but one plausible wrong one: the check takes away exactly the marks
     of the tests it targets, says why, shows no hidden test code, and records the result."""
     monkeypatch.setenv("LABKIT_PROGRESS_DIR", str(tmp_path / "progress"))
-    case = wrong_answers(assignment)[0]
+    case = wrong_answers.cases(assignment)[0]
 
     def answers(name, solutions):
         return {**solutions, **case["answers"]} if name == case["notebook"] else solutions

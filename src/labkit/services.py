@@ -322,6 +322,11 @@ class _Postgres:
     def log(self) -> Path:
         return self.home / "server.log"
 
+    @property
+    def location(self) -> Path:
+        """Where its data lives (shown by `status`)."""
+        return self.data
+
     # -- inspection
     def pid(self) -> int | None:
         try:
@@ -471,6 +476,11 @@ class _Redis:
     @property
     def log(self) -> Path:
         return self.home / "redis.log"
+
+    @property
+    def location(self) -> Path:
+        """Where its data lives (shown by `status`)."""
+        return self.home
 
     def pid(self) -> int | None:
         try:
@@ -659,7 +669,10 @@ class Services:
     def status(self) -> dict[str, ServiceStatus]:
         """What runs where, without starting anything."""
         state = self._state.load()
-        return {"postgres": self._status_postgres(state), "redis": self._status_redis(state)}
+        return {
+            "postgres": self._status(self.postgres, "DATABASE_URL", state),
+            "redis": self._status(self.redis, "REDIS_URL", state),
+        }
 
     # -- internals
     def _prepare_state_dir(self) -> None:
@@ -713,27 +726,13 @@ class Services:
             self.say(f"postgres: initialised a new cluster in {time.perf_counter() - t0:.1f} s")
         pid = self.postgres.pid()
         if pid is None:
-            port = info.get("port") or _pick_port(PG_PORT_HINT)
-            if not _port_is_free(port):
-                new_port = _pick_port(PG_PORT_HINT, avoid={port})
-                self.say(f"postgres: port {port} is taken by another program; using {new_port}")
-                port = new_port
-            info["port"] = port
+            port = info["port"] = self._choose_port("postgres", info.get("port"), PG_PORT_HINT)
             self.postgres.start(port)
             pid = self.postgres.pid()
             self.say(f"postgres: started on {HOST}:{port} (pid {pid})")
-        url = self.postgres.url(info["port"], info["password"])
         if fresh:
-            self.postgres.prepare(url)
-        return ServiceStatus(
-            "postgres",
-            "embedded",
-            True,
-            mask_url(url),
-            self.postgres.version(url),
-            pid,
-            str(self.postgres.data),
-        )
+            self.postgres.prepare(self.postgres.url(info["port"], info["password"]))
+        return self._status(self.postgres, "DATABASE_URL", state)
 
     def _up_redis(self, state: dict) -> ServiceStatus:
         if url := os.environ.get("REDIS_URL"):
@@ -755,25 +754,20 @@ class Services:
                 self.redis.stop()
                 pid = None
         if pid is None:
-            port = info.get("port") or _pick_port(REDIS_PORT_HINT)
-            if not _port_is_free(port):
-                new_port = _pick_port(REDIS_PORT_HINT, avoid={port})
-                self.say(f"redis: port {port} is taken by another program; using {new_port}")
-                port = new_port
-            info["port"] = port
+            port = info["port"] = self._choose_port("redis", info.get("port"), REDIS_PORT_HINT)
             self.redis.start(port, info["password"])
             pid = self.redis.pid()
             self.say(f"redis: started on {HOST}:{port} (pid {pid})")
-        url = self.redis.url(info["port"], info["password"])
-        return ServiceStatus(
-            "redis",
-            "embedded",
-            True,
-            mask_url(url),
-            self.redis.version(url),
-            pid,
-            str(self.redis.home),
-        )
+        return self._status(self.redis, "REDIS_URL", state)
+
+    def _choose_port(self, name: str, remembered: int | None, hint: int) -> int:
+        """The remembered port if it is free; else another, with a message saying why."""
+        port = remembered or _pick_port(hint)
+        if not _port_is_free(port):
+            new_port = _pick_port(hint, avoid={port})
+            self.say(f"{name}: port {port} is taken by another program; using {new_port}")
+            port = new_port
+        return port
 
     def _check_external(self, name: str, url: str, version, what_to_do: str) -> ServiceStatus:
         try:
@@ -783,60 +777,26 @@ class Services:
                 f"{name} at {mask_url(url)} does not answer: {exc}. {what_to_do}."
             ) from exc
 
-    def _status_postgres(self, state: dict) -> ServiceStatus:
-        if url := os.environ.get("DATABASE_URL"):
+    def _status(self, service: _Postgres | _Redis, env_var: str, state: dict) -> ServiceStatus:
+        """One service's status, from its URL variable or its embedded server; starts nothing."""
+        name = service.name
+        if url := os.environ.get(env_var):
             try:
-                return ServiceStatus(
-                    "postgres", "external", True, mask_url(url), self.postgres.version(url)
-                )
+                return ServiceStatus(name, "external", True, mask_url(url), service.version(url))
             except Exception as exc:
-                return ServiceStatus("postgres", "external", False, mask_url(url), detail=str(exc))
-        info = state.get("postgres", {})
-        pid = self.postgres.pid()
+                return ServiceStatus(name, "external", False, mask_url(url), detail=str(exc))
+        info = state.get(name, {})
+        pid = service.pid()
         if pid is None or "port" not in info:
-            return ServiceStatus("postgres", "embedded", False, detail=str(self.postgres.data))
-        url = self.postgres.url(info["port"], info["password"])
+            return ServiceStatus(name, "embedded", False, detail=str(service.location))
+        url = service.url(info["port"], info["password"])
         try:
-            version = self.postgres.version(url)
+            version = service.version(url)
         except Exception as exc:
-            return ServiceStatus(
-                "postgres",
-                "embedded",
-                False,
-                mask_url(url),
-                pid=pid,
-                detail=f"process runs but does not answer: {exc}",
-            )
+            detail = f"process runs but does not answer: {exc}"
+            return ServiceStatus(name, "embedded", False, mask_url(url), pid=pid, detail=detail)
         return ServiceStatus(
-            "postgres", "embedded", True, mask_url(url), version, pid, str(self.postgres.data)
-        )
-
-    def _status_redis(self, state: dict) -> ServiceStatus:
-        if url := os.environ.get("REDIS_URL"):
-            try:
-                return ServiceStatus(
-                    "redis", "external", True, mask_url(url), self.redis.version(url)
-                )
-            except Exception as exc:
-                return ServiceStatus("redis", "external", False, mask_url(url), detail=str(exc))
-        info = state.get("redis", {})
-        pid = self.redis.pid()
-        if pid is None or "port" not in info:
-            return ServiceStatus("redis", "embedded", False, detail=str(self.redis.home))
-        url = self.redis.url(info["port"], info["password"])
-        try:
-            version = self.redis.version(url)
-        except Exception as exc:
-            return ServiceStatus(
-                "redis",
-                "embedded",
-                False,
-                mask_url(url),
-                pid=pid,
-                detail=f"process runs but does not answer: {exc}",
-            )
-        return ServiceStatus(
-            "redis", "embedded", True, mask_url(url), version, pid, str(self.redis.home)
+            name, "embedded", True, mask_url(url), version, pid, str(service.location)
         )
 
     def _write_env(self, state: dict) -> None:
