@@ -69,16 +69,43 @@ def test_explain_reads_plans_as_data(blog):
 
 
 def test_explain_analyze_of_a_write_is_rolled_back(blog):
-    """EXPLAIN ANALYZE really runs the statement: for writes, labkit rolls it back."""
+    """EXPLAIN ANALYZE really runs the statement: for writes, labkit rolls it back, whatever
+    the bind (an Engine, a psycopg connection, or a Connection / Session that is committed
+    afterwards)."""
     engine = blog.engine()
-    with engine.connect() as conn:
-        before = conn.execute(text("SELECT count(*) FROM posts")).scalar()
-    db.explain(engine, "DELETE FROM comments WHERE post_id IN (SELECT id FROM posts LIMIT 5)")
+
+    def comments() -> int:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT count(*) FROM comments")).scalar()
+
+    before = comments()
+    plan = db.explain(
+        engine, "DELETE FROM comments WHERE post_id IN (SELECT id FROM posts LIMIT 5)"
+    )
+    assert plan.node_types[0] == "ModifyTable" and plan.root["Operation"] == "Delete"
+    assert comments() == before, "explain(engine, DELETE) changed the table"
     with blog.connect() as conn:
         db.explain(conn, "DELETE FROM comments")
+        conn.commit()
+    assert comments() == before, "explain(psycopg connection, DELETE) changed the table"
     with engine.connect() as conn:
-        assert conn.execute(text("SELECT count(*) FROM posts")).scalar() == before
-        assert conn.execute(text("SELECT count(*) FROM comments")).scalar() > 0
+        db.explain(conn, "DELETE FROM comments WHERE id < 100")
+        conn.commit()
+    assert comments() == before, "explain(Connection, DELETE) survived a commit"
+    with Session(engine) as session:
+        db.explain(
+            session, "WITH gone AS (DELETE FROM comments RETURNING id) SELECT count(*) FROM gone"
+        )
+        session.commit()
+    assert comments() == before, "explain(Session, WITH ... DELETE) survived a commit"
+
+
+def test_explain_of_a_read_adds_no_statements(blog):
+    """A plain read is explained as one statement (no savepoint for a recorder to count)."""
+    engine = blog.engine()
+    with engine.connect() as conn, db.record_queries(engine) as recorder:
+        db.explain(conn, "SELECT count(*) FROM posts")
+    assert recorder.count == 1, recorder.frame()
 
 
 def test_database_prefix_isolates_workers(monkeypatch):

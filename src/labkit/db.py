@@ -43,6 +43,8 @@ __all__ = [
 ]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+# Statements that EXPLAIN ANALYZE can run without changing data.
+_READ_ONLY = re.compile(r"\s*(SELECT|VALUES|TABLE)\b", re.IGNORECASE)
 
 
 # --------------------------------------------------------------------------- URLs
@@ -424,8 +426,10 @@ def explain(
 
     ``bind`` is a SQLAlchemy Engine, Connection or Session, or a psycopg connection;
     ``statement`` is SQL text (``%(name)s`` parameters) or a SQLAlchemy statement.
-    With ``analyze=True`` the statement really runs: for INSERT/UPDATE/DELETE it runs
-    inside a transaction that is rolled back."""
+    With ``analyze=True`` the statement really runs, so anything but a plain read (an
+    INSERT/UPDATE/DELETE, a ``WITH`` that may hold one) runs inside a transaction or, on a
+    Connection or Session you pass, a savepoint that is rolled back: its changes never
+    reach a later commit."""
     options = ["FORMAT JSON"]
     if analyze:
         options.append("ANALYZE")
@@ -433,6 +437,7 @@ def explain(
         options.append("BUFFERS")
     sql_text, sql_params = _compile(bind, statement, params)
     query = f"EXPLAIN ({', '.join(options)}) {sql_text}"
+    may_write = analyze and not _READ_ONLY.match(sql_text)
 
     from sqlalchemy.engine import Connection, Engine
     from sqlalchemy.orm import Session
@@ -442,10 +447,16 @@ def explain(
             row = conn.exec_driver_sql(query, sql_params or {}).fetchone()
             conn.rollback()
         return Plan(_first(row[0]))
-    if isinstance(bind, Connection):
-        return Plan(_first(bind.exec_driver_sql(query, sql_params or {}).fetchone()[0]))
-    if isinstance(bind, Session):
-        row = bind.connection().exec_driver_sql(query, sql_params or {}).fetchone()
+    if isinstance(bind, Connection | Session):
+        # A read needs no savepoint (and adds no statements to a query recorder).
+        savepoint = bind.begin_nested() if may_write else None
+        # A Session's connection is taken after begin_nested, so that it is inside it.
+        connection = bind.connection() if isinstance(bind, Session) else bind
+        try:
+            row = connection.exec_driver_sql(query, sql_params or {}).fetchone()
+        finally:
+            if savepoint is not None:
+                savepoint.rollback()
         return Plan(_first(row[0]))
     if hasattr(bind, "transaction") and hasattr(bind, "execute"):  # psycopg connection
         with bind.transaction(force_rollback=True):
