@@ -64,16 +64,19 @@ def test_up_starts_both_and_writes_urls(state):
         assert owner == "labkit", f"as root, PostgreSQL must run as 'labkit', not {owner!r}"
 
 
-def test_up_is_idempotent_and_fast_when_running(state):
-    """A second `up` starts nothing, keeps the same pids and ports."""
+def test_up_is_idempotent_when_running(state):
+    """A second `up` starts nothing, keeps the same pids and ports. (Its time is a budget
+    that `python -m labkit bench` measures; a busy CI machine must not fail this test.)"""
     first = state.up()
+    again = Services(state.state_dir, quiet=True)
     started = time.perf_counter()
-    second = Services(state.state_dir, quiet=True).up()
-    elapsed = time.perf_counter() - started
+    second = again.up()
+    print(f"`up` on running servers: {time.perf_counter() - started:.2f} s")
     assert first["postgres"].pid == second["postgres"].pid
     assert first["redis"].pid == second["redis"].pid
     assert first["postgres"].url == second["postgres"].url
-    assert elapsed < 2, f"`up` on running servers took {elapsed:.2f} s"
+    assert first["redis"].url == second["redis"].url
+    assert again.messages == [], f"the second `up` did something: {again.messages}"
 
 
 def test_ports_are_remembered_across_restarts(state):
@@ -90,8 +93,10 @@ def test_recovers_from_crashes(state):
     result = state.up()
     os.kill(result["postgres"].pid, signal.SIGKILL)
     os.kill(result["redis"].pid, signal.SIGKILL)
-    time.sleep(0.3)
-    status = state.status()
+    deadline = time.monotonic() + 10  # until the kernel has taken both down
+    while (status := state.status())["postgres"].running or status["redis"].running:
+        assert time.monotonic() < deadline, f"still running 10 s after SIGKILL: {status}"
+        time.sleep(0.05)
     assert not status["postgres"].running and not status["redis"].running
     again = Services(state.state_dir, quiet=True).up()
     assert again["postgres"].running and again["redis"].running
@@ -178,8 +183,22 @@ def test_cli_status_and_env(state):
 
 
 def test_no_side_effects_at_import(tmp_path):
-    """Importing the package starts nothing and creates no folder."""
-    code = "import labkit, labkit.db, labkit.data, labkit.services, labkit.measure, labkit.cache"
-    env = dict(os.environ, LABKIT_STATE_DIR=str(tmp_path / "state"))
-    subprocess.run([sys.executable, "-c", code], check=True, env=env)
-    assert not (tmp_path / "state").exists()
+    """Importing every module of the package starts nothing, creates no folder and leaves
+    logging alone."""
+    code = (
+        "import importlib, logging, pkgutil, threading, labkit\n"
+        "names = [m.name for m in pkgutil.iter_modules(labkit.__path__) if m.name != '__main__']\n"
+        "for name in names:\n"
+        "    importlib.import_module(f'labkit.{name}')\n"
+        "assert len(names) >= 10, names\n"
+        "assert logging.getLogger().handlers == [], 'an import configured logging'\n"
+        "assert threading.active_count() == 1, f'an import started {threading.enumerate()}'\n"
+    )
+    env = dict(
+        os.environ,
+        LABKIT_STATE_DIR=str(tmp_path / "state"),
+        LABKIT_PROGRESS_DIR=str(tmp_path / "progress"),
+    )
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == [], "an import created a folder"
