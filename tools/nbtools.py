@@ -137,15 +137,22 @@ def navigate(notebook, path: Path, lessons: list[Path]) -> bool:
     old = [(c.cell_type, c.source, c.metadata.get("tags")) for c in notebook.cells]
     if old == [(c.cell_type, c.source, c.metadata.get("tags")) for c in new]:
         return False
-    for cell in new:  # keep ids stable so that diffs stay small
-        cell.pop("id", None)
+    # Keep ids stable so that diffs stay small: the lesson's cells keep theirs, and the
+    # new navigation cells take over the ids of the ones they replace.
+    old_nav = [c for c in notebook.cells if NAV_TAG in c.metadata.get("tags", [])]
+    if len(lessons) > 1 and len(old_nav) == 2:
+        for fresh, previous in zip((top, bottom), old_nav, strict=True):
+            if "id" in previous:
+                fresh["id"] = previous["id"]
     notebook.cells = new
-    nbformat.validator.normalize(notebook)
     return True
 
 
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "check"
+    if command not in {"strip", "navigate", "check"}:
+        print(f"unknown command {command!r}: use strip, navigate or check", file=sys.stderr)
+        return 2
     lessons = sorted(LESSONS.glob("[0-9]*.ipynb"))
     problems = []
     for path in all_notebooks():
