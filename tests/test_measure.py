@@ -29,3 +29,22 @@ def test_throwaway_redis_can_be_killed():
         with pytest.raises(redis.ConnectionError):
             client.get("k")
     assert cache.redis_client().ping(), "the course's own Redis is untouched"
+
+
+def test_throwaway_redis_can_be_frozen():
+    """After freeze() commands time out (TimeoutError, not ConnectionError); kill() still
+    ends the frozen server."""
+    import pytest
+    import redis
+
+    from labkit import cache
+
+    with cache.ThrowawayRedis() as spare:
+        client = spare.client()
+        client.set("k", "v")
+        spare.freeze()
+        with pytest.raises(redis.TimeoutError):
+            client.get("k")
+        assert not issubclass(redis.TimeoutError, redis.ConnectionError)
+        spare.kill()
+        assert spare.process.poll() is not None

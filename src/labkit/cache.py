@@ -49,7 +49,8 @@ class ThrowawayRedis:
 
         with cache.ThrowawayRedis() as spare:
             client = spare.client()
-            spare.kill()            # now every command raises ConnectionError
+            spare.freeze()          # the server hangs: every command raises TimeoutError
+            spare.kill()            # the server is gone: every command raises ConnectionError
 
     It is never the course's shared server, so killing it breaks nothing else."""
 
@@ -98,6 +99,15 @@ class ThrowawayRedis:
         options = {"decode_responses": True, "socket_timeout": 0.5,
                    "socket_connect_timeout": 0.5, **kwargs}  # fmt: skip
         return redis.Redis.from_url(self.url, **options)
+
+    def freeze(self) -> None:
+        """Stop the server answering (SIGSTOP), as an overloaded or cut-off server would:
+        connections still open, and every command times out (``redis.TimeoutError``, which
+        is not a ``ConnectionError``). :meth:`kill` still ends it."""
+        import signal
+
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGSTOP)
 
     def kill(self) -> None:
         """Stop the server at once (SIGKILL), as a crash would."""

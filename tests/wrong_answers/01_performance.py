@@ -126,6 +126,21 @@ CASES = [
         },
         "loses": ["test_composite_index", "test_web_engine"],
     },
+    {
+        "name": "ranks statements by their mean time per call, not by their total time",
+        "notebook": STEP06,
+        "answers": {
+            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
+    return conn.execute(text("""
+        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
+        FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+        ORDER BY mean_exec_time DESC
+        LIMIT :limit
+    """), {"limit": limit}).all()''',
+        },
+        "loses": ["test_slowest_queries"],
+    },
     # ------------------------------------------------------------------ step 7
     {
         "name": "a cache that never expires",
@@ -243,5 +258,37 @@ def hit_rate(r) -> float:
     return found""",
         },
         "loses": ["test_get_user_resilient"],
+    },
+    {
+        "name": "two slips: every pub/sub message taken for an invalidation, and only "
+        "ConnectionError caught (a Redis that hangs raises TimeoutError)",
+        "notebook": STEP07,
+        "answers": {
+            "consume_invalidations": """def consume_invalidations(r, subscriber, max_messages: int, timeout: float = 1.0) -> int:
+    handled = 0
+    while handled < max_messages:
+        message = subscriber.get_message(timeout=timeout)
+        if message is None:
+            break
+        r.delete(user_key(json.loads(message["data"])["user_id"]))
+        handled += 1
+    return handled""",
+            "get_user_resilient": """def get_user_resilient(r, user_id: int) -> dict | None:
+    try:
+        cached = r.get(user_key(user_id))
+    except redis.ConnectionError:
+        log.warning("Redis is down: reading PostgreSQL")
+        cached = None
+    if cached is not None:
+        return json.loads(cached)
+    found = load_profile(user_id)
+    if found is not None:
+        try:
+            r.set(user_key(user_id), json.dumps(found), ex=PROFILE_TTL)
+        except redis.ConnectionError:
+            log.warning("Redis is down: not caching")
+    return found""",
+        },
+        "loses": ["test_consume_invalidations", "test_get_user_resilient"],
     },
 ]
