@@ -22,10 +22,12 @@ __all__ = ["Base", "Comment", "Post", "User"]
 
 
 class Base(DeclarativeBase):
-    pass
+    """The declarative base of the blog models (``Base.metadata`` holds the three tables)."""
 
 
 class User(Base):
+    """A blog user; ``posts`` and ``comments`` are the ones they wrote."""
+
     __tablename__ = "users"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -42,6 +44,8 @@ class User(Base):
 
 
 class Post(Base):
+    """A post by ``author``, with its ``comments``."""
+
     __tablename__ = "posts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -60,6 +64,8 @@ class Post(Base):
 
 
 class Comment(Base):
+    """A comment by ``author`` on ``post``."""
+
     __tablename__ = "comments"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)

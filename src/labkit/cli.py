@@ -166,6 +166,8 @@ def _progress(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` (default: ``sys.argv[1:]``), run the command, return its exit code.
+    A failure whose message says what to do is printed without a traceback (exit 2)."""
     parser = argparse.ArgumentParser(prog="labkit", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 

@@ -34,12 +34,14 @@ __all__ = [
     "admin_url",
     "connect",
     "database",
+    "database_exists",
     "drop_database",
     "engine",
     "explain",
     "fresh_database",
     "record_queries",
     "sqlalchemy_url",
+    "template_lock",
 ]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -159,6 +161,7 @@ def drop_database(name: str) -> None:
 
 
 def database_exists(name: str, *, qualified: bool = False) -> bool:
+    """True if the database ``name`` (with ``LABKIT_DB_PREFIX`` unless ``qualified``) exists."""
     full = name if qualified else _qualified(name)
     with connect(autocommit=True) as conn:
         row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (full,)).fetchone()
@@ -337,6 +340,7 @@ class Plan:
         )
 
     def has_seq_scan(self, table: str | None = None) -> bool:
+        """True if some node reads a whole table (``table``: that table) sequentially."""
         return any(
             n["Node Type"] == "Seq Scan" and (table is None or n.get("Relation Name") == table)
             for n in self.nodes

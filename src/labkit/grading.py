@@ -60,6 +60,7 @@ __all__ = [
     "exchange_fetch",
     "exchange_submit",
     "grade_cells",
+    "read_grades_csv",
     "scratch_course",
     "solution_cells",
     "student_copies",
