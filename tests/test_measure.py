@@ -48,3 +48,25 @@ def test_throwaway_redis_can_be_frozen():
         assert not issubclass(redis.TimeoutError, redis.ConnectionError)
         spare.kill()
         assert spare.process.poll() is not None
+
+
+def test_throwaway_redis_never_adopts_a_server_on_a_taken_port(monkeypatch):
+    """If the chosen port is taken before redis-server binds it, start() tries another port
+    instead of handing out the server that already listens there (someone else's)."""
+    import socket
+
+    from labkit import cache
+
+    with cache.ThrowawayRedis() as first:
+        real = socket.socket.getsockname
+        picks = []
+
+        def first_pick_is_taken(sock):
+            picks.append(1)
+            return ("127.0.0.1", first.port) if len(picks) == 1 else real(sock)
+
+        monkeypatch.setattr(socket.socket, "getsockname", first_pick_is_taken)
+        with cache.ThrowawayRedis() as second:
+            monkeypatch.undo()
+            assert second.port != first.port
+            assert second.client().info("server")["process_id"] == second.process.pid

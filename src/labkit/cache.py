@@ -64,6 +64,7 @@ class ThrowawayRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> ThrowawayRedis:
+        """Start the server (a few tries if another program takes the chosen port first)."""
         import socket
         import subprocess
         import tempfile
@@ -73,24 +74,36 @@ class ThrowawayRedis:
 
         from labkit.services import ServiceError, redis_server_binary
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
         self._folder = tempfile.TemporaryDirectory(prefix="labkit-redis-")
-        self.process = subprocess.Popen(
-            [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
-             "--save", "", "--appendonly", "no", "--dir", self._folder.name],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+        for _attempt in range(3):
+            with socket.socket() as sock:
+                sock.bind(("127.0.0.1", 0))
+                self.port = sock.getsockname()[1]
+            self.process = subprocess.Popen(
+                [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
+                 "--save", "", "--appendonly", "no", "--dir", self._folder.name],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
             try:
-                if redis.Redis(port=self.port, socket_timeout=1).ping():
-                    return self
-            except redis.ConnectionError:
-                time.sleep(0.02)
-        self.kill()
-        raise ServiceError("a throwaway redis-server did not start within 10 s")
+                deadline = time.monotonic() + 10
+                # Until *this* process answers: if the port was taken in the meantime, our
+                # server exits, and whatever listens there is someone else's.
+                while time.monotonic() < deadline and self.process.poll() is None:
+                    try:
+                        if int(probe.info("server")["process_id"]) == self.process.pid:
+                            return self
+                    except redis.RedisError:
+                        pass
+                    time.sleep(0.02)
+            finally:
+                probe.close()
+            self.kill()
+        self._folder.cleanup()
+        raise ServiceError(
+            f"a throwaway redis-server ({redis_server_binary()}) did not start on a free "
+            "loopback port in 3 tries: is the machine out of ports or memory?"
+        )
 
     def client(self, **kwargs: Any):
         """A client with short timeouts, so that a dead server fails fast."""
