@@ -104,6 +104,34 @@ def test_recovers_from_crashes(state):
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
+def test_stale_pid_files_of_other_live_servers_are_not_ours(state):
+    """After a crash, a pid file may name a pid that now belongs to another PostgreSQL or
+    redis-server (another cluster, a grading sandbox's Redis). Those are not ours: `status`
+    says stopped, `up` starts our own, and neither `up` nor `down` touches the others."""
+    others = state.up()
+    mine = Services(Path(tempfile.mkdtemp(prefix="labkit-test-")), quiet=True)
+    os.chmod(mine.state_dir, 0o755)
+    try:
+        mine.up()
+        mine.down()
+        (mine.postgres.data / "postmaster.pid").write_text(
+            f"{others['postgres'].pid}\n{mine.postgres.data}\n"
+        )
+        mine.redis.pidfile.write_text(f"{others['redis'].pid}\n")
+        status = mine.status()
+        assert not status["postgres"].running and not status["redis"].running, status
+        again = mine.up()
+        assert again["postgres"].pid != others["postgres"].pid
+        assert again["redis"].pid != others["redis"].pid
+        mine.down()
+    finally:
+        mine.down()
+        shutil.rmtree(mine.state_dir, ignore_errors=True)
+    after = state.status()
+    assert after["postgres"].running and after["postgres"].pid == others["postgres"].pid
+    assert after["redis"].running and after["redis"].pid == others["redis"].pid
+
+
 def test_port_taken_by_someone_else_gives_a_message_and_another_port(state):
     """If a remembered port is taken by another program, `up` says so and moves."""
     state.up()

@@ -134,6 +134,21 @@ def _process_name(pid: int) -> str | None:
     return Path(out.stdout.strip()).name or None
 
 
+def _command_line(pid: int) -> str | None:
+    """A live process's command line as `ps` shows it (servers rewrite it to say what they
+    serve), or None if it cannot be read."""
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    with contextlib.suppress(OSError):
+        if cmdline.exists():
+            return cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    with contextlib.suppress(OSError):
+        out = subprocess.run(
+            ["ps", "-p", str(pid), "-o", "command="], capture_output=True, text=True
+        )
+        return out.stdout.strip() or None
+    return None
+
+
 def _tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -334,7 +349,11 @@ class _Postgres:
             pid = int(first)
         except (OSError, ValueError, IndexError):
             return None
-        return pid if _process_name(pid) in {"postgres", "postmaster"} else None
+        if _process_name(pid) not in {"postgres", "postmaster"}:
+            return None
+        # A stale pid file's pid may now be another cluster's postmaster: ours names our data.
+        command = _command_line(pid)
+        return pid if command is None or str(self.data) in command else None
 
     def url(self, port: int, password: str, database: str = "postgres") -> str:
         return f"postgresql://{PG_SUPERUSER}:{quote(password, safe='')}@{HOST}:{port}/{database}"
@@ -487,8 +506,21 @@ class _Redis:
             pid = int(self.pidfile.read_text().strip())
         except (OSError, ValueError):
             return None
-        name = _process_name(pid) or ""
-        return pid if name.startswith("redis-server") or name.startswith("redis-serv") else None
+        if not (_process_name(pid) or "").startswith("redis-serv"):
+            return None
+        # A stale pid file's pid may now be another redis-server (a throwaway one of a grading
+        # sandbox, a system one): ours says "<host>:<the port in our config>" in its title.
+        command, port = _command_line(pid), self._configured_port()
+        if command is None or port is None:
+            return pid
+        return pid if f"{HOST}:{port}" in command else None
+
+    def _configured_port(self) -> int | None:
+        with contextlib.suppress(OSError, ValueError):
+            for line in self.conf.read_text().splitlines():
+                if line.startswith("port "):
+                    return int(line.split()[1])
+        return None
 
     def url(self, port: int, password: str) -> str:
         return f"redis://:{quote(password, safe='')}@{HOST}:{port}/0"
