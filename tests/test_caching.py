@@ -182,3 +182,59 @@ def test_simulate_counts_first_reads_warming_and_expiry():
     assert longer.events == [False, False, True, False, False, False], "a hit does not extend a TTL"
     with pytest.raises(ValueError, match="both ttl and rate"):
         caching.simulate(reads, ttl=10)
+
+
+def test_predict_matches_a_simulated_run_of_the_same_workload():
+    keys = list(range(1, 501))
+    model = caching.predict(keys, 5_000, s=1.2, warm=100, seed=9)
+    reads = caching.zipf_workload(keys, 5_000, s=1.2, seed=9)
+    replay = caching.simulate(reads, warmed=keys[:100])
+    assert (model.reads, model.hits, model.misses) == (5_000, replay.hits, replay.misses)
+    assert model.warmed == 100 and model.statements == replay.misses + 1, "one warm-up statement"
+    assert model.hit_rate == pytest.approx(replay.hit_rate)
+    assert model.saved == pytest.approx(1 - model.statements / 5_000)
+    cold = caching.predict(keys, 5_000, s=1.2, seed=9)
+    assert cold.statements == cold.misses == len(set(reads)), "cold: one statement per miss"
+    expiring = caching.predict(keys, 5_000, s=1.2, warm=100, ttl=5, seed=9)
+    assert expiring.misses > model.misses, "entries that expire miss again"
+    assert caching.predict(keys, 0).saved == 0.0
+
+
+def test_workload_table_measures_savings_against_the_first_run():
+    warm = caching.HitCounter()
+    for hit in (True, True, True, False):
+        warm.hit() if hit else warm.miss()
+    table = caching.workload_table({"no cache": (200, None, 1.234), "warmed": (20, warm, 0.5)})
+    assert list(table.index) == ["no cache", "warmed"]
+    assert table.loc["warmed", "statements saved (%)"] == 90.0
+    assert table.loc["warmed", "hit rate (%)"] == 75.0
+    assert table.loc["no cache", "seconds"] == 1.23
+    assert table["hit rate (%)"].isna()["no cache"], "an uncached run has no hit rate"
+    with pytest.raises(ValueError):
+        caching.workload_table({})
+
+
+def test_plot_hit_rate_draws_one_line_per_counter_and_the_target():
+    counters = {"a": caching.HitCounter(), "b": caching.HitCounter()}
+    for i in range(50):
+        counters["a"].hit() if i % 2 else counters["a"].miss()
+        counters["b"].hit()
+    figure = caching.plot_hit_rate(counters, window=10, target=0.7, target_label="goal")
+    (axes,) = figure.axes
+    labels = [line.get_label() for line in axes.get_lines()]
+    assert labels == ["a", "b", "goal"]
+    assert list(axes.get_lines()[1].get_ydata()) == [1.0] * 50
+    assert axes.get_ylabel() == "hit rate (last 10 reads)"
+
+
+def test_wait_for_subscribers_sees_a_real_subscription(redis_prefix):
+    client, prefix = redis_prefix
+    channel = f"{prefix}events"
+    assert caching.wait_for_subscribers(client, channel, timeout=0.05) == 0, "nobody yet"
+    subscriber = cache.redis_client().pubsub()
+    subscriber.subscribe(channel)
+    try:
+        assert caching.wait_for_subscribers(client, channel, timeout=5) == 1
+        assert client.publish(channel, "hello") == 1
+    finally:
+        subscriber.close()

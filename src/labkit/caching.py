@@ -1,5 +1,6 @@
 """Caching building blocks: a JSON codec that keeps types, hit counters, a skewed read
-workload, key clean-up, stampede protection, and a concurrent runner.
+workload and a model that predicts its hit rate, key clean-up, stampede protection, a
+concurrent runner, waiting for pub/sub subscribers, and the workload's table and plot.
 
 Usage::
 
@@ -9,6 +10,7 @@ Usage::
     caching.loads(r.get("lesson:user:7")) == profile           # True
     reads = caching.zipf_workload(user_ids, reads=20_000, s=1.2, seed=7)
     value = caching.get_or_compute(r, "lesson:dashboard", compute, ttl=60)  # one computes, others wait
+    caching.predict(user_ids, reads=20_000, s=1.2, warm=500, seed=7).saved  # share of statements saved
 
 The lessons show each pattern in a few lines first; this module is the tested version
 that later cells and exercises reuse.
@@ -23,7 +25,7 @@ import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -31,12 +33,17 @@ from typing import Any
 
 __all__ = [
     "HitCounter",
+    "Prediction",
     "delete_prefix",
     "dumps",
     "get_or_compute",
     "loads",
+    "plot_hit_rate",
+    "predict",
     "run_concurrently",
     "simulate",
+    "wait_for_subscribers",
+    "workload_table",
     "zipf_workload",
 ]
 
@@ -184,6 +191,101 @@ def simulate(
     return counter
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What :func:`predict` expects a cache-aside run to cost the database."""
+
+    reads: int
+    hits: int
+    misses: int
+    warmed: int
+
+    @property
+    def statements(self) -> int:
+        """One statement per miss, plus one for the warm-up (all warmed rows at once)."""
+        return self.misses + (1 if self.warmed else 0)
+
+    @property
+    def hit_rate(self) -> float:
+        return self.hits / self.reads if self.reads else 0.0
+
+    @property
+    def saved(self) -> float:
+        """Share of an uncached run's statements (one per read) that the cache saves."""
+        return 1 - self.statements / self.reads if self.reads else 0.0
+
+
+def predict(
+    keys: Sequence[Any],
+    reads: int,
+    *,
+    s: float = 1.1,
+    warm: int = 0,
+    ttl: float | None = None,
+    rate: float = 100.0,
+    seed: int = 0,
+) -> Prediction:
+    """Model a cache-aside run over a Zipf workload: ``reads`` reads of ``keys`` with skew
+    ``s`` (as :func:`zipf_workload`), the first ``warm`` keys warmed in one statement, and
+    entries that live ``ttl`` seconds (``None``: forever) while reads arrive at ``rate`` per
+    second. No Redis and no database: :func:`simulate` replays the reads."""
+    workload = zipf_workload(keys, reads, s=s, seed=seed)
+    warmed = list(keys[:warm])
+    expiry = {"ttl": ttl, "rate": rate} if ttl else {}
+    model = simulate(workload, warmed=warmed, **expiry)
+    return Prediction(len(workload), model.hits, model.misses, len(warmed))
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def workload_table(runs: Mapping[str, tuple[int, HitCounter | None, float]]):
+    """A DataFrame of workload runs: name → (database statements, hit counter or ``None``
+    for an uncached run, seconds). The first run is the baseline that savings are
+    measured against."""
+    import pandas as pd
+
+    if not runs:
+        raise ValueError("no runs to tabulate")
+    baseline = next(iter(runs.values()))[0]
+    rows = [
+        {
+            "run": name,
+            "database statements": count,
+            "statements saved (%)": round((1 - count / baseline) * 100, 1) if baseline else 0.0,
+            "hit rate (%)": None if counter is None else round(counter.hit_rate * 100, 1),
+            "seconds": round(seconds, 2),
+        }
+        for name, (count, counter, seconds) in runs.items()
+    ]
+    return pd.DataFrame(rows).set_index("run")
+
+
+def plot_hit_rate(
+    counters: Mapping[str, HitCounter],
+    *,
+    window: int = 500,
+    target: float | None = None,
+    target_label: str = "target",
+    title: str = "Hit rate over time",
+):
+    """Rolling hit rate of each counter (one line each), with an optional horizontal
+    ``target`` line; returns the matplotlib Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, counter in counters.items():
+        ax.plot(counter.rolling(window), label=name)
+    if target is not None:
+        ax.axhline(target, color="grey", linestyle="--", label=target_label)
+    ax.set(xlabel="read number", ylabel=f"hit rate (last {window} reads)", ylim=(0, 1.02))
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
 # --------------------------------------------------------------------------- key clean-up
 
 
@@ -269,6 +371,21 @@ def get_or_compute(
         if cached is not None:
             return loads(cached)
     return compute()  # the holder is too slow or gone: serve the read anyway
+
+
+# --------------------------------------------------------------------------- pub/sub
+
+
+def wait_for_subscribers(client: Any, channel: str, count: int = 1, *, timeout: float = 5.0) -> int:
+    """Wait until ``channel`` has at least ``count`` subscribers (``PUBSUB NUMSUB``); returns
+    how many it has. A message published before Redis registers a subscription is lost,
+    so publish only after this returns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        subscribers = client.pubsub_numsub(channel)[0][1]
+        if subscribers >= count or time.monotonic() >= deadline:
+            return subscribers
+        time.sleep(0.01)
 
 
 # --------------------------------------------------------------------------- concurrency
