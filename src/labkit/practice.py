@@ -1,0 +1,168 @@
+"""Before/after measurements for the lessons' practice runs: the statements and wall-clock
+time of a block of code, a set of SQL queries measured (plan, time, rows), and the table
+that compares them before and after a fix.
+
+Usage::
+
+    from labkit import practice
+    with practice.watch(engine) as run:               # statements and seconds of a block
+        rows = [load(user_id) for user_id in ids]
+    run.count, run.seconds
+
+    page = practice.measure_run(engine, render_page, repeat=9)   # result, statements, timing
+    before = practice.measure_queries(engine, {"by author": (sql, params)}, repeat=9)
+    ...                                                # add an index
+    after = practice.measure_queries(engine, {"by author": (sql, params)}, repeat=9)
+    practice.before_after(before, after, fixes={"by author": "index on author_id"})
+
+Deterministic measures (statements, buffers) decide; wall-clock times are shown beside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from labkit import db, measure
+
+__all__ = [
+    "QueryRun",
+    "Run",
+    "Watch",
+    "before_after",
+    "measure_queries",
+    "measure_run",
+    "run_sql",
+    "watch",
+]
+
+
+@dataclass
+class Watch:
+    """What :func:`watch` saw: the statements (a :class:`labkit.db.QueryRecorder`) and the
+    wall-clock seconds of the block (set when the block ends)."""
+
+    recorder: db.QueryRecorder
+    seconds: float = 0.0
+
+    @property
+    def count(self) -> int:
+        """Statements the block sent to the database."""
+        return self.recorder.count
+
+
+@contextlib.contextmanager
+def watch(engine: Any) -> Iterator[Watch]:
+    """Record the statements sent through ``engine`` and time the block (``db.record_queries``
+    plus a stopwatch); the seconds are filled in even if the block raises."""
+    with db.record_queries(engine) as recorder:
+        seen = Watch(recorder)
+        started = time.perf_counter()
+        try:
+            yield seen
+        finally:
+            seen.seconds = time.perf_counter() - started
+
+
+@dataclass
+class Run:
+    """One callable measured: its result and statements on a first call, then its timing."""
+
+    result: Any
+    recorder: db.QueryRecorder
+    time: measure.Timing
+
+    @property
+    def statements(self) -> int:
+        return self.recorder.count
+
+
+def measure_run(engine: Any, fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> Run:
+    """Call ``fn`` once with its statements recorded, then time it (``measure.timeit``)."""
+    with db.record_queries(engine) as recorder:
+        result = fn()
+    return Run(result, recorder, measure.timeit(fn, repeat=repeat, warmup=warmup))
+
+
+def run_sql(bind: Any, sql: str, params: Mapping[str, Any] | None = None) -> list:
+    """Every row of one SQL statement (``%(name)s`` parameters), on its own connection."""
+    with bind.connect() as conn:
+        return conn.exec_driver_sql(sql, dict(params or {})).all()
+
+
+@dataclass
+class QueryRun:
+    """One query measured: its plan (``EXPLAIN ANALYZE, BUFFERS``), timing and rows."""
+
+    plan: db.Plan
+    time: measure.Timing
+    rows: list = field(repr=False)
+
+
+def measure_queries(
+    bind: Any, queries: Mapping[str, tuple[str, Mapping[str, Any]]], *, repeat: int = 5
+) -> dict[str, QueryRun]:
+    """Plan, median time over ``repeat`` runs and rows of each named ``(sql, params)``."""
+    found = {}
+    for name, (sql, params) in queries.items():
+        timing = measure.timeit(
+            lambda sql=sql, params=params: run_sql(bind, sql, params), repeat=repeat
+        )
+        found[name] = QueryRun(db.explain(bind, sql, params), timing, run_sql(bind, sql, params))
+    return found
+
+
+def before_after(
+    before: Mapping[str, QueryRun],
+    after: Mapping[str, QueryRun],
+    fixes: Mapping[str, str],
+    *,
+    pages: Mapping[str, tuple[Run, Run]] | None = None,
+):
+    """The practice run's table: per query, its fix, the plan after, buffers, statements and
+    median ms before and after, and the change in time (%).
+
+    ``pages`` adds code paths measured with :func:`measure_run` (statements, not one
+    plan): name → (before, after). Rows are not compared here: assert that in the lesson."""
+    import pandas as pd
+
+    rows = []
+    for name, b in before.items():
+        a = after[name]
+        rows.append(
+            {
+                "query": name,
+                "fix": fixes.get(name, ""),
+                "plan after": " > ".join(a.plan.node_types),
+                "buffers before": b.plan.buffers,
+                "buffers after": a.plan.buffers,
+                "statements before": 1,
+                "statements after": 1,
+                "ms before": b.time.median_ms,
+                "ms after": a.time.median_ms,
+            }
+        )
+    for name, (b, a) in (pages or {}).items():
+        rows.append(
+            {
+                "query": name,
+                "fix": fixes.get(name, ""),
+                "plan after": "one statement"
+                if a.statements == 1
+                else f"{a.statements} statements",
+                "buffers before": None,
+                "buffers after": None,
+                "statements before": b.statements,
+                "statements after": a.statements,
+                "ms before": b.time.median_ms,
+                "ms after": a.time.median_ms,
+            }
+        )
+    table = pd.DataFrame(rows).set_index("query")
+    table["change (%)"] = (
+        (table["ms after"] - table["ms before"]) / table["ms before"] * 100
+    ).round(0)
+    return table
