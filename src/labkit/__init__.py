@@ -6,10 +6,22 @@ Usage::
     labkit.services_table()          # what runs where (starts nothing)
     from labkit import db, data, measure, cache
 
-Modules: :mod:`labkit.services` (start/stop the servers), :mod:`labkit.db` (engines,
-isolated databases, query recorder, EXPLAIN as data), :mod:`labkit.data` (the demo
-dataset), :mod:`labkit.blog` (its ORM models), :mod:`labkit.measure` (timings and
-before/after tables), :mod:`labkit.cache` (Redis). Importing starts nothing.
+Modules, one per concern:
+
+- servers and connections: :mod:`labkit.services` (start/stop the servers),
+  :mod:`labkit.config` (which URLs), :mod:`labkit.db` (engines, isolated databases, the
+  query recorder, EXPLAIN as data), :mod:`labkit.cache` (Redis, a Redis you may kill);
+- data: :mod:`labkit.data` (the demo dataset), :mod:`labkit.blog` (its ORM models);
+- measurement: :mod:`labkit.measure` (timings, before/after tables),
+  :mod:`labkit.explain_tools` (plan comparisons), :mod:`labkit.practice` (the practice
+  run), :mod:`labkit.caching` (codec, hit counters, Zipf workloads, stampede lock);
+- exercises and grading: :mod:`labkit.exercises` (per-exercise isolation),
+  :mod:`labkit.grading` (nbgrader's pipeline), :mod:`labkit.nbgrader_ext` (grading
+  sandbox, feedback without hidden tests), :mod:`labkit.selfcheck` (check your own work),
+  :mod:`labkit.progress` (your progress);
+- :mod:`labkit.cli` (``python -m labkit``) and :mod:`labkit.bench` (the budgets).
+
+Importing starts nothing.
 """
 
 from __future__ import annotations
