@@ -35,4 +35,16 @@ LIMIT 5
         },
         "loses": ["test_most_viewed_posts"],
     },
+    {
+        "name": "orders by view_count without the id tie-break",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "most_viewed_posts": """def most_viewed_posts(session, limit=10):
+    statement = (
+        select(Post).options(joinedload(Post.author)).order_by(Post.view_count.desc()).limit(limit)
+    )
+    return list(session.scalars(statement))""",
+        },
+        "loses": ["test_most_viewed_posts"],
+    },
 ]
