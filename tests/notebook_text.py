@@ -32,13 +32,16 @@ def region_lines(source: Path, pattern: str) -> tuple[list[str], set[str]]:
 def secret_lines(source: Path, pattern: str) -> list[str]:
     """Code lines of the solution (``SOLUTION``) or hidden test (``HIDDEN``) regions that a
     student has no other way to see: not short, not a comment, not only string literals
-    (assertion messages are meant to be shown), and not also outside those regions."""
+    (assertion messages are meant to be shown), and not standing in a line outside those
+    regions."""
     inside, outside = region_lines(source, pattern)
     lines = []
     for text in inside:
         code = _STRING.sub("", text)
         if len(text) < 12 or text.startswith("#") or not re.search(r"[A-Za-z]", code):
             continue
-        if text not in outside:
+        # A student sees it anyway if it stands in a visible line (e.g. the task's markdown
+        # names `warm_top_users(r, n)`, which a hidden test also calls).
+        if not any(text in visible for visible in outside):
             lines.append(text)
     return lines
