@@ -230,3 +230,37 @@ def test_no_side_effects_at_import(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == [], "an import created a folder"
+
+
+@pytest.mark.parametrize("service", ["postgres", "redis"])
+def test_port_taken_between_check_and_bind_moves_to_another_port(state, monkeypatch, service):
+    """If another program binds the port after our check (a race no check can close), the
+    server's own bind fails: `up` reads that in the server's log, says so and moves."""
+    import labkit.services as services_module
+
+    state.up()
+    taken = int(urls(state)["DATABASE_URL" if service == "postgres" else "REDIS_URL"]
+                .rsplit(":", 1)[1].split("/")[0])  # fmt: skip
+    state.down()
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # the port may be in TIME_WAIT
+    squatter.bind(("127.0.0.1", taken))
+    squatter.listen()
+    real_check = services_module._port_is_free
+    # The check "wins the race": it reports the squatted port free, as it would have been
+    # a moment earlier. Every other port is checked for real.
+    monkeypatch.setattr(
+        services_module, "_port_is_free", lambda port: port == taken or real_check(port)
+    )
+    try:
+        services = Services(state.state_dir, quiet=True)
+        result = services.up()
+        assert result[service].running
+        moved = int(urls(services)["DATABASE_URL" if service == "postgres" else "REDIS_URL"]
+                    .rsplit(":", 1)[1].split("/")[0])  # fmt: skip
+        assert moved != taken
+        assert any(f"port {taken} was taken while starting" in m for m in services.messages), (
+            services.messages
+        )
+    finally:
+        squatter.close()

@@ -43,8 +43,10 @@ __all__ = ["ServiceError", "ServiceStatus", "Services", "mask_url"]
 SERVICE_USER = "labkit"
 HOST = "127.0.0.1"
 PG_SUPERUSER = "postgres"
-PG_PORT_HINT = 54329
-REDIS_PORT_HINT = 63799
+# First ports to try: below Linux's ephemeral range (32768-60999), so that a client
+# connection's automatic local port can never take ours between the check and the bind.
+PG_PORT_HINT = 25432
+REDIS_PORT_HINT = 26379
 START_TIMEOUT_S = 60
 
 
@@ -154,6 +156,16 @@ def _tail(path: Path, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def _read_from(path: Path, offset: int) -> str:
+    """What a log file gained after ``offset`` (empty if it cannot be read)."""
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 @contextlib.contextmanager
@@ -541,6 +553,7 @@ class _Redis:
             )
         self.runner.give(self.conf)
         binary = self.services.redis_binary()
+        offset = self.log.stat().st_size if self.log.exists() else 0
         try:
             self.runner.run([str(binary), str(self.conf)])
         except ServiceError as exc:
@@ -553,6 +566,12 @@ class _Redis:
             with contextlib.suppress(Exception):
                 if self._ping(url):
                     return
+            if "Address already in use" in _read_from(self.log, offset):
+                # The daemon failed to bind and exited; whatever answers there is not ours.
+                raise ServiceError(
+                    f"Redis could not listen on port {port} (Address already in use). "
+                    f"Last lines of {self.log}:\n{_tail(self.log)}"
+                )
             time.sleep(0.02)
         raise ServiceError(
             f"Redis did not answer on port {port} within 10 s. Last lines of {self.log}:\n"
@@ -758,8 +777,9 @@ class Services:
             self.say(f"postgres: initialised a new cluster in {time.perf_counter() - t0:.1f} s")
         pid = self.postgres.pid()
         if pid is None:
-            port = info["port"] = self._choose_port("postgres", info.get("port"), PG_PORT_HINT)
-            self.postgres.start(port)
+            port = self._start_on_free_port(
+                "postgres", info, PG_PORT_HINT, self.postgres.start, self.postgres.log
+            )
             pid = self.postgres.pid()
             self.say(f"postgres: started on {HOST}:{port} (pid {pid})")
         if fresh:
@@ -786,11 +806,32 @@ class Services:
                 self.redis.stop()
                 pid = None
         if pid is None:
-            port = info["port"] = self._choose_port("redis", info.get("port"), REDIS_PORT_HINT)
-            self.redis.start(port, info["password"])
+            port = self._start_on_free_port(
+                "redis",
+                info,
+                REDIS_PORT_HINT,
+                lambda port: self.redis.start(port, info["password"]),
+                self.redis.log,
+            )
             pid = self.redis.pid()
             self.say(f"redis: started on {HOST}:{port} (pid {pid})")
         return self._status(self.redis, "REDIS_URL", state)
+
+    def _start_on_free_port(self, name: str, info: dict, hint: int, start, log: Path) -> int:
+        """Start on the remembered (or a free) port; if another program binds it between our
+        check and the server's own bind, say so and start once more on another port."""
+        port = info["port"] = self._choose_port(name, info.get("port"), hint)
+        offset = log.stat().st_size if log.exists() else 0
+        try:
+            start(port)
+        except ServiceError:
+            if "Address already in use" not in _read_from(log, offset):
+                raise
+            new_port = _pick_port(hint, avoid={port})
+            self.say(f"{name}: port {port} was taken while starting; using {new_port}")
+            port = info["port"] = new_port
+            start(port)
+        return port
 
     def _choose_port(self, name: str, remembered: int | None, hint: int) -> int:
         """The remembered port if it is free; else another, with a message saying why."""
