@@ -128,12 +128,12 @@ class Database:
         return f"Database(name={self.name!r}, url={mask_url(self.url)!r})"
 
 
-def _qualified(name: str) -> str:
+def _qualified(name: str, kind: str = "database name") -> str:
     """Apply ``LABKIT_DB_PREFIX`` (set per test worker or grading run) and validate the name."""
     full = os.environ.get("LABKIT_DB_PREFIX", "") + name
     if not _NAME.match(full):
         raise ValueError(
-            f"database name {full!r} must be lower-case letters, digits and underscores "
+            f"{kind} {full!r} must be lower-case letters, digits and underscores "
             "(at most 63 characters, not starting with a digit)"
         )
     return full

@@ -18,7 +18,6 @@ Clearing uses ``SCAN`` + ``DEL`` on the prefix only: never ``FLUSHDB`` on a shar
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,13 +30,10 @@ _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 def _qualified(name: str) -> str:
-    full = os.environ.get("LABKIT_DB_PREFIX", "") + name
-    if not _NAME.match(full):
-        raise ValueError(
-            f"Redis namespace {full!r} must be lower-case letters, digits and underscores "
-            "(at most 63 characters, not starting with a digit)"
-        )
-    return full
+    """The namespace with ``LABKIT_DB_PREFIX`` applied, validated like a database name."""
+    from labkit.db import _qualified as qualified
+
+    return qualified(name, "Redis namespace")
 
 
 @dataclass
