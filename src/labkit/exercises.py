@@ -25,7 +25,6 @@ from typing import Any
 
 __all__ = ["RedisNamespace", "RoundTrips", "count_round_trips", "redis_namespace"]
 
-_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
