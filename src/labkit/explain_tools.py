@@ -120,17 +120,21 @@ def plan_viewer(plans: Mapping[str, Plan], *, default: str | None = None):
     """An ipywidgets viewer: pick a plan by name, read its full tree.
 
     Shows ``default`` (the first plan if not given) without any interaction, so a notebook
-    executed by papermill shows something too."""
+    executed by papermill shows something too. Built with :func:`labkit.controls.live`
+    (an ``HTML`` widget, no ``Output`` widget), so that executors cannot hang on it.
+    ``viewer.children[0]`` is the dropdown, ``viewer.children[-1].value`` the tree shown."""
     import ipywidgets as widgets
+
+    from labkit.controls import live
 
     names = list(plans)
     if not names:
         raise ValueError("no plans to show")
-
-    def show(name: str) -> None:
-        print(plans[name].tree())
-
+    width = max(len(name) for name in names)
     chooser = widgets.Dropdown(
-        options=names, value=default or names[0], description="plan", layout={"width": "95%"}
+        options=names,
+        value=default or names[0],
+        description="plan",
+        layout={"width": f"min(100%, {width + 12}ch)"},
     )
-    return widgets.interactive(show, name=chooser)
+    return live(lambda name: plans[name].tree(), pre=True, name=chooser)
