@@ -6,10 +6,15 @@ Usage (a terminal, from the course folder)::
     python -m labkit check 00-warmup path/to/warmup.ipynb
     python -m labkit check 00-warmup --quick          # visible tests only
 
-or a notebook cell (save the notebook first: the check reads the file)::
+or the last cell of the exercise notebook itself (the check reads the saved file: save
+first; it warns when cells ran that the file does not hold)::
 
     from labkit import selfcheck
-    selfcheck.check("00-warmup")
+    selfcheck.check("00-warmup", "warmup.ipynb")
+
+The check executes the notebook, last cell included: while it runs, ``check`` called from
+that cell (or from any notebook the check executes) returns at once, marked ``skipped``,
+instead of checking again (``RUNNING_ENV`` is set in the environment of those kernels).
 
 1. **Visible tests**: your notebook runs as it is, top to bottom, in a fresh kernel; each
    test cell passes or shows its assertion message.
@@ -24,6 +29,7 @@ notebook you have open. A full check is recorded for ``python -m labkit progress
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
 import sys
@@ -35,7 +41,18 @@ from pathlib import Path
 
 from labkit import config, grading, progress
 
-__all__ = ["CheckError", "CheckResult", "TaskResult", "check", "learner_notebooks"]
+__all__ = [
+    "RUNNING_ENV",
+    "CheckError",
+    "CheckResult",
+    "TaskResult",
+    "check",
+    "learner_notebooks",
+]
+
+#: Set (to the assignment's name) while a check executes notebooks: a check called there —
+#: the exercise's own last cell — returns a skipped result instead of recursing.
+RUNNING_ENV = "LABKIT_SELFCHECK_RUNNING"
 
 
 class CheckError(RuntimeError):
@@ -68,6 +85,8 @@ class CheckResult:
     tasks: list[TaskResult] = field(default_factory=list)
     full: bool = False
     seconds: float = 0.0
+    skipped: str = ""  # why nothing was checked (a check inside a check)
+    warning: str = ""  # e.g. cells ran that the saved file does not hold
 
     @property
     def score(self) -> float:
@@ -91,6 +110,8 @@ class CheckResult:
         return pd.DataFrame(rows)
 
     def summary(self) -> str:
+        if self.skipped:
+            return self.skipped
         if not self.full:
             passed = sum(t.visible == "pass" for t in self.tasks)
             return (
@@ -113,14 +134,21 @@ class CheckResult:
             message = t.message if self.full else t.visible_message
             if message:
                 lines.append(f"         {message}")
-        return "\n".join([*lines, self.summary()])
+        warning = [f"warning: {self.warning}"] if self.warning else []
+        return "\n".join([*lines, self.summary(), *warning])
 
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
         from html import escape
 
-        return f"{self.frame().to_html(index=False)}<p><b>{escape(self.summary())}</b></p>"
+        summary = f"<p><b>{escape(self.summary())}</b></p>"
+        warning = f"<p><b>Warning:</b> {escape(self.warning)}</p>" if self.warning else ""
+        if self.skipped:
+            return summary
+        table = self.frame().to_html(index=False, na_rep="", justify="left", escape=True)
+        table = table.replace("<td>", "<td style='text-align:left'>")
+        return f"{warning}{table}{summary}"
 
 
 def learner_notebooks(assignment: str, notebook: str | Path | None = None) -> dict[str, Path]:
@@ -276,13 +304,66 @@ def check(
 ) -> CheckResult:
     """Check your notebooks of ``assignment``: visible tests, then (``full``) the autograde
     with hidden tests. ``echo`` receives progress lines as it goes (``None``: silence)."""
-    import nbformat
 
     say = echo or (lambda line: None)
+    if running := os.environ.get(RUNNING_ENV):
+        skipped = CheckResult(assignment, {}, full=full)
+        skipped.skipped = (
+            f"self-check skipped: this notebook is being checked ({running}) right now; "
+            "its score is shown where the check was started"
+        )
+        return skipped
     started = time.perf_counter()
     notebooks = learner_notebooks(assignment, notebook)
     source = grading.course_dir() / "source" / assignment
     result = CheckResult(assignment, notebooks, full=full)
+    result.warning = _unsaved_warning(notebooks)
+    if result.warning:
+        say(f"warning: {result.warning}")
+    os.environ[RUNNING_ENV] = assignment  # the kernels the check starts inherit it
+    try:
+        _check_into(result, assignment, notebooks, source, full, record, say)
+    finally:
+        os.environ.pop(RUNNING_ENV, None)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _unsaved_warning(notebooks: dict[str, Path]) -> str:
+    """Called from a notebook's kernel: a warning when cells ran here that none of the saved
+    ``notebooks`` holds (answers typed but not saved: the check reads the files)."""
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return ""
+    shell = get_ipython()
+    history = getattr(shell, "user_ns", {}).get("In") if shell is not None else None
+    if not history:
+        return ""
+    import nbformat
+
+    saved: set[str] = set()
+    for path in notebooks.values():
+        try:
+            cells = nbformat.read(path, as_version=4).cells
+        except Exception:
+            return ""
+        saved.update(_normalized(c.source) for c in cells if c.cell_type == "code")
+    ran = [_normalized(src) for src in history[1:-1] if src.strip()]  # not the running cell
+    if any(src and src not in saved and "selfcheck" not in src for src in ran[-50:]):
+        return (
+            "cells ran in this kernel that the saved notebook does not hold: the check "
+            "reads the file, so save it (Ctrl+S / Cmd+S) and run this cell again"
+        )
+    return ""
+
+
+def _normalized(source: str) -> str:
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
+def _check_into(result, assignment, notebooks, source, full, record, say) -> None:
+    import nbformat
 
     by_key: dict[tuple[str, str], TaskResult] = {}
     for name, path in notebooks.items():
@@ -297,7 +378,7 @@ def check(
             by_key[(name, grade_id)] = task
             result.tasks.append(task)
 
-        say(f"visible tests: running {path} as it is ...")
+        say(f"visible tests: running {path.name} as it is ...")
         executed = _run_visible(path)
         for grade_id, cell, unanswered in _tasks(executed, name):
             task = by_key.get((name, grade_id))
@@ -332,8 +413,6 @@ def check(
                     sum(m for _, m in tasks.values()),
                     tasks,
                 )
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def main(assignment: str, notebook: str | None, quick: bool) -> int:
