@@ -76,3 +76,53 @@ def test_blog_database_copies_a_template():
             == data.SCALES["tiny"].comments
         )
     db.drop_database("test_blog_copy")
+
+
+SCHEMA_QUERIES = {
+    "columns": """
+        SELECT c.relname, a.attname, format_type(a.atttypid, a.atttypmod), a.attnotnull,
+               a.attidentity, pg_get_expr(d.adbin, d.adrelid)
+        FROM pg_attribute a
+        JOIN pg_class c ON c.oid = a.attrelid
+        JOIN pg_namespace n ON n.oid = c.relnamespace AND n.nspname = 'public'
+        LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum
+        WHERE c.relkind = 'r' AND a.attnum > 0 AND NOT a.attisdropped
+        ORDER BY 1, a.attnum""",
+    "constraints": """
+        SELECT conrelid::regclass::text, conname, contype, pg_get_constraintdef(oid)
+        FROM pg_constraint WHERE connamespace = 'public'::regnamespace ORDER BY 1, 2""",
+    "indexes": """
+        SELECT tablename, indexname, indexdef FROM pg_indexes
+        WHERE schemaname = 'public' ORDER BY 1, 2""",
+    "sequences": """
+        SELECT sequencename, data_type::text, start_value, increment_by, max_value, cycle
+        FROM pg_sequences WHERE schemaname = 'public' ORDER BY 1""",
+}
+
+
+def schema_of(database: db.Database) -> dict[str, list[tuple]]:
+    with database.connect() as conn:
+        return {name: conn.execute(query).fetchall() for name, query in SCHEMA_QUERIES.items()}
+
+
+def test_loaded_schema_equals_the_orm_metadata():
+    """The loader builds its tables from labkit.blog's metadata: after a load (tables first,
+    keys, foreign keys and identities after the rows), the columns, types, nullability,
+    constraints, indexes and identity sequences are exactly what
+    ``Base.metadata.create_all`` makes on an empty database."""
+    from labkit.blog import Base
+
+    loaded = db.fresh_database("test_schema_loaded")
+    data.load_blog(loaded, users=20, posts=50, comments=50)
+    created = db.fresh_database("test_schema_created")
+    engine = created.engine()
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    try:
+        expected, actual = schema_of(created), schema_of(loaded)
+        assert {len(rows) for rows in expected.values()} != {0}
+        for part in SCHEMA_QUERIES:
+            assert actual[part] == expected[part], part
+    finally:
+        db.drop_database("test_schema_loaded")
+        db.drop_database("test_schema_created")
