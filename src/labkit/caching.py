@@ -18,14 +18,12 @@ that later cells and exercises reuse.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 import json
 import random
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -41,6 +39,7 @@ __all__ = [
     "plot_hit_rate",
     "predict",
     "run_concurrently",
+    "scan_prefix",
     "simulate",
     "wait_for_subscribers",
     "workload_table",
@@ -152,13 +151,10 @@ def zipf_workload(keys: Sequence[Any], reads: int, *, s: float = 1.1, seed: int 
         raise ValueError("keys must not be empty")
     if reads < 0 or s <= 0:
         raise ValueError("reads must be >= 0 and s > 0")
-    cumulative = list(itertools.accumulate(1.0 / rank**s for rank in range(1, len(keys) + 1)))
-    total = cumulative[-1]
-    rng = random.Random(f"zipf-{seed}")
-    last = len(keys) - 1
-    return [
-        keys[min(bisect.bisect_left(cumulative, rng.random() * total), last)] for _ in range(reads)
-    ]
+    from labkit.data import zipf_sampler
+
+    draw = zipf_sampler(len(keys), s, random.Random(f"zipf-{seed}"))
+    return [keys[draw()] for _ in range(reads)]
 
 
 def simulate(
@@ -289,8 +285,11 @@ def plot_hit_rate(
 # --------------------------------------------------------------------------- key clean-up
 
 
-def _glob_escape(text: str) -> str:
-    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+def scan_prefix(client: Any, prefix: str) -> Iterator[Any]:
+    """The keys that start with ``prefix``, found with SCAN (never ``KEYS``, which blocks
+    the server); glob characters in ``prefix`` match only themselves."""
+    escaped = "".join("\\" + ch if ch in "*?[]\\" else ch for ch in prefix)
+    return client.scan_iter(match=escaped + "*", count=1000)
 
 
 def delete_prefix(client: Any, prefix: str, *, batch: int = 500) -> int:
@@ -301,7 +300,7 @@ def delete_prefix(client: Any, prefix: str, *, batch: int = 500) -> int:
     if not prefix:
         raise ValueError("refusing to delete with an empty prefix: that would be every key")
     deleted, pending = 0, []
-    for key in client.scan_iter(match=_glob_escape(prefix) + "*", count=1000):
+    for key in scan_prefix(client, prefix):
         pending.append(key)
         if len(pending) >= batch:
             deleted += client.unlink(*pending)

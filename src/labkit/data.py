@@ -20,7 +20,7 @@ import bisect
 import itertools
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -35,6 +35,7 @@ __all__ = [
     "generate_posts",
     "generate_users",
     "load_blog",
+    "zipf_sampler",
 ]
 
 
@@ -86,9 +87,22 @@ WORDS = (
 ).split()
 
 
-def _zipf_cumulative(n: int, s: float) -> list[float]:
-    """Cumulative Zipf weights for ranks 1..n (rank 1 most likely)."""
-    return list(itertools.accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
+def zipf_sampler(n: int, s: float, rng: random.Random) -> Callable[[], int]:
+    """A function that draws a rank 0..n-1 from ``rng``: rank r (0-based) with probability
+    proportional to 1/(r+1)**s, so rank 0 is the most likely and a long tail is rare.
+
+    >>> draw = zipf_sampler(1_000, 1.1, random.Random(7))
+    >>> ranks = [draw() for _ in range(10_000)]
+    >>> sum(r < 10 for r in ranks) / len(ranks) > 0.4      # the top 1% takes ~45% of draws
+    True
+    """
+    cumulative = list(itertools.accumulate(1.0 / (rank**s) for rank in range(1, n + 1)))
+    total, last, uniform = cumulative[-1], n - 1, rng.random
+
+    def draw() -> int:
+        return min(bisect.bisect_left(cumulative, uniform() * total), last)
+
+    return draw
 
 
 _DAYS = [(EPOCH + timedelta(days=d)).date().isoformat() for d in range(SPAN_SECONDS // 86400 + 1)]
@@ -139,16 +153,15 @@ def generate_posts(n: int, users: int, seed: int = 42) -> Iterator[tuple]:
     the posts. Views are heavy-tailed (Pareto)."""
     rng = random.Random(f"posts-{seed}")
     authors_by_rank = _ranked(rng, users)
-    cumulative = _zipf_cumulative(users, 1.1)
-    total = cumulative[-1]
+    draw_author = zipf_sampler(users, 1.1, rng)
     sentences = _sentences(rng, 4096)
     titles = [" ".join(rng.choices(WORDS, k=rng.randint(3, 7))).title() for _ in range(4096)]
     for post_id in range(1, n + 1):
-        rank = bisect.bisect_left(cumulative, rng.random() * total)
+        author = authors_by_rank[draw_author()]
         body = " ".join(rng.choices(sentences, k=rng.randint(2, 6)))
         yield (
             post_id,
-            authors_by_rank[min(rank, users - 1)],
+            author,
             titles[rng.getrandbits(12)],
             body,
             rng.random() < 0.8,
@@ -161,14 +174,13 @@ def generate_comments(n: int, posts: int, users: int, seed: int = 42) -> Iterato
     """Rows ``(id, post_id, author_id, body, created_at)``; popular posts draw most comments."""
     rng = random.Random(f"comments-{seed}")
     posts_by_rank = _ranked(rng, posts)
-    post_cumulative = _zipf_cumulative(posts, 1.0)
-    post_total = post_cumulative[-1]
+    draw_post = zipf_sampler(posts, 1.0, rng)
     sentences = _sentences(rng, 2048)
     for comment_id in range(1, n + 1):
-        rank = bisect.bisect_left(post_cumulative, rng.random() * post_total)
+        post = posts_by_rank[draw_post()]
         yield (
             comment_id,
-            posts_by_rank[min(rank, posts - 1)],
+            post,
             rng.randint(1, users),
             sentences[rng.getrandbits(11)],
             _timestamp(SPAN_SECONDS // 2 + rng.randrange(SPAN_SECONDS // 2)),
@@ -450,9 +462,7 @@ def blog_database(
             (template,),
         ).fetchone()
         if row is None or row[0] != "labkit: complete":
-            admin.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(template))
-            )
+            db.drop_database(template, qualified=True, conn=admin)
             admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(template)))
             load_blog(
                 db.database(template, qualified=True),

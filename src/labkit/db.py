@@ -39,6 +39,7 @@ __all__ = [
     "engine",
     "explain",
     "fresh_database",
+    "qualified_name",
     "record_queries",
     "sqlalchemy_url",
     "template_lock",
@@ -128,8 +129,18 @@ class Database:
         return f"Database(name={self.name!r}, url={mask_url(self.url)!r})"
 
 
-def _qualified(name: str, kind: str = "database name") -> str:
-    """Apply ``LABKIT_DB_PREFIX`` (set per test worker or grading run) and validate the name."""
+def qualified_name(name: str, kind: str = "database name") -> str:
+    """``name`` with ``LABKIT_DB_PREFIX`` (set per test worker or grading run) applied,
+    validated: lower-case letters, digits and underscores, at most 63 characters.
+
+    >>> import os
+    >>> os.environ.get("LABKIT_DB_PREFIX", "") + "lesson_01" == qualified_name("lesson_01")
+    True
+    >>> qualified_name("Lesson-01")
+    Traceback (most recent call last):
+    ...
+    ValueError: database name '...Lesson-01' must be lower-case letters, digits and underscores (at most 63 characters, not starting with a digit)
+    """
     full = os.environ.get("LABKIT_DB_PREFIX", "") + name
     if not _NAME.match(full):
         raise ValueError(
@@ -145,24 +156,29 @@ def _lock_key(name: str) -> int:
 
 def database(name: str, *, qualified: bool = False) -> Database:
     """The :class:`Database` called ``name`` (it is not created; see :func:`fresh_database`)."""
-    full = name if qualified else _qualified(name)
+    full = name if qualified else qualified_name(name)
     return Database(full, _with_database(admin_url(), full))
 
 
-def drop_database(name: str) -> None:
-    """Drop a database (and disconnect its sessions) if it exists."""
+def drop_database(name: str, *, qualified: bool = False, conn: Any = None) -> None:
+    """Drop a database (and disconnect its sessions) if it exists.
+
+    ``name`` gets ``LABKIT_DB_PREFIX`` unless ``qualified``; ``conn`` is an autocommit
+    psycopg connection to use (default: a new one to the maintenance database)."""
     from psycopg import sql
 
-    full = _qualified(name)
-    with connect(autocommit=True) as conn:
-        conn.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(full))
-        )
+    full = name if qualified else qualified_name(name)
+    statement = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(full))
+    if conn is not None:
+        conn.execute(statement)
+        return
+    with connect(autocommit=True) as own:
+        own.execute(statement)
 
 
 def database_exists(name: str, *, qualified: bool = False) -> bool:
     """True if the database ``name`` (with ``LABKIT_DB_PREFIX`` unless ``qualified``) exists."""
-    full = name if qualified else _qualified(name)
+    full = name if qualified else qualified_name(name)
     with connect(autocommit=True) as conn:
         row = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (full,)).fetchone()
     return row is not None
@@ -175,13 +191,11 @@ def fresh_database(name: str, *, template: str | None = None) -> Database:
     costs ~0.1 s however much data it holds."""
     from psycopg import sql
 
-    full = _qualified(name)
+    full = qualified_name(name)
     with connect(autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(full),))
         try:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(full))
-            )
+            drop_database(full, qualified=True, conn=conn)
             create = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(full))
             if template:
                 conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key(template),))

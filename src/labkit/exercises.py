@@ -12,27 +12,24 @@ Usage::
 Every exercise keeps its Redis keys under its own prefix, so that grading many students
 one after another, or two test workers at once, never share a key. The prefix honours
 ``LABKIT_DB_PREFIX`` (set per pytest worker or grading run), as database names do.
-Clearing uses ``SCAN`` + ``DEL`` on the prefix only: never ``FLUSHDB`` on a shared server.
+Clearing uses ``SCAN`` + ``UNLINK`` on the prefix only: never ``FLUSHDB`` on a shared server.
 """
 
 from __future__ import annotations
 
 import contextlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["RedisNamespace", "RoundTrips", "count_round_trips", "redis_namespace"]
 
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
-
 
 def _qualified(name: str) -> str:
     """The namespace with ``LABKIT_DB_PREFIX`` applied, validated like a database name."""
-    from labkit.db import _qualified as qualified
+    from labkit.db import qualified_name
 
-    return qualified(name, "Redis namespace")
+    return qualified_name(name, "Redis namespace")
 
 
 @dataclass
@@ -53,26 +50,19 @@ class RedisNamespace:
             raise ValueError("a key needs at least one part, e.g. ns.key('user', 7)")
         return self.prefix + ":".join(str(part) for part in parts)
 
-    def _pattern(self) -> str:
-        return _GLOB_SPECIAL.sub(r"\\\1", self.prefix) + "*"
-
     def keys(self) -> list[str]:
         """The namespace's keys, sorted (found with SCAN, so the server is never blocked)."""
-        found = self.client.scan_iter(match=self._pattern(), count=1000)
+        from labkit.caching import scan_prefix
+
+        found = scan_prefix(self.client, self.prefix)
         return sorted(k.decode() if isinstance(k, bytes) else k for k in found)
 
     def clear(self) -> int:
-        """Delete every key of the namespace (SCAN + DEL in batches); return how many."""
-        deleted = 0
-        batch: list[Any] = []
-        for key in self.client.scan_iter(match=self._pattern(), count=1000):
-            batch.append(key)
-            if len(batch) >= 500:
-                deleted += self.client.delete(*batch)
-                batch.clear()
-        if batch:
-            deleted += self.client.delete(*batch)
-        return deleted
+        """Delete every key of the namespace (:func:`labkit.caching.delete_prefix`); return
+        how many."""
+        from labkit.caching import delete_prefix
+
+        return delete_prefix(self.client, self.prefix)
 
     def __repr__(self) -> str:
         return f"RedisNamespace(prefix={self.prefix!r})"

@@ -39,8 +39,6 @@ _CELL_FRAME = re.compile(
 
 def drop_databases(prefix: str) -> list[str]:
     """Drop every database whose name starts with ``prefix``; return their names."""
-    from psycopg import sql
-
     from labkit import db
 
     if not prefix:
@@ -53,9 +51,7 @@ def drop_databases(prefix: str) -> list[str]:
             )
         ]
         for name in names:
-            conn.execute(
-                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-            )
+            db.drop_database(name, qualified=True, conn=conn)
     return names
 
 

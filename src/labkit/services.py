@@ -136,8 +136,8 @@ class Services:
         with locked(self.state_dir / ".lock"):
             state = self._state.load()
             result = {
-                "postgres": self._up_postgres(state),
-                "redis": self._up_redis(state),
+                "postgres": self._up(self.postgres, "DATABASE_URL", PG_PORT_HINT, state),
+                "redis": self._up(self.redis, "REDIS_URL", REDIS_PORT_HINT, state),
             }
             self._state.save(state)
             self._write_env(state)
@@ -196,21 +196,24 @@ class Services:
                 self.postgres.home = target / "postgres"
                 self.redis.home = target / "redis"
 
-    def _up_postgres(self, state: dict) -> ServiceStatus:
-        if url := os.environ.get("DATABASE_URL"):
+    def _up(
+        self, server: PostgresServer | RedisServer, env_var: str, hint: int, state: dict
+    ) -> ServiceStatus:
+        """Check the server ``env_var`` names, or start the embedded one (idempotent)."""
+        if url := os.environ.get(env_var):
             return self._check_external(
-                "postgres",
+                server.name,
                 url,
-                self.postgres.version,
-                "set DATABASE_URL to a running server, or unset it to use the embedded one",
+                server.version,
+                f"set {env_var} to a running server, or unset it to use the embedded one",
             )
-        info = state.setdefault("postgres", {})
-        self.postgres.password = info.setdefault("password", secrets.token_urlsafe(18))
-        fresh = not (self.postgres.data / "PG_VERSION").exists()
-        info["port"] = self.supervisor.up(self.postgres, port=info.get("port"), hint=PG_PORT_HINT)
+        info = state.setdefault(server.name, {})
+        server.password = info.setdefault("password", secrets.token_urlsafe(18))
+        fresh = server is self.postgres and not (self.postgres.data / "PG_VERSION").exists()
+        info["port"] = self.supervisor.up(server, port=info.get("port"), hint=hint)
         if fresh:
             self._enable_pg_stat_statements(self.postgres.url(info["port"], info["password"]))
-        return self._status(self.postgres, "DATABASE_URL", state)
+        return self._status(server, env_var, state)
 
     @staticmethod
     def _enable_pg_stat_statements(url: str) -> None:
@@ -221,19 +224,6 @@ class Services:
             target = url.rsplit("/", 1)[0] + "/" + database
             with psycopg.connect(target, autocommit=True, connect_timeout=5) as conn:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
-
-    def _up_redis(self, state: dict) -> ServiceStatus:
-        if url := os.environ.get("REDIS_URL"):
-            return self._check_external(
-                "redis",
-                url,
-                self.redis.version,
-                "set REDIS_URL to a running server, or unset it to use the embedded one",
-            )
-        info = state.setdefault("redis", {})
-        self.redis.password = info.setdefault("password", secrets.token_urlsafe(18))
-        info["port"] = self.supervisor.up(self.redis, port=info.get("port"), hint=REDIS_PORT_HINT)
-        return self._status(self.redis, "REDIS_URL", state)
 
     def _check_external(self, name: str, url: str, version, what_to_do: str) -> ServiceStatus:
         try:
