@@ -147,11 +147,22 @@ def test_lock_is_released_when_compute_fails(redis_prefix):
 
 
 def test_waiter_computes_itself_when_the_holder_never_finishes(redis_prefix):
+    """A waiter polls for `wait` seconds (not until the 10 s lock expires), then computes
+    the value itself; it never releases (or takes) someone else's lock."""
+    from labkit.exercises import count_round_trips
+
     client, prefix = redis_prefix
     client.set(f"{prefix}k:lock", "someone-else", px=10_000)
     started = time.monotonic()
-    value = caching.get_or_compute(client, f"{prefix}k", lambda: "fallback", ttl=30, wait=0.1)
-    assert value == "fallback" and time.monotonic() - started < 2
+    with count_round_trips(client) as trips:
+        value = caching.get_or_compute(
+            client, f"{prefix}k", lambda: "fallback", ttl=30, wait=0.1, poll=0.01
+        )
+    assert value == "fallback"
+    assert time.monotonic() - started >= 0.1, "it gave up before `wait` had passed"
+    polls = trips.commands.count("GET") - 1  # the first GET is the cache lookup itself
+    assert 1 <= polls <= 0.1 / 0.01 + 1, f"{polls} polls in 0.1 s with a 10 ms poll interval"
+    assert trips.commands.count("SET") == 1, "one failed SET NX for the lock; no other write"
     assert client.get(f"{prefix}k:lock") == "someone-else", "a waiter never releases a lock"
 
 

@@ -49,12 +49,23 @@ def test_recorder_counts_statements_and_durations(blog):
             for post in posts:
                 _ = post.author.name  # lazy load: one statement per post
     assert recorder.count == 4, recorder.frame()
-    assert all(s.duration_ms > 0 for s in recorder.statements)
     assert len(recorder.matching("FROM users")) == 3
+    assert [s.rowcount for s in recorder.statements] == [3, 1, 1, 1]
     # listeners are removed on exit
     with engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     assert recorder.count == 4
+
+
+def test_recorder_duration_is_the_statements_round_trip(blog):
+    """A statement the server holds for 50 ms is recorded as taking at least 50 ms (the
+    duration is the driver's round trip, not the time to build the statement)."""
+    engine = blog.engine()
+    with db.record_queries(engine) as recorder, engine.connect() as conn:
+        conn.execute(text("SELECT pg_sleep(0.05)"))
+    (statement,) = recorder.matching("pg_sleep")
+    assert statement.duration_ms >= 50, recorder.frame()
+    assert recorder.total_ms >= statement.duration_ms
 
 
 def test_explain_reads_plans_as_data(blog):

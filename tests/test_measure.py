@@ -3,15 +3,36 @@
 from labkit import measure
 
 
-def test_timeit_and_compare():
+def test_timeit_measures_each_call():
+    """Warm-up calls are not measured; each measured run lasts at least what the call does
+    (a 20 ms sleep), and the summary figures come from those runs."""
+    import time
+
     calls = []
-    timing = measure.timeit(lambda: calls.append(1), repeat=5, warmup=2)
-    assert len(calls) == 7 and len(timing.runs_ms) == 5 and timing.median_ms >= 0
-    table = measure.compare({"q": 10.0}, {"q": 1.0}, unit="buffers")
+
+    def sleep_20_ms():
+        calls.append(1)
+        time.sleep(0.02)
+
+    timing = measure.timeit(sleep_20_ms, repeat=5, warmup=2)
+    assert len(calls) == 7 and len(timing.runs_ms) == 5
+    assert timing.min_ms >= 20, timing.runs_ms
+    assert timing.min_ms <= timing.median_ms <= timing.max_ms
+    assert str(timing).endswith("over 5 runs")
+
+
+def test_compare_and_plot_show_the_numbers():
+    table = measure.compare({"q": 10.0, "r": 4.0}, {"q": 1.0, "r": 8.0}, unit="buffers")
     assert table.loc["q", "speed-up (×)"] == 10.0
     assert table.loc["q", "change (%)"] == -90.0
-    figure = measure.plot_comparison(table)
-    assert figure.axes
+    assert table.loc["r", "change (%)"] == 100.0
+    (ax,) = measure.plot_comparison(table).axes
+    assert [label.get_text() for label in ax.get_yticklabels()] == ["q", "r"]
+    bars = {
+        container.get_label(): [b.get_width() for b in container] for container in ax.containers
+    }
+    assert bars == {"before": [10.0, 4.0], "after": [1.0, 8.0]}
+    assert ax.get_xscale() == "log" and ax.get_xlabel() == "(buffers)"
 
 
 def test_throwaway_redis_can_be_killed():
