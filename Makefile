@@ -1,7 +1,9 @@
 # The course's set-up in two commands (see README.md):
 #   make lab    create .venv, install the course, start PostgreSQL + Redis, open JupyterLab
 #   make test   the same set-up, then the whole test suite (.ci/run runs exactly this)
-# Also: make up | down | status | bench | lint | clean
+#   make check A=00-warmup   check an exercise from any shell: visible tests, then your score
+#   make lab-instructor      JupyterLab with nbgrader's instructor tools (LABKIT_INSTRUCTOR=1)
+# Also: make up | down | status | bench | lint | clean | filter
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: lab test install up down status bench lint clean
+.PHONY: lab test install up down status bench lint clean check lab-instructor filter
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else f"The course needs Python 3.11 or 3.12 (found {v[0]}.{v[1]}); run e.g. make lab PYTHON=python3.12")'
@@ -28,10 +30,23 @@ install: $(STAMP)
 up: install
 	$(BIN)/python -m labkit services up
 
-lab: up
+# Strip notebook outputs from what `git add` stages (.gitattributes names the filter), so
+# that outputs a learner saves never reach a commit nor `make test`'s hygiene check.
+filter: install
+	@$(BIN)/python tools/nbtools.py install-filter
+
+lab: up filter
 	$(BIN)/python -m labkit lab
 
-test: up
+lab-instructor: up filter
+	LABKIT_INSTRUCTOR=1 $(BIN)/python -m labkit lab
+
+# make check A=00-warmup [NB=path/to/notebook.ipynb]: the course's Python, whatever PATH says.
+check: up
+	@if [ -z "$(A)" ]; then echo "usage: make check A=00-warmup (or A=01-performance)" >&2; exit 2; fi
+	$(BIN)/python -m labkit check $(A) $(NB)
+
+test: up filter
 	@# pytest exits 5 when it collected no test: that must fail, not pass silently.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc

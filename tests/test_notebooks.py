@@ -122,3 +122,44 @@ def test_widget_cells_never_stall_plain_nbclient():
             ]
             assert views, f"no widget view in the outputs of {cell.source[:40]!r}"
     print(f"{STRESS_RUNS} runs of {len(cells)} widget cells; slowest cell {slowest:.2f} s")
+
+
+def test_saved_outputs_never_reach_the_hygiene_check(tmp_path):
+    """A learner's saved outputs stay in the working copy: `nbtools check` reads git's index,
+    and the nbstrip filter (`nbtools install-filter`, run by make lab/test) keeps them out of
+    it on `git add`; without the filter, staged outputs fail the check."""
+    import shutil
+    import subprocess
+    import sys
+
+    import nbformat
+
+    repo = tmp_path / "course"
+    (repo / "tools").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    shutil.copy(ROOT / "tools" / "nbtools.py", repo / "tools")
+    shutil.copy(ROOT / ".gitattributes", repo)
+    path = repo / "notebooks" / "00-lesson.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("1 + 1")])
+    nbformat.write(notebook, path)
+
+    def run(*argv, ok=True):
+        proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True)
+        assert (proc.returncode == 0) == ok, f"{argv}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    check = (sys.executable, "tools/nbtools.py", "check")
+    run("git", "init", "-q")
+    run("git", "add", ".")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "lesson")
+    notebook.cells[0].outputs = [nbformat.v4.new_output("execute_result", {"text/plain": "2"})]
+    notebook.cells[0].execution_count = 1
+    nbformat.write(notebook, path)  # what JupyterLab's autosave does
+    run(*check)  # the working copy has outputs; what is committed has none
+    run(sys.executable, "tools/nbtools.py", "install-filter")
+    run("git", "add", str(path))
+    run(*check)  # the filter staged the notebook without its outputs
+    assert nbformat.read(path, as_version=4).cells[0].outputs, "the working copy keeps them"
+    run("git", "config", "--unset", "filter.nbstrip.clean")
+    run("git", "add", "--renormalize", str(path))
+    assert "has outputs" in run(*check, ok=False).stderr

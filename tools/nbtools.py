@@ -2,7 +2,14 @@
 
     python tools/nbtools.py strip        # clear outputs and execution counts (all notebooks)
     python tools/nbtools.py navigate     # (re)write the navigation cells of notebooks/
-    python tools/nbtools.py check        # fail if any notebook has outputs or stale navigation
+    python tools/nbtools.py check        # fail if a notebook *as committed* (git's index) has
+                                         # outputs, or its navigation is stale
+    python tools/nbtools.py install-filter   # strip outputs on `git add` (make lab/test run it)
+    python tools/nbtools.py clean-filter     # the git filter: notebook on stdin, stripped on stdout
+
+Outputs a learner saves (JupyterLab autosaves) stay in the working copy, where they belong:
+the ``nbstrip`` git filter (the nbstripout convention, set in ``.gitattributes``) strips
+them from what ``git add`` stages, and ``check`` looks at what is staged or committed.
 
 Cell builders for scripts that write notebooks: ``md``, ``code``, ``answer``, ``tests``,
 ``new_notebook``. The ``.ipynb`` files are the source of truth; scripts that use these
@@ -12,6 +19,7 @@ builders are scaffolding, not committed sources.
 from __future__ import annotations
 
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -148,21 +156,71 @@ def navigate(notebook, path: Path, lessons: list[Path]) -> bool:
     return True
 
 
+def clean_filter(stdin=None, stdout=None) -> int:
+    """The ``nbstrip`` git filter: a notebook on stdin, the same without outputs on stdout
+    (anything that is not a notebook passes through unchanged)."""
+    stdin = stdin or sys.stdin.buffer
+    stdout = stdout or sys.stdout.buffer
+    data = stdin.read()
+    try:
+        notebook = nbformat.reads(data.decode("utf-8"), as_version=4)
+    except Exception:
+        stdout.write(data)
+        return 0
+    if not strip(notebook):
+        stdout.write(data)  # already clean: byte for byte, so git sees no change
+        return 0
+    text = nbformat.writes(notebook)
+    stdout.write((text if text.endswith("\n") else text + "\n").encode("utf-8"))
+    return 0
+
+
+def install_filter() -> int:
+    """Point this checkout's ``nbstrip`` filter (named in .gitattributes) at this Python."""
+    if not (ROOT / ".git").exists():
+        print("not a git checkout: no filter to install")
+        return 0
+    command = f"'{sys.executable}' '{ROOT / 'tools' / 'nbtools.py'}' clean-filter"
+    for key, value in (("clean", command), ("smudge", "cat")):
+        subprocess.run(["git", "config", f"filter.nbstrip.{key}", value], cwd=ROOT, check=True)
+    return 0
+
+
+def committed_text(path: Path) -> str:
+    """The notebook as staged in git's index (what a commit takes; HEAD's version unless
+    something is staged); the working copy for files git does not track."""
+    relative = path.relative_to(ROOT).as_posix()
+    proc = subprocess.run(["git", "show", f":{relative}"], cwd=ROOT, capture_output=True, text=True)
+    return proc.stdout if proc.returncode == 0 else path.read_text()
+
+
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "check"
+    if command == "clean-filter":
+        return clean_filter()
+    if command == "install-filter":
+        return install_filter()
     if command not in {"strip", "navigate", "check"}:
-        print(f"unknown command {command!r}: use strip, navigate or check", file=sys.stderr)
+        print(
+            f"unknown command {command!r}: use strip, navigate, check, install-filter or "
+            "clean-filter",
+            file=sys.stderr,
+        )
         return 2
     lessons = sorted(LESSONS.glob("[0-9]*.ipynb"))
     problems = []
     for path in all_notebooks():
-        notebook = nbformat.read(path, as_version=4)
+        if command == "check":
+            notebook = nbformat.reads(committed_text(path), as_version=4)
+        else:
+            notebook = nbformat.read(path, as_version=4)
         changed = strip(notebook)
         nav_changed = path in lessons and navigate(notebook, path, lessons)
         if command == "check":
             if changed:
                 problems.append(
-                    f"{path.relative_to(ROOT)}: has outputs (run tools/nbtools.py strip)"
+                    f"{path.relative_to(ROOT)}: has outputs in git's index (run tools/nbtools.py "
+                    "strip, then git add; or install the filter: tools/nbtools.py install-filter)"
                 )
             if nav_changed:
                 problems.append(

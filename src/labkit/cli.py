@@ -67,12 +67,15 @@ def lab_command(
     open_browser: bool = True,
     token: str | None = None,
     extra: list[str] | None = None,
+    instructor: bool | None = None,
 ) -> list[str]:
     """The JupyterLab command line `make lab` runs: loopback only, the course folder as root,
-    opening on 00-start-here; ``--allow-root`` only when we are root."""
+    opening on 00-start-here; ``--allow-root`` only when we are root; configured for a
+    learner, or for an instructor (``instructor``, default: ``LABKIT_INSTRUCTOR``) — see
+    :mod:`labkit.labsetup`."""
     import os
 
-    from labkit import config
+    from labkit import config, labsetup
 
     root = config.project_root()
     argv = [
@@ -89,15 +92,19 @@ def lab_command(
         argv.append(f"--IdentityProvider.token={token}")
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         argv.append("--allow-root")
+    argv += labsetup.prepare(instructor)
     return argv + list(extra or [])
 
 
 def _lab(args: argparse.Namespace) -> int:
     import os
 
-    from labkit import config
+    from labkit import config, labsetup
 
-    argv = lab_command(args.port, not args.no_browser, args.token, args.extra)
+    instructor = True if args.instructor else None
+    argv = lab_command(args.port, not args.no_browser, args.token, args.extra, instructor)
+    os.environ.update(labsetup.environment())
+    labsetup.trust_notebooks()
     os.chdir(config.project_root())
     os.execv(argv[0], argv)
     return 0  # not reached
@@ -185,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     lab.add_argument("--port", type=int, default=None)
     lab.add_argument("--no-browser", action="store_true")
     lab.add_argument("--token", default=None, help="default: JupyterLab generates one")
+    lab.add_argument(
+        "--instructor",
+        action="store_true",
+        help="show nbgrader's instructor tools (also: LABKIT_INSTRUCTOR=1)",
+    )
     lab.add_argument("extra", nargs="*", help="more JupyterLab options (after --)")
     lab.set_defaults(func=_lab)
 
