@@ -8,7 +8,9 @@ Usage::
 
 Modules, one per concern:
 
-- servers and connections: :mod:`labkit.services` (start/stop the servers),
+- servers and connections: :mod:`labkit.services` (start/stop the course's servers),
+  :mod:`labkit.supervisor` (the life cycle they share with the extra servers a lesson
+  starts: PostgreSQL clusters, uvicorn-served ASGI apps, workers),
   :mod:`labkit.config` (which URLs), :mod:`labkit.db` (engines, isolated databases, the
   query recorder, EXPLAIN as data), :mod:`labkit.cache` (Redis, a Redis you may kill);
 - data: :mod:`labkit.data` (the demo dataset), :mod:`labkit.blog` (its ORM models);

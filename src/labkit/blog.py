@@ -1,11 +1,18 @@
 """The course's demo schema: a blog with users, posts and comments (SQLAlchemy 2 ORM).
 
-Usage::
-
-    from sqlalchemy.orm import Session
-    from labkit.blog import User, Post, Comment
-    with Session(engine) as session:
-        session.scalars(select(User).limit(5)).all()
+>>> from sqlalchemy import func, select
+>>> from sqlalchemy.orm import Session
+>>> from labkit import data, db
+>>> from labkit.blog import Comment, Post, User
+>>> engine = data.blog_database("doctest_blog", scale="tiny").engine()
+>>> with Session(engine) as session:
+...     session.scalars(select(User).order_by(User.id).limit(2)).all()
+[User(id=1, name='Joan Wirth'), User(id=2, name='Leslie Turing')]
+>>> with Session(engine) as session:
+...     post = session.get(Post, 1)
+...     post, post.author, session.scalar(select(func.count(Comment.id)))
+(Post(id=1, author_id=135, title='Alert Sqlalchemy Bulk Plan Fast Throughput Trace'), User(id=135, name='Radia Lamarr'), 4000)
+>>> engine.dispose(); db.drop_database("doctest_blog")
 
 Deliberately, the only indexes are the primary keys and the unique e-mail: the
 lessons add the others and measure what each one buys. These models are the one source of

@@ -1,10 +1,11 @@
 """Redis connections for the course.
 
-Usage::
-
-    from labkit import cache
-    r = cache.redis_client()            # decode_responses=True by default
-    r.set("greeting", "hello", ex=60)
+>>> from labkit import cache
+>>> r = cache.redis_client()            # decode_responses=True by default
+>>> r.set("doctest:cache:greeting", "hello", ex=60)
+True
+>>> r.get("doctest:cache:greeting")
+'hello'
 """
 
 from __future__ import annotations
@@ -45,12 +46,23 @@ def redis_client(db: int | None = None, *, decode_responses: bool = True, **kwar
 class ThrowawayRedis:
     """A private redis-server on a free loopback port, for demonstrating failures.
 
-    Usage::
-
-        with cache.ThrowawayRedis() as spare:
-            client = spare.client()
-            spare.freeze()          # the server hangs: every command raises TimeoutError
-            spare.kill()            # the server is gone: every command raises ConnectionError
+    >>> import redis
+    >>> with ThrowawayRedis() as spare:
+    ...     client = spare.client()
+    ...     client.set("k", "v")
+    ...     spare.freeze()          # the server hangs: every command raises TimeoutError
+    ...     try:
+    ...         client.get("k")
+    ...     except redis.TimeoutError:
+    ...         print("timed out")
+    ...     spare.kill()            # the server is gone: every command raises ConnectionError
+    ...     try:
+    ...         client.get("k")
+    ...     except redis.ConnectionError:
+    ...         print("connection refused")
+    True
+    timed out
+    connection refused
 
     It is never the course's shared server, so killing it breaks nothing else."""
 

@@ -2,15 +2,24 @@
 workload and a model that predicts its hit rate, key clean-up, stampede protection, a
 concurrent runner, waiting for pub/sub subscribers, and the workload's table and plot.
 
-Usage::
-
-    from labkit import cache, caching
-    r = cache.redis_client()
-    r.set("lesson:user:7", caching.dumps(profile), ex=300)    # datetimes and Decimals survive
-    caching.loads(r.get("lesson:user:7")) == profile           # True
-    reads = caching.zipf_workload(user_ids, reads=20_000, s=1.2, seed=7)
-    value = caching.get_or_compute(r, "lesson:dashboard", compute, ttl=60)  # one computes, others wait
-    caching.predict(user_ids, reads=20_000, s=1.2, warm=500, seed=7).saved  # share of statements saved
+>>> from datetime import UTC, datetime
+>>> from decimal import Decimal
+>>> from labkit import cache, caching
+>>> r, prefix = cache.redis_client(), "doctest:caching:"
+>>> profile = {"id": 7, "joined": datetime(2024, 5, 1, tzinfo=UTC), "balance": Decimal("9.50")}
+>>> r.set(prefix + "user:7", caching.dumps(profile), ex=300)
+True
+>>> caching.loads(r.get(prefix + "user:7")) == profile     # datetimes and Decimals survive
+True
+>>> user_ids = list(range(1, 1001))
+>>> caching.zipf_workload(user_ids, reads=20_000, s=1.2, seed=7)[:8]
+[11, 6, 7, 2, 35, 3, 3, 54]
+>>> caching.get_or_compute(r, prefix + "dashboard", lambda: {"users": 1000}, ttl=60)
+{'users': 1000}
+>>> caching.predict(user_ids, reads=20_000, s=1.2, warm=50, seed=7)  # no Redis: a model
+Prediction(reads=20000, hits=19152, misses=848, warmed=50)
+>>> caching.delete_prefix(r, prefix)
+2
 
 The lessons show each pattern in a few lines first; this module is the tested version
 that later cells and exercises reuse.

@@ -1,9 +1,12 @@
 """Where the course keeps its state, and which servers it talks to.
 
-Usage::
-
-    from labkit import config
-    config.database_url()   # 'postgresql://postgres:***@127.0.0.1:54321/postgres'
+>>> from labkit import config
+>>> config.database_url()                 # DATABASE_URL, else <state dir>/services.env
+'postgresql://postgres:...@127.0.0.1:.../postgres'
+>>> config.redis_url()
+'redis://:...@127.0.0.1:.../0'
+>>> config.state_dir() == config.project_root() / ".labkit" or "LABKIT_STATE_DIR" in os.environ
+True
 
 The services contract: ``DATABASE_URL`` and ``REDIS_URL`` win when they are set
 (containers, Binder, a hub). Otherwise the URLs written by

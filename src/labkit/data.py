@@ -1,10 +1,14 @@
 """The course's deterministic demo dataset: users, posts and comments with realistic skew.
 
-Usage::
-
-    from labkit import data
-    demo = data.blog_database("lesson_01", users=10_000, posts=100_000)  # Database
-    report = data.load_blog(conn, users=1_000, posts=10_000)             # into an empty db
+>>> from labkit import data, db
+>>> demo = data.blog_database("doctest_data", scale="tiny")   # a copy of a template: ~0.1 s
+>>> with demo.connect() as conn:
+...     conn.execute("SELECT count(*) FROM users").fetchone()
+(200,)
+>>> empty = db.fresh_database("doctest_data_load")
+>>> data.load_blog(empty, users=100, posts=1_000, progress=False)  # into an empty database
+LoadReport(users=100, posts=1000, comments=2000, generate_seconds=..., load_seconds=...)
+>>> db.drop_database("doctest_data"); db.drop_database("doctest_data_load")
 
 Same seed, same rows, on every machine. A few prolific authors write most posts
 (Zipf-like), and a few posts draw most comments and views, as in real blogs.

@@ -1,15 +1,22 @@
 """PostgreSQL connections, isolated databases, a query recorder and EXPLAIN as data.
 
-Usage::
-
-    from labkit import db
-    demo = db.fresh_database("lesson_01")          # dropped and re-created: ~0.1 s
-    engine = demo.engine()
-    with db.record_queries(engine) as rec:
-        ...                                         # run ORM code
-    rec.count, rec.total_ms
-    plan = db.explain(engine, "SELECT * FROM posts WHERE author_id = %(a)s", {"a": 7})
-    plan.node_types, plan.buffers, plan.uses_index("ix_posts_author_id")
+>>> from labkit import data, db
+>>> demo = db.fresh_database("doctest_db")          # dropped and re-created: ~0.1 s
+>>> demo
+Database(name='...doctest_db', url='postgresql://postgres:***@127.0.0.1:.../...doctest_db')
+>>> report = data.load_blog(demo, users=100, posts=1_000, progress=False)
+>>> engine = demo.engine()
+>>> with db.record_queries(engine) as rec, engine.connect() as conn:
+...     rows = conn.exec_driver_sql("SELECT * FROM posts WHERE author_id = 7").fetchall()
+...     one = conn.exec_driver_sql("SELECT title FROM posts WHERE id = 1").scalar_one()
+>>> rec.count, [s.rowcount for s in rec.statements] == [len(rows), 1]
+(2, True)
+>>> plan = db.explain(engine, "SELECT * FROM posts WHERE author_id = %(a)s", {"a": 7})
+>>> plan.node_types, plan.uses_index()             # no index on author_id yet
+(['Seq Scan'], False)
+>>> db.explain(engine, "SELECT * FROM posts WHERE id = %(id)s", {"id": 5}).index_names
+['posts_pkey']
+>>> engine.dispose(); db.drop_database("doctest_db")
 """
 
 from __future__ import annotations

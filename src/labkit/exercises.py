@@ -1,13 +1,22 @@
 """Isolation and measurement helpers for the graded exercises.
 
-Usage::
-
-    from labkit import exercises
-    ns = exercises.redis_namespace("ex01_step07")    # its keys deleted; shared server untouched
-    ns.key("user", 7)                                # 'ex01_step07:user:7' (after LABKIT_DB_PREFIX)
-    ns.client.set(ns.key("user", 7), "...", ex=300)
-    with exercises.count_round_trips(ns.client) as trips:
-        ...                                          # trips.count: commands + pipeline executions
+>>> from labkit import exercises
+>>> ns = exercises.redis_namespace("doctest_ns")    # its keys deleted; shared server untouched
+>>> ns.key("user", 7)                              # after LABKIT_DB_PREFIX, if set
+'...doctest_ns:user:7'
+>>> ns.client.set(ns.key("user", 7), "Ada", ex=300)
+True
+>>> with exercises.count_round_trips(ns.client) as trips:
+...     ns.client.pipeline().get(ns.key("user", 7)).get(ns.key("user", 8)).execute()
+...     ns.client.get(ns.key("user", 7))
+['Ada', None]
+'Ada'
+>>> trips                                          # a pipeline is one round trip
+RoundTrips(count=2, commands=1, pipelines=[2])
+>>> ns.keys()
+['...doctest_ns:user:7']
+>>> ns.clear()
+1
 
 Every exercise keeps its Redis keys under its own prefix, so that grading many students
 one after another, or two test workers at once, never share a key. The prefix honours

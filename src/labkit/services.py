@@ -1,11 +1,13 @@
 """Start, stop and inspect the course's PostgreSQL and Redis.
 
-Usage::
+>>> from labkit.services import Services
+>>> services = Services(quiet=True)
+>>> services.up()["postgres"].running        # idempotent; also `python -m labkit services up`
+True
+>>> print(services.status()["redis"].line())
+redis      running  ...  redis://:***@127.0.0.1:.../0  ...
 
-    from labkit.services import Services
-    Services().up()        # idempotent; also `python -m labkit services up`
-    Services().status()
-    Services().down()
+``services.down()`` (or ``python -m labkit services down``) stops them.
 
 Where ``DATABASE_URL`` / ``REDIS_URL`` are set, nothing is started for that
 service: ``up`` only checks that it answers. Otherwise an embedded server runs
