@@ -15,8 +15,9 @@ c.CourseDirectory.root = here
 c.CourseDirectory.course_id = "data-layer-engineering"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
 
-# Exercises load data and talk to PostgreSQL and Redis: nbgrader's default 30 s per
-# cell is too short, and a timeout silently scores zero.
+# Setup cells load data: nbgrader's default 30 s per cell is too short for them. Answer and
+# test cells get 60 s (labkit.nbgrader_ext.cell_timeout; LABKIT_GRADING_CELL_TIMEOUT), so a
+# student's endless loop costs at most that per cell, and the feedback says so.
 c.Execute.timeout = 300
 c.Execute.kernel_name = "python3"
 

@@ -8,6 +8,11 @@ hidden tests. ``grading/nbgrader_config.py`` switches them on with one call::
   notebook of every submission runs with its own ``LABKIT_DB_PREFIX`` (so the databases
   it creates are its own, and are dropped afterwards) and its own private Redis server
   (``REDIS_URL``), so that one student's leftovers never change another student's score.
+- :func:`cell_timeout` gives answer and test cells a short timeout (``LABKIT_GRADING_CELL_TIMEOUT``
+  seconds, default :data:`GRADED_CELL_TIMEOUT_S`) and the other cells (setup: loading data)
+  ``c.Execute.timeout``; a cell that runs past it is interrupted and the notebook goes on, and
+  :class:`ExplainTimeouts` replaces nbclient's terse error with "this cell ran past N s",
+  which is what the student reads in feedback.
 - :class:`HideHiddenTests` runs in ``nbgrader generate_feedback``: it removes the
   ``### BEGIN/END HIDDEN TESTS`` regions from test cells and drops the test cell's own
   frames from error tracebacks (which quote the failing test code), keeping the score,
@@ -25,10 +30,30 @@ import hashlib
 import os
 import re
 
+from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 
-__all__ = ["EnterSandbox", "HideHiddenTests", "LeaveSandbox", "Sandbox", "configure"]
+__all__ = [
+    "CELL_TIMEOUT_ENV",
+    "GRADED_CELL_TIMEOUT_S",
+    "EnterSandbox",
+    "ExplainTimeouts",
+    "HideHiddenTests",
+    "LeaveSandbox",
+    "Sandbox",
+    "cell_timeout",
+    "configure",
+]
+
+#: Seconds an answer or test cell may run when graded (a student's infinite loop costs at
+#: most this per cell); override with the environment variable CELL_TIMEOUT_ENV.
+GRADED_CELL_TIMEOUT_S = 60
+CELL_TIMEOUT_ENV = "LABKIT_GRADING_CELL_TIMEOUT"
+#: Seconds any other cell may run (the setup cell loads data): ``c.Execute.timeout`` of the
+#: course's config when it sets one.
+SETUP_CELL_TIMEOUT_S = 300
+_setup_timeout = [SETUP_CELL_TIMEOUT_S]
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # IPython 8+: "Cell In[3], line 7"; IPython 7: "Input In [3]" / "<ipython-input-3-…>".
@@ -167,6 +192,64 @@ class HideHiddenTests(ClearHiddenTests):
         return cell, resources
 
 
+def graded_cell_timeout() -> int:
+    """The timeout of answer and test cells, in seconds (see :data:`CELL_TIMEOUT_ENV`)."""
+    value = os.environ.get(CELL_TIMEOUT_ENV, "")
+    try:
+        return int(value) if value else GRADED_CELL_TIMEOUT_S
+    except ValueError:
+        raise ValueError(f"{CELL_TIMEOUT_ENV}={value!r}: give a whole number of seconds") from None
+
+
+def cell_timeout(cell) -> int:
+    """nbclient's ``timeout_func``: answer and test cells get :func:`graded_cell_timeout`
+    seconds, other cells (setup, instructions) :data:`SETUP_CELL_TIMEOUT_S`."""
+    meta = cell.get("metadata", {}).get("nbgrader", {})
+    if meta.get("solution") or meta.get("grade"):
+        return graded_cell_timeout()
+    return _setup_timeout[0]
+
+
+TIMEOUT_ERROR = "CellTimeoutError"
+
+
+def timeout_message(seconds: int) -> str:
+    return (
+        f"this cell ran past {seconds} s and was stopped: an endless loop, or a wait that never "
+        "ends (a lock, a blocking read without a timeout)? The other tasks were graded as usual."
+    )
+
+
+class ExplainTimeouts(NbGraderPreprocessor):
+    """After ``Execute``: a cell stopped by the timeout shows one clear error ("this cell ran
+    past N s ...") instead of nbclient's "No reply from kernel" and the KeyboardInterrupt
+    traceback of the interrupt. The cell still counts as failed."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type != "code":
+            return cell, resources
+        outputs = cell.get("outputs", [])
+        if not any(o.get("output_type") == "error" and o.get("ename") == TIMEOUT_ERROR
+                   for o in outputs):  # fmt: skip
+            return cell, resources
+        kept = [
+            o for o in outputs
+            if not (o.get("output_type") == "error"
+                    and o.get("ename") in (TIMEOUT_ERROR, "KeyboardInterrupt"))
+        ]  # fmt: skip
+        message = timeout_message(cell_timeout(cell))
+        kept.append(
+            NotebookNode(
+                output_type="error",
+                ename="TimeoutError",
+                evalue=message,
+                traceback=[f"TimeoutError: {message}"],
+            )
+        )
+        cell["outputs"] = kept
+        return cell, resources
+
+
 def _default(klass, name: str) -> list:
     return list(klass.class_traits()[name].default())
 
@@ -176,9 +259,24 @@ def configure(c) -> None:
     from nbgrader.converters import Autograde, GenerateFeedback
 
     here = __name__
+    if isinstance(c.Execute.get("timeout"), int):
+        _setup_timeout[0] = c.Execute.timeout
+    c.Execute.timeout_func = cell_timeout
+    # A kernel that does not answer the interrupt must not fail the whole class: nbclient
+    # then warns and goes on with the next cell (which waits, at most its own timeout).
+    c.Execute.raise_on_iopub_timeout = False
+    c.Execute.error_on_timeout = {
+        "ename": TIMEOUT_ERROR,
+        "evalue": "",
+        "traceback": [f"{TIMEOUT_ERROR}: no reply from the kernel before the timeout"],
+    }
+    preprocessors = _default(Autograde, "autograde_preprocessors")
+    execute = next(i for i, p in enumerate(preprocessors) if getattr(p, "__name__", p) == "Execute")
     c.Autograde.autograde_preprocessors = [
         f"{here}.EnterSandbox",
-        *_default(Autograde, "autograde_preprocessors"),
+        *preprocessors[: execute + 1],
+        f"{here}.ExplainTimeouts",
+        *preprocessors[execute + 1 :],
         f"{here}.LeaveSandbox",
     ]
     feedback = _default(GenerateFeedback, "preprocessors")
