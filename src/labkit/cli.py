@@ -126,7 +126,7 @@ def _grade(args: argparse.Namespace) -> int:
         print(f"{len(written)} file(s) written; the others were already current")
         return 0
     if action == "export":
-        to = course.export(Path(args.to or "grades.csv"), args.assignment)
+        to = course.export(Path(args.to) if args.to else None, args.assignment)
         rows = grading.read_grades_csv(to)
         print(f"{len(rows)} row(s) written to {to}")
         return 0
@@ -143,10 +143,18 @@ def _grade(args: argparse.Namespace) -> int:
             print("error: collect from --exchange [DIR] or from --folder DIR", file=sys.stderr)
             return 2
         if args.folder is not None:
-            print(course.collect_folder(assignment, Path(args.folder)))
+            report = course.collect_folder(assignment, Path(args.folder))
         else:
-            print(course.collect_exchange(assignment, args.exchange))
-        print(f"every version received is kept in {course.archive_dir(assignment)}")
+            report = course.collect_exchange(assignment, args.exchange)
+        print(report)
+        print(f"every file collected is archived in {course.archive_dir(assignment)}")
+        if report.skipped:
+            print(
+                f"error: {len(report.skipped)} file(s) skipped, neither collected nor archived "
+                "(the reason is above, per file): rename or move them, then collect again",
+                file=sys.stderr,
+            )
+            return 1
     elif action == "autograde":
         print(course.autograde(assignment, args.student))
         for student, score in sorted(course.scores(assignment).items()):
@@ -155,6 +163,13 @@ def _grade(args: argparse.Namespace) -> int:
     elif action == "feedback":
         files = course.feedback(assignment, exchange=args.exchange)
         print(f"{len(files)} feedback file(s) in {course.root / 'feedback'}")
+        if ungraded := course.ungraded(assignment):
+            print(
+                f"error: no current feedback for {', '.join(ungraded)}: not graded, or "
+                f"collected again since; run `grade autograde {assignment}`, then feedback again",
+                file=sys.stderr,
+            )
+            return 1
     return 0
 
 
@@ -228,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     grade.add_argument("--folder", help="collect: a folder of received notebooks")
     grade.add_argument("--student", help="autograde: only this student")
-    grade.add_argument("--to", help="export: the CSV file (default grades.csv); "
-                       "student-copies: the folder (default exercises/)")  # fmt: skip
+    grade.add_argument("--to", help="export: the CSV file (default <course>/exports/, "
+                       "git-ignored); student-copies: the folder (default exercises/)")  # fmt: skip
     grade.add_argument("--force", action="store_true", help="student-copies: replace edited copies")
     grade.add_argument("--course-dir", help="default: the checkout's grading/")
     grade.set_defaults(func=_grade)

@@ -18,11 +18,13 @@ The instructor's workflow (``grading/INSTRUCTORS.md``; ``python -m labkit grade 
     course.collect_folder("00-warmup", Path("~/mail/warmup").expanduser())
     course.autograde("00-warmup")                       # → seconds per submission
     course.feedback("00-warmup")                        # HTML, hidden tests left out
-    course.export(Path("grades.csv"))
+    course.export()                                     # → grading/exports/grades.csv
 
 Collecting never overwrites a submission: every version received (from the exchange or
 a folder) is kept under ``grading/archive/<assignment>/<student>/<timestamp>/`` and the
-newest one is what ``submitted/`` holds. Also :func:`student_copies` (the ``exercises/``
+newest copy of each notebook is what ``submitted/`` holds. Nothing is left out without a
+word: skipped files, missing notebooks and ungraded students are reported, and
+:meth:`Course.export` refuses to write grades where git would commit them. Also :func:`student_copies` (the ``exercises/``
 folder learners open), :func:`apply_answers`, :func:`solution_cells`,
 :func:`exchange_fetch` / :func:`exchange_submit` (a student's side of the exchange).
 Scores come from nbgrader's gradebook, per notebook and per graded cell.
@@ -73,11 +75,20 @@ TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"
 #   <student>/<notebook>.ipynb            a folder per student
 #   <student>__<notebook>.ipynb           a flat folder, student id and notebook name
 #                                          separated by two underscores
+#   <student>/<assignment>/<notebook>.ipynb   nbgrader's own layout (its submitted/ folder)
 FOLDER_PATTERNS = (
     r"^(?P<student>[^/]+)/(?P<notebook>[^/]+\.ipynb)$",
     r"^(?P<student>[^/]+?)__(?P<notebook>[^/]+\.ipynb)$",
+    r"^(?P<student>[^/]+)/(?P<assignment>[^/]+)/(?P<notebook>[^/]+\.ipynb)$",
+)
+_LAYOUTS = (
+    "<student>__<notebook>.ipynb, <student>/<notebook>.ipynb or "
+    "<student>/<assignment>/<notebook>.ipynb"
 )
 _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
+# Archive folder names: the time a version was received, e.g. 20260301T170500.000000Z
+# (then -2, -3, ... for different versions received at the same time, in arrival order).
+_ARCHIVE_STAMP = "%Y%m%dT%H%M%S.%fZ"
 
 
 class GradingError(RuntimeError):
@@ -135,23 +146,30 @@ class AutogradeRun:
 
 @dataclass
 class CollectReport:
-    """What a collection did: new or newer submissions placed in ``submitted/``,
-    submissions already there, versions only archived (older than the one in use), and
-    files that could not be matched to a student and a notebook."""
+    """What a collection did: students whose submission in ``submitted/`` is new or newer,
+    and those whose submission stayed the same; students of whom a version arrived that is
+    older than the one graded (archived only: said once, when it arrives); notes (which
+    file that was, copies with the same time); notebooks missing from a submission; and
+    files not collected, with the reason (these make ``grade collect`` fail)."""
 
     collected: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     archived_only: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    missing: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
             f"collected (new or newer): {', '.join(self.collected) or '-'}",
             f"unchanged: {', '.join(self.unchanged) or '-'}",
         ]
-        if self.archived_only:
-            lines.append(f"kept in the archive only (older): {', '.join(self.archived_only)}")
-        lines += [f"skipped: {reason}" for reason in self.skipped]
+        lines += [f"  {note}" for note in self.notes]
+        lines += [
+            f"missing: {student} sent no {', '.join(names)} (scores 0; the feedback says so)"
+            for student, names in self.missing.items()
+        ]
+        lines += [f"skipped, not collected: {reason}" for reason in self.skipped]
         return "\n".join(lines)
 
 
@@ -171,12 +189,44 @@ def _format_timestamp(timestamp: dt.datetime) -> str:
     return _utc(timestamp).strftime(TIMESTAMP_FORMAT)
 
 
-def _digest(folder: Path) -> str:
+def _notebook_files(files: Path | Mapping[str, Path]) -> dict[str, Path]:
+    """File name → path of a folder's notebooks (or of a mapping), sorted by name."""
+    if isinstance(files, Mapping):
+        return dict(sorted(files.items()))
+    return {p.name: p for p in sorted(Path(files).glob("*.ipynb"))}
+
+
+def _digest(files: Mapping[str, Path]) -> str:
     """A hash of a submission's notebooks (names and bytes)."""
     digest = hashlib.sha256()
-    for path in sorted(folder.glob("*.ipynb")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, path in sorted(files.items()):
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _archive_order(version: Path) -> tuple[str, int]:
+    """Sort key of an archive folder: its time, then its arrival order at that time."""
+    stamp, _, suffix = version.name.partition("-")
+    return stamp, int(suffix) if suffix.isdigit() else 1
+
+
+def _version_time(version: Path) -> dt.datetime:
+    """When an archived version was received (its timestamp.txt, else its folder name)."""
+    stamp_file = version / "timestamp.txt"
+    if stamp_file.is_file():
+        return _parse_timestamp(stamp_file.read_text())
+    stamp = version.name.partition("-")[0]
+    return dt.datetime.strptime(stamp, _ARCHIVE_STAMP).replace(tzinfo=dt.UTC)
+
+
+def _usable_id(student: str) -> str:
+    """A usable student id close to ``student`` (for the message that rejects it)."""
+    usable = re.sub(r"[^A-Za-z0-9._@-]+", ".", student).strip("._@-")
+    return usable or "ada.lovelace"
 
 
 class Course:
@@ -244,6 +294,7 @@ class Course:
         """``nbgrader generate_assignment``: the student version, without solutions and hidden
         tests, in ``release/``; with ``exchange`` (a folder, or ``""`` for the one nbgrader's
         config names) also ``nbgrader release_assignment`` so students can fetch it."""
+        self.known(assignment)
         self.nbgrader("generate_assignment", assignment, "--force")
         if exchange is not None:
             self.nbgrader("release_assignment", assignment, "--force", *_exchange_args(exchange))
@@ -267,30 +318,55 @@ class Course:
 
     # ------------------------------------------------------------------ collecting
 
-    def _archive(self, assignment: str, student: str, timestamp: dt.datetime, files: Path) -> bool:
-        """Copy one received version into the archive unless it is there already."""
-        stamp = _utc(timestamp).strftime("%Y%m%dT%H%M%S.%fZ")
-        digest = _digest(files)
-        student_archive = self.archive_dir(assignment, student)
+    def known(self, assignment: str) -> str:
+        """``assignment``, if the course has it; else a :class:`GradingError` that lists the
+        assignments it has (a typo must not read as "nothing collected yet")."""
+        names = assignments(self.root) if (self.root / "source").is_dir() else []
+        if assignment not in names:
+            raise GradingError(
+                f"no such assignment {assignment!r} (known: {', '.join(names) or 'none'}): "
+                f"check the name (the folders of {self.root / 'source'})"
+            )
+        return assignment
+
+    def _archive(
+        self,
+        assignment: str,
+        student: str,
+        timestamp: dt.datetime,
+        files: Path | Mapping[str, Path],
+    ) -> Path | None:
+        """Copy one received version (a folder of notebooks, or file name → path) into the
+        archive unless it is there already (the same notebooks received at the same time: a
+        re-run). Returns its archive folder, or None when it was there already."""
+        items = _notebook_files(files)
+        digest = _digest(items)
         if any(
-            _digest(existing) == digest for existing in self.archived_versions(assignment, student)
+            _version_time(existing) == _utc(timestamp)
+            and _digest(_notebook_files(existing)) == digest
+            for existing in self.archived_versions(assignment, student)
         ):
-            return False
+            return None
+        stamp = _utc(timestamp).strftime(_ARCHIVE_STAMP)
+        student_archive = self.archive_dir(assignment, student)
         target = student_archive / stamp
         suffix = 1
-        while target.exists():  # same second, different content: keep both
+        while target.exists():  # same time, different content: keep both, in arrival order
             suffix += 1
             target = student_archive / f"{stamp}-{suffix}"
         target.mkdir(parents=True)
-        for path in sorted(files.glob("*.ipynb")):
-            shutil.copyfile(path, target / path.name)
+        for name, path in items.items():
+            shutil.copyfile(path, target / name)
         (target / "timestamp.txt").write_text(_format_timestamp(timestamp))
-        return True
+        return target
 
     def archived_versions(self, assignment: str, student: str) -> list[Path]:
-        """The archived versions of one student's submission, oldest first."""
+        """The archived versions of one student's submission, oldest first (same time: in
+        the order they were archived)."""
         folder = self.archive_dir(assignment, student)
-        return sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        return sorted((p for p in folder.iterdir() if p.is_dir()), key=_archive_order)
 
     def _current(self, assignment: str, student: str) -> tuple[dt.datetime | None, str | None]:
         folder = self.submission_dir(assignment, student)
@@ -302,30 +378,51 @@ class Course:
             if stamp_file.is_file()
             else dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.UTC)
         )
-        return stamp, _digest(folder)
+        return stamp, _digest(_notebook_files(folder))
 
-    def _accept(self, assignment: str, student: str, timestamp: dt.datetime, files: Path) -> str:
-        """Archive a received version; make it the submission if it is the newest.
+    def _keep_current(self, assignment: str, student: str) -> None:
+        """Archive what ``submitted/`` holds unless every notebook of it is archived already."""
+        stamp, _ = self._current(assignment, student)
+        files = _notebook_files(self.submission_dir(assignment, student)) if stamp else {}
+        if not files:
+            return
+        archived = {
+            (path.name, _file_digest(path))
+            for version in self.archived_versions(assignment, student)
+            for path in version.glob("*.ipynb")
+        }
+        if any((name, _file_digest(path)) not in archived for name, path in files.items()):
+            self._archive(assignment, student, stamp, files)
 
-        Returns 'collected', 'unchanged' or 'archived_only'."""
-        current_stamp, current_digest = self._current(assignment, student)
-        if current_stamp is not None:  # what is in submitted/ must be in the archive too
-            self._archive(
-                assignment, student, current_stamp, self.submission_dir(assignment, student)
-            )
-        self._archive(assignment, student, timestamp, files)
-        digest = _digest(files)
-        if current_digest == digest:
-            return "unchanged"
-        if current_stamp is not None and _utc(timestamp) < current_stamp:
-            return "archived_only"
+    def _newest_copies(self, assignment: str, student: str) -> dict[str, Path]:
+        """For each notebook of the assignment, the archived version with its newest copy
+        (same time: the one archived last)."""
+        expected = set(self.notebooks(assignment))
+        chosen: dict[str, Path] = {}
+        for version in self.archived_versions(assignment, student):
+            for path in version.glob("*.ipynb"):
+                if path.name in expected:
+                    chosen[path.name] = version
+        return dict(sorted(chosen.items()))
+
+    def _install(self, assignment: str, student: str, chosen: Mapping[str, Path]) -> bool:
+        """Make ``submitted/`` hold the chosen copies; False if it held them already."""
+        files = {name: version / name for name, version in chosen.items()}
         target = self.submission_dir(assignment, student)
+        if target.is_dir() and _digest(_notebook_files(target)) == _digest(files):
+            return False
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True)
-        for path in sorted(files.glob("*.ipynb")):
-            shutil.copyfile(path, target / path.name)
-        (target / "timestamp.txt").write_text(_format_timestamp(timestamp))
-        return "collected"
+        for name, path in files.items():
+            shutil.copyfile(path, target / name)
+        newest = max(_version_time(version) for version in chosen.values())
+        (target / "timestamp.txt").write_text(_format_timestamp(newest))
+        return True
+
+    def missing_notebooks(self, assignment: str, student: str) -> list[str]:
+        """The notebooks of ``assignment`` that ``student``'s submission lacks."""
+        folder = self.submission_dir(assignment, student)
+        return [name for name in self.notebooks(assignment) if not (folder / name).is_file()]
 
     def collect_folder(
         self, assignment: str, folder: Path, *, patterns: Sequence[str] = FOLDER_PATTERNS
@@ -333,17 +430,22 @@ class Course:
         """Collect notebooks received by e-mail or downloaded from an LMS.
 
         Files are matched (by their path relative to ``folder``) against ``patterns``,
-        regular expressions with the named groups ``student`` and ``notebook``; by default
-        ``<student>/<notebook>.ipynb`` or ``<student>__<notebook>.ipynb``. A submission's
-        time is nbgrader's ``timestamp.txt`` next to the files (a folder per student), or
-        else the newest file's modification time. Every version is archived; the newest
-        becomes the submission. Re-running with the same files changes nothing."""
+        regular expressions with the named groups ``student`` and ``notebook`` (and
+        optionally ``assignment``); by default ``<student>/<notebook>.ipynb``,
+        ``<student>__<notebook>.ipynb`` or nbgrader's ``<student>/<assignment>/<notebook>.ipynb``.
+        The files of one student in one folder are one version, received at the time in an
+        nbgrader ``timestamp.txt`` beside them (not for the flat names), else at the newest
+        file's modification time. Every version is archived; for each notebook the newest
+        copy (of everything archived for the student) becomes the submission, and on equal
+        times the one archived last: in one collection, the file whose path sorts last.
+        Re-running with the same files changes nothing and reports nothing new."""
+        self.known(assignment)
         folder = Path(folder)
         if not folder.is_dir():
             raise GradingError(f"no folder {folder}: save the received notebooks there first")
         expected = set(self.notebooks(assignment))
         compiled = [re.compile(p) for p in patterns]
-        received: dict[str, dict[str, Path]] = {}
+        groups: dict[tuple[str, str, int], dict[str, Path]] = {}
         report = CollectReport()
         for path in sorted(folder.rglob("*.ipynb")):
             relative = path.relative_to(folder).as_posix()
@@ -351,37 +453,112 @@ class Course:
                 continue
             match = next((m for p in compiled if (m := p.match(relative))), None)
             if not match:
-                report.skipped.append(
-                    f"{relative}: name it <student>__<notebook>.ipynb or <student>/<notebook>.ipynb"
-                )
+                report.skipped.append(f"{relative}: name it {_LAYOUTS}")
                 continue
-            student, notebook = match["student"], match["notebook"]
-            if not _STUDENT_ID.match(student):
-                report.skipped.append(f"{relative}: {student!r} is not a usable student id")
+            found = match.groupdict()
+            student, notebook = found["student"], found["notebook"]
+            if found.get("assignment") not in (None, assignment):
+                report.skipped.append(
+                    f"{relative}: in a folder for {found['assignment']!r}, not {assignment} "
+                    f"(name it {_LAYOUTS})"
+                )
+            elif not _STUDENT_ID.match(student):
+                usable = _usable_id(student)
+                report.skipped.append(
+                    f"{relative}: {student!r} is not a usable student id: use only letters, "
+                    "digits, '.', '_', '@' and '-', starting with a letter or digit; e.g. "
+                    f"rename it to {relative.replace(student, usable, 1)}"
+                )
             elif notebook not in expected:
                 report.skipped.append(
                     f"{relative}: {assignment} has no notebook {notebook!r} "
                     f"(expected {', '.join(sorted(expected))})"
                 )
-            elif notebook in received.setdefault(student, {}):
-                report.skipped.append(f"{relative}: a second {notebook} for {student}")
             else:
-                received[student][notebook] = path
-        for student, files in sorted(received.items()):
-            if not files:
-                continue
-            stamp_file = next(iter(files.values())).parent / "timestamp.txt"
-            if stamp_file.is_file() and stamp_file.parent != folder:
-                timestamp = _parse_timestamp(stamp_file.read_text())
+                place, n = path.parent.relative_to(folder).as_posix(), 0
+                while notebook in groups.get((student, place, n), {}):
+                    n += 1  # a pattern of your own matched two files to one notebook
+                groups.setdefault((student, place, n), {})[notebook] = path
+        received: dict[str, list[tuple[dt.datetime, str, dict[str, Path]]]] = {}
+        for (student, place, _), files in sorted(
+            groups.items(), key=lambda item: min(p.as_posix() for p in item[1].values())
+        ):
+            label = ", ".join(sorted(p.relative_to(folder).as_posix() for p in files.values()))
+            stamp_file = folder / place / "timestamp.txt"
+            if place != "." and stamp_file.is_file():
+                try:
+                    timestamp = _parse_timestamp(stamp_file.read_text())
+                except (ValueError, OverflowError) as exc:
+                    report.skipped.append(
+                        f"{label}: {stamp_file.relative_to(folder)} holds no time nbgrader can "
+                        f"read ({exc}): write it as '2026-03-01 17:05:00.000000 UTC', or delete "
+                        "it to use the files' modification time"
+                    )
+                    continue
             else:
                 newest = max(p.stat().st_mtime for p in files.values())
                 timestamp = dt.datetime.fromtimestamp(newest, dt.UTC)
-            with tempfile.TemporaryDirectory(prefix="labkit-collect-") as staging:
-                for name, path in files.items():
-                    shutil.copyfile(path, Path(staging) / name)
-                outcome = self._accept(assignment, student, timestamp, Path(staging))
-            getattr(report, outcome).append(student)
+            received.setdefault(student, []).append((timestamp, label, files))
+        for student, versions in sorted(received.items()):
+            self._keep_current(assignment, student)
+            new: dict[Path, str] = {}
+            for timestamp, label, files in versions:
+                archived = self._archive(assignment, student, timestamp, files)
+                if archived:
+                    new[archived] = label
+            chosen = self._newest_copies(assignment, student)
+            changed = self._install(assignment, student, chosen)
+            (report.collected if changed else report.unchanged).append(student)
+            for version, label in new.items():
+                when = _version_time(version)
+                tied = any(  # reported as a tie below, not as older
+                    _version_time(chosen[path.name]) == when
+                    for path in version.glob("*.ipynb")
+                    if path.name in chosen
+                )
+                if version not in chosen.values() and not tied:
+                    if student not in report.archived_only:
+                        report.archived_only.append(student)
+                    report.notes.append(
+                        f"{student}: {label} (received {_format_timestamp(when)}) "
+                        "is older than the copy being graded: kept in the archive only"
+                    )
+            report.notes += self._ties(assignment, student, chosen, new)
+            if missing := self.missing_notebooks(assignment, student):
+                report.missing[student] = missing
         return report
+
+    def _ties(
+        self, assignment: str, student: str, chosen: Mapping[str, Path], new: Mapping[Path, str]
+    ) -> list[str]:
+        """Notes on notebooks of which two different copies have the same time (said when one
+        of them has just arrived)."""
+
+        def where(version: Path) -> str:
+            return new.get(version) or str(version.relative_to(self.root))
+
+        notes = []
+        versions = self.archived_versions(assignment, student)
+        for name, version in chosen.items():
+            when = _version_time(version)
+            digest = _file_digest(version / name)
+            rivals = [
+                other
+                for other in versions
+                if other != version
+                and (other / name).is_file()
+                and _version_time(other) == when
+                and _file_digest(other / name) != digest
+            ]
+            if rivals and any(v in new for v in (version, *rivals)):
+                notes.append(
+                    f"{student}: {len(rivals) + 1} different copies of {name} with the same time "
+                    f"({_format_timestamp(when)}): grading {where(version)}, the one collected "
+                    f"last (in one collection: whose path sorts last); the other(s) "
+                    f"({', '.join(where(v) for v in rivals)}) are archived — check which one "
+                    "the student meant"
+                )
+        return notes
 
     def collect_exchange(
         self, assignment: str, exchange: Path | str = "", *, check_owner: bool = True
@@ -392,6 +569,7 @@ class Course:
         only takes the newest per student); then ``nbgrader collect --update`` puts the
         newest into ``submitted/``. ``check_owner=False`` silences nbgrader's warning when
         one OS user submitted for several students (a simulation)."""
+        self.known(assignment)
         root = Path(exchange) if exchange else self._configured_exchange()
         inbound = root / self.course_id / "inbound"
         if not inbound.is_dir():
@@ -400,8 +578,8 @@ class Course:
                 "exchange first (`python -m labkit grade release A --exchange DIR`)"
             )
         before = {s: self._current(assignment, s) for s in self.students(assignment)}
-        for student, (stamp, _) in before.items():  # archived before nbgrader replaces it
-            self._archive(assignment, student, stamp, self.submission_dir(assignment, student))
+        for student in before:  # archived before nbgrader replaces it
+            self._keep_current(assignment, student)
         senders = set()
         for entry in sorted(inbound.glob(f"*+{assignment}+*")):
             student, _, rest = entry.name.partition(f"+{assignment}+")
@@ -415,12 +593,14 @@ class Course:
         )  # fmt: skip
         report = CollectReport()
         for student in sorted(senders):
-            stamp, digest = self._current(assignment, student)
-            self._archive(assignment, student, stamp, self.submission_dir(assignment, student))
+            _, digest = self._current(assignment, student)
+            self._keep_current(assignment, student)
             if before.get(student, (None, None))[1] == digest:
                 report.unchanged.append(student)
             else:
                 report.collected.append(student)
+            if missing := self.missing_notebooks(assignment, student):
+                report.missing[student] = missing
         return report
 
     def _configured_exchange(self) -> Path:
@@ -436,11 +616,17 @@ class Course:
     ) -> AutogradeRun:
         """``nbgrader autograde --force``: every submitted student (or one), each notebook in
         its own sandbox (see :mod:`labkit.nbgrader_ext`). Returns the time it took."""
-        students = [student] if student else self.students(assignment)
-        if not students:
+        self.known(assignment)
+        collected = self.students(assignment)
+        if not collected:
             raise GradingError(
                 f"no submissions of {assignment} in {self.root / 'submitted'}: collect them first"
             )
+        if student and student not in collected:
+            raise GradingError(
+                f"{student} has no submission of {assignment}; collected: {', '.join(collected)}"
+            )
+        students = [student] if student else collected
         args = ["autograde", assignment, "--force", "--create", *extra]
         if student:
             args.append(f"--student={student}")
@@ -451,8 +637,15 @@ class Course:
     def feedback(self, assignment: str, *, exchange: Path | str | None = None) -> list[Path]:
         """``nbgrader generate_feedback --force`` (HTML per student and notebook, hidden tests
         left out); with ``exchange``, also ``nbgrader release_feedback`` for the students who
-        submitted through it."""
+        submitted through it. A notebook missing from a submission gets a page that says it
+        was not received (nbgrader makes none)."""
+        self.known(assignment)
+        if not self.students(assignment):
+            raise GradingError(
+                f"no submissions of {assignment} in {self.root / 'submitted'}: collect them first"
+            )
         self.nbgrader("generate_feedback", assignment, "--force")
+        self._missing_feedback(assignment)
         if exchange is not None:
             # Only submissions that came through the exchange can fetch feedback from it
             # (nbgrader keys it by their submission secret); the others get it by e-mail.
@@ -467,13 +660,86 @@ class Course:
             )  # fmt: skip
         return sorted((self.root / "feedback").glob(f"*/{assignment}/*.html"))
 
-    def export(self, to: Path, assignment: str | None = None) -> Path:
+    def _missing_feedback(self, assignment: str) -> list[Path]:
+        """A feedback page for each notebook missing from a graded submission."""
+        pages = []
+        for student in self.students(assignment):
+            if not self.autograded_dir(assignment, student).is_dir():
+                continue  # not graded: no feedback at all (``ungraded`` names them)
+            for name in self.missing_notebooks(assignment, student):
+                stem = Path(name).stem
+                points = sum(grade_cells(self.source_dir(assignment) / name).values())
+                page = self.feedback_dir(assignment, student) / f"{stem}.html"
+                page.parent.mkdir(parents=True, exist_ok=True)
+                page.write_text(_MISSING_PAGE.format(
+                    stem=stem, name=name, assignment=assignment, points=points
+                ))  # fmt: skip
+                pages.append(page)
+        return pages
+
+    def ungraded(self, assignment: str) -> list[str]:
+        """Collected students of ``assignment`` with no grade in the gradebook, or one
+        computed from an older copy than the one collected since."""
+        from nbgrader.api import Gradebook
+
+        collected = self.students(assignment)
+        if not collected:
+            return []
+        with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
+            graded = {
+                submission.student.id: submission.timestamp
+                for submission in gradebook.assignment_submissions(assignment)
+            }
+        stale = []
+        for student in collected:
+            stamp_file = self.submission_dir(assignment, student) / "timestamp.txt"
+            if student not in graded:
+                stale.append(student)
+            elif stamp_file.is_file() and (
+                graded[student] is None
+                or _utc(graded[student]) != _parse_timestamp(stamp_file.read_text())
+            ):
+                stale.append(student)
+        return stale
+
+    def default_export(self, assignment: str | None = None) -> Path:
+        """Where grades go without ``--to``: ``exports/`` in the course folder (git-ignored)."""
+        return self.root / "exports" / (f"grades-{assignment}.csv" if assignment else "grades.csv")
+
+    def export(self, to: Path | None = None, assignment: str | None = None) -> Path:
         """Grades to a CSV file, one row per student and assignment: what ``nbgrader export``
-        writes (its own CSV plug-in, run in this process on the course's gradebook)."""
+        writes (its own CSV plug-in, run in this process on the course's gradebook).
+
+        ``to`` defaults to :meth:`default_export`. Refused (nothing written) when ``to`` is
+        in a git repository that does not ignore it (grades must not be committed by
+        accident), or when a collected student is not graded, or graded on an older copy
+        (an export lists every collected student)."""
         from nbgrader.api import Gradebook
         from nbgrader.plugins import CsvExportPlugin
 
-        to = Path(to).resolve()
+        if assignment:
+            self.known(assignment)
+        to = Path(to).resolve() if to else self.default_export(assignment)
+        if repository := _committable(to):
+            raise GradingError(
+                f"not exported: {to} is in the git repository {repository} and git does not "
+                "ignore it, so the grades could be committed by accident. Leave out --to (the "
+                f"default is {self.default_export(assignment)}, which git ignores), or write "
+                "outside the repository"
+            )
+        names = [assignment] if assignment else assignments(self.root)
+        ungraded = {name: found for name in names if (found := self.ungraded(name))}
+        if ungraded:
+            lines = [
+                f"  {name}: {', '.join(students)} — run `.venv/bin/python -m labkit grade "
+                f"autograde {name}`"
+                for name, students in ungraded.items()
+            ]
+            raise GradingError(
+                "not exported: collected but not graded (or collected again since grading):\n"
+                + "\n".join(lines)
+                + "\nAn export lists every collected student; grade them first."
+            )
         to.parent.mkdir(parents=True, exist_ok=True)
         plugin = CsvExportPlugin(to=str(to), assignment=[assignment] if assignment else [])
         with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
@@ -496,6 +762,42 @@ class Course:
                         score.max_cells[key] = grade.max_score
                 results[student] = score
         return results
+
+
+_MISSING_PAGE = """<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>{stem}</title></head>
+<body>
+<h1>{stem} (Score: 0.0 / {points:.1f})</h1>
+<p><strong>Not received:</strong> your submission of {assignment} had no
+<code>{name}</code>, so its tasks score 0 / {points:g}. If you did send it, reply with
+the file named <code>{name}</code>.</p>
+</body>
+</html>
+"""
+
+
+def _committable(path: Path) -> Path | None:
+    """The git repository in which ``path`` could be committed (inside its work tree and
+    not ignored), or None."""
+    git = shutil.which("git")
+    folder = path.parent
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    if not git:
+        return None
+    top = subprocess.run(
+        [git, "-C", str(folder), "rev-parse", "--show-toplevel"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if top.returncode != 0:
+        return None  # not in a repository
+    repository = Path(top.stdout.strip())
+    ignored = subprocess.run(
+        [git, "-C", str(repository), "check-ignore", "-q", "--", str(path)],
+        capture_output=True, check=False,
+    )  # fmt: skip
+    return None if ignored.returncode == 0 else repository
 
 
 def read_grades_csv(path: Path) -> list[dict[str, str]]:
