@@ -216,6 +216,9 @@ def test_export_lists_every_collected_student_or_refuses(tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and not csv.exists(), "an export that leaves students out"
         assert "00-warmup: bo, cy" in err and "grade autograde 00-warmup" in err, err
+        rc = cli.main(grade("feedback", WARMUP, course=course))
+        err = capsys.readouterr().err
+        assert rc == 1 and "no current feedback for bo, cy" in err, err
 
         course.autograde(WARMUP)
         assert cli.main(grade("export", "--to", str(csv), course=course)) == 0

@@ -680,16 +680,17 @@ class Course:
     def ungraded(self, assignment: str) -> list[str]:
         """Collected students of ``assignment`` with no grade in the gradebook, or one
         computed from an older copy than the one collected since."""
-        from nbgrader.api import Gradebook
+        from nbgrader.api import Gradebook, MissingEntry
 
         collected = self.students(assignment)
         if not collected:
             return []
         with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
-            graded = {
-                submission.student.id: submission.timestamp
-                for submission in gradebook.assignment_submissions(assignment)
-            }
+            try:
+                submissions = gradebook.assignment_submissions(assignment)
+            except MissingEntry:  # never released or graded with this gradebook
+                submissions = []
+            graded = {submission.student.id: submission.timestamp for submission in submissions}
         stale = []
         for student in collected:
             stamp_file = self.submission_dir(assignment, student) / "timestamp.txt"
