@@ -1,0 +1,358 @@
+"""A learner's first hour, in a real browser: headless Chromium drives the JupyterLab that
+`make lab` starts (the learner's configuration), runs `00-start-here` and lesson 01 (at CI
+size) with *Run → Run All Cells*, then the warm-up exercise, answered, down to its
+self-check cell. It checks what a learner would see: no error output and no warning, widgets
+rendered as widgets that follow a changed selection, plots rendered as images, no nbgrader
+banner, and a score in the self-check cell. Screenshots go to a folder the run prints.
+
+Chromium comes from the OS packages (`chromium`, `chromium-driver`), installed with
+apt-get when missing and running as root; otherwise the test is skipped with a message —
+except in CI (`CI=true`), where a missing browser fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+
+import nbformat
+import pytest
+from notebook_params import CI_PARAMETERS
+
+from labkit import config, labsetup
+from labkit.cli import lab_command
+
+ROOT = Path(__file__).resolve().parents[1]
+IN_CI = os.environ.get("CI", "").lower() == "true"
+BUDGET_S = 90
+CHECK_CELL = 'from labkit import selfcheck\n\nselfcheck.check("00-warmup", "warmup.ipynb")'
+SCREENSHOTS = config.state_dir() / "browser-screenshots"
+
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
+
+
+class BrowserScreenshots(UserWarning):
+    """Where the browser test saved its screenshots (shown in pytest's warnings summary)."""
+
+
+def unavailable(reason: str):
+    if IN_CI:
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(f"{reason}: install chromium and chromium-driver (apt-get) to run this test")
+
+
+def find_browser() -> tuple[str, str]:
+    """(chromium, chromedriver), installed from the OS packages when missing and root."""
+
+    def found():
+        browser = shutil.which("chromium") or shutil.which("chromium-browser")
+        driver = shutil.which("chromedriver") or (
+            "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").exists() else None
+        )
+        return (browser, driver) if browser and driver else None
+
+    if found():
+        return found()
+    if os.geteuid() == 0 and shutil.which("apt-get"):
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        install = ["apt-get", "install", "-y", "-q", "chromium", "chromium-driver"]
+        if subprocess.run(install, env=env, capture_output=True).returncode != 0:
+            subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+            subprocess.run(install, env=env, capture_output=True)
+        if found():
+            return found()
+    unavailable("no chromium/chromedriver found (and could not install them)")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def course_copy(folder: Path) -> Path:
+    """What the browser opens: the lessons with CI's parameters in their `parameters` cell,
+    and the warm-up answered (the solutions' answer cells) with the self-check cell last."""
+    (folder / "notebooks").mkdir(parents=True)
+    for lesson in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
+        notebook = nbformat.read(lesson, as_version=4)
+        for cell in notebook.cells:
+            if "parameters" in cell.metadata.get("tags", []):
+                values = CI_PARAMETERS.get(lesson.name, {})
+                cell.source += "".join(f"\n{k} = {v!r}  # CI size" for k, v in values.items())
+        nbformat.write(notebook, folder / "notebooks" / lesson.name)
+    exercise = folder / "exercises" / "00-warmup"
+    exercise.mkdir(parents=True)
+    student = nbformat.read(ROOT / "exercises" / "00-warmup" / "warmup.ipynb", as_version=4)
+    source = nbformat.read(ROOT / "grading" / "source" / "00-warmup" / "warmup.ipynb", as_version=4)
+    solutions = {
+        c.metadata["nbgrader"]["grade_id"]: c.source
+        for c in source.cells
+        if c.metadata.get("nbgrader", {}).get("solution")
+    }
+    for cell in student.cells:
+        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
+        if cell.metadata.get("nbgrader", {}).get("solution") and grade_id in solutions:
+            lines = solutions[grade_id].splitlines()
+            cell.source = "\n".join(
+                ln for ln in lines if "### BEGIN" not in ln and "### END" not in ln
+            )
+    if "selfcheck.check(" not in "".join(c.source for c in student.cells):
+        student.cells.append(nbformat.v4.new_code_cell(CHECK_CELL))
+    nbformat.write(student, exercise / "warmup.ipynb")
+    return folder
+
+
+# JavaScript run in the page, through window.jupyterapp (--LabApp.expose_app_in_browser).
+STATE_JS = """
+const app = window.jupyterapp;
+const panel = app && app.shell.currentWidget;
+if (!panel || !panel.content || !panel.sessionContext) return null;
+const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
+const cells = [];
+panel.content.widgets.forEach((cell) => {
+  if (cell.model.type !== 'code') return;
+  const prompt = cell.node.querySelector('.jp-InputPrompt');
+  cells.push({
+    count: cell.model.executionCount,
+    busy: prompt ? prompt.textContent.includes('*') : false,
+    outputs: cell.model.outputs.toJSON(),
+    source: cell.model.sharedModel.getSource().slice(0, 80),
+  });
+});
+return {path: panel.context.path, kernel: kernel ? kernel.status : 'none', cells: cells};
+"""
+
+
+class Learner:
+    def __init__(self, driver, base: str, token: str, shots: Path) -> None:
+        self.driver, self.base, self.token, self.shots = driver, base, token, shots
+
+    def open(self, path: str, timeout: float = 40) -> None:
+        self.driver.get(f"{self.base}/lab/tree/{path}?token={self.token}")
+        self.wait(
+            lambda s: s and s["path"] == path and s["kernel"] == "idle", timeout, f"open {path}"
+        )
+
+    def state(self):
+        return self.driver.execute_script(STATE_JS)
+
+    def wait(self, done, timeout: float, what: str):
+        deadline = time.monotonic() + timeout
+        while True:
+            state = self.state()
+            if done(state):
+                return state
+            if time.monotonic() > deadline:
+                self.screenshot(f"timeout-{what.replace('/', '_').replace(' ', '_')}")
+                raise AssertionError(f"{what}: not done in {timeout:.0f} s; state {state}")
+            time.sleep(0.25)
+
+    def run_all(self, timeout: float) -> dict:
+        from selenium.webdriver.common.by import By
+
+        driver = self.driver
+        menu = [
+            e
+            for e in driver.find_elements(By.CSS_SELECTOR, ".lm-MenuBar-itemLabel")
+            if e.text == "Run"
+        ]
+        assert menu, "no Run menu"
+        menu[0].click()
+        driver.find_element(
+            By.CSS_SELECTOR, "li.lm-Menu-item[data-command='runmenu:run-all']"
+        ).click()
+
+        def finished(s):
+            return (
+                s
+                and s["kernel"] == "idle"
+                and not any(c["busy"] for c in s["cells"])
+                and (
+                    all(c["count"] is not None for c in s["cells"])
+                    or any(o["output_type"] == "error" for c in s["cells"] for o in c["outputs"])
+                )
+            )
+
+        time.sleep(0.5)  # the kernel turns busy
+        return self.wait(finished, timeout, "run all")
+
+    def screenshot(self, name: str) -> None:
+        self.driver.save_screenshot(str(self.shots / f"{name}.png"))
+
+
+def problems(state: dict) -> list[str]:
+    """Error outputs and warnings (stderr) a learner would see."""
+    found = []
+    for index, cell in enumerate(state["cells"]):
+        for output in cell["outputs"]:
+            if output["output_type"] == "error":
+                found.append(
+                    f"cell {index} ({cell['source']!r}): {output['ename']}: {output['evalue']}"
+                )
+            elif output["output_type"] == "stream" and output.get("name") == "stderr":
+                text = (
+                    "".join(output["text"]) if isinstance(output["text"], list) else output["text"]
+                )
+                found.append(f"cell {index} ({cell['source']!r}) wrote to stderr: {text[:300]}")
+    return found
+
+
+def mime_count(state: dict, prefix: str) -> int:
+    return sum(
+        any(key.startswith(prefix) for key in output.get("data", {}))
+        for cell in state["cells"]
+        for output in cell["outputs"]
+    )
+
+
+def banner_text(driver) -> str:
+    """nbgrader's error banners and instructor menus, if any are on screen."""
+    text = driver.execute_script("return document.body.innerText")
+    lines = [
+        line
+        for line in text.splitlines()
+        if "Error fetching" in line or "exchange directory does not exist" in line
+    ]
+    menus = driver.execute_script(
+        "return [...document.querySelectorAll('.lm-MenuBar-itemLabel')].map(e => e.textContent)"
+    )
+    lines += [f"menu {m}" for m in menus if "nbgrader" in m.lower()]
+    return "\n".join(lines)
+
+
+def test_learner_first_hour_in_a_real_browser(tmp_path):
+    """00-start-here, lesson 01 and the answered warm-up, with Run All, in headless Chromium."""
+    started = time.monotonic()
+    browser, driver_path = find_browser()
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+        from selenium.webdriver.common.by import By
+        from selenium.webdriver.support.ui import Select
+    except ImportError:
+        unavailable("selenium is not installed (pip install -e '.[dev]')")
+
+    shots = SCREENSHOTS
+    shutil.rmtree(shots, ignore_errors=True)
+    shots.mkdir(parents=True)
+    served = course_copy(tmp_path / "course")
+    settings = tmp_path / "user-settings" / "@jupyterlab" / "docmanager-extension"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
+    port, token = free_port(), "browser-test-token"
+    argv = lab_command(
+        port,
+        open_browser=False,
+        token=token,
+        instructor=False,
+        extra=[
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.user_settings_dir={tmp_path / 'user-settings'}",
+            f"--LabApp.workspaces_dir={tmp_path / 'workspaces'}",
+        ],
+    )
+    # The learner's JupyterLab, serving the copy instead of the checkout.
+    argv = [a for a in argv if not a.startswith("--ServerApp.root_dir=")]
+    argv.append(f"--ServerApp.root_dir={served}")
+    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), **labsetup.environment())
+    env.pop(labsetup.INSTRUCTOR_ENV, None)
+    log = open(tmp_path / "lab.log", "wb")
+    lab = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
+    os.environ["SE_OFFLINE"] = "true"
+    options = webdriver.ChromeOptions()
+    options.binary_location = browser
+    for flag in (
+        "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+        "--disable-background-networking", "--disable-dev-shm-usage", "--window-size=1400,1000",
+    ):  # fmt: skip
+        options.add_argument(flag)
+    driver = None
+    try:
+        driver = webdriver.Chrome(service=Service(driver_path), options=options)
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert lab.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "JupyterLab did not start within 60 s"
+                time.sleep(0.2)
+        learner = Learner(driver, base, token, shots)
+        timings = {}
+
+        # 1. 00-start-here, Run All.
+        learner.open("notebooks/00-start-here.ipynb")
+        state = learner.run_all(timeout=60)
+        learner.screenshot("00-start-here")
+        assert not problems(state), "\n".join(problems(state))
+        assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
+        timings["00-start-here"] = time.monotonic() - started
+
+        # 2. Lesson 01 at CI size, Run All: widgets, plots, no errors.
+        learner.open("notebooks/01-performance-and-optimization.ipynb")
+        state = learner.run_all(timeout=150)
+        learner.screenshot("01-lesson")
+        assert not problems(state), "\n".join(problems(state))
+        assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
+        assert mime_count(state, "image/png") >= 1, "no plot rendered as an image"
+        assert mime_count(state, "application/vnd.jupyter.widget-view+json") >= 2
+        images = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
+        assert images and any(i.size["height"] > 50 for i in images), "plots not drawn"
+        timings["01 lesson"] = time.monotonic() - started
+
+        # The plan viewer is a widget (not its text fallback) and follows a new selection.
+        selects = driver.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")
+        assert selects, "the plan viewer did not render as a widget"
+        driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", selects[0])
+        dropdown = Select(selects[0])
+        box = selects[0].find_element(By.XPATH, "ancestor::div[contains(@class,'widget-vbox')][1]")
+        shown = box.find_element(By.CSS_SELECTOR, ".widget-html-content")
+        before = shown.text
+        assert before.strip(), "the plan viewer shows nothing"
+        options_text = [o.text for o in dropdown.options]
+        dropdown.select_by_index(len(options_text) - 1)
+        deadline = time.monotonic() + 15
+        while shown.text == before and time.monotonic() < deadline:
+            time.sleep(0.2)
+        learner.screenshot("01-plan-viewer-changed")
+        assert shown.text != before, "the plan viewer did not follow the new selection"
+        sliders = driver.find_elements(By.CSS_SELECTOR, ".widget-slider .widget-label")
+        labels = [s.text for s in sliders if s.text]
+        assert all("…" not in label for label in labels), f"cut slider labels: {labels}"
+
+        # 3. The warm-up, answered, down to its self-check cell: a score on screen.
+        learner.open("exercises/00-warmup/warmup.ipynb")
+        state = learner.run_all(timeout=120)
+        learner.screenshot("warmup-checked")
+        assert not problems(state), "\n".join(problems(state))
+        check_outputs = state["cells"][-1]["outputs"]
+        shown_text = json.dumps(check_outputs)
+        assert "points" in shown_text and "6 / 6" in shown_text, shown_text[-2000:]
+        banner = banner_text(driver)
+        assert not banner, f"nbgrader text on screen: {banner}"
+        timings["warm-up checked"] = time.monotonic() - started
+    finally:
+        if driver is not None:
+            driver.quit()
+        lab.send_signal(signal.SIGTERM)
+        try:
+            lab.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(lab.pid, signal.SIGKILL)
+        log.close()
+        warnings.warn(BrowserScreenshots(f"browser test screenshots: {shots}"), stacklevel=1)
+    elapsed = time.monotonic() - started
+    print(
+        f"browser test: {elapsed:.0f} s ({', '.join(f'{k} at {v:.0f} s' for k, v in timings.items())})"
+    )
+    assert elapsed <= BUDGET_S * 1.5, f"{elapsed:.0f} s, budget {BUDGET_S} s: {timings}"
