@@ -152,8 +152,9 @@ class CheckResult:
 
 
 def learner_notebooks(assignment: str, notebook: str | Path | None = None) -> dict[str, Path]:
-    """Which of your notebooks to check: ``exercises/<assignment>/``, or a given file or
-    folder, keyed by the assignment's notebook file name."""
+    """Which of your notebooks to check: a given file or folder; else, called from a cell of
+    one of the assignment's notebooks in JupyterLab, that notebook; else
+    ``exercises/<assignment>/``. Keyed by the assignment's notebook file name."""
     source = grading.course_dir() / "source" / assignment
     if not source.is_dir():
         known = ", ".join(grading.assignments()) or "none"
@@ -175,6 +176,8 @@ def learner_notebooks(assignment: str, notebook: str | Path | None = None) -> di
                 "file name of the student copy"
             )
         return {path.name: path}
+    if session := _open_notebook(names):  # called from a cell of one of them, in JupyterLab
+        return session
     folder = grading.student_copies_dir() / assignment
     found = {name: folder / name for name in names if (folder / name).is_file()}
     if not found:
@@ -183,6 +186,20 @@ def learner_notebooks(assignment: str, notebook: str | Path | None = None) -> di
             "pass the path of your notebook"
         )
     return found
+
+
+def _open_notebook(names: list[str]) -> dict[str, Path] | None:
+    """The notebook whose kernel calls us, when it is one of ``names``: Jupyter's server
+    tells its kernels their notebook's path (``JPY_SESSION_NAME``)."""
+    session = os.environ.get("JPY_SESSION_NAME")
+    if not session or Path(session).name not in names:
+        return None
+    path = Path(session).expanduser()
+    candidates = [path] if path.is_absolute() else [Path.cwd() / path.name, Path.cwd() / path]
+    for candidate in candidates:
+        if candidate.is_file():
+            return {candidate.name: candidate.resolve()}
+    return None
 
 
 def _first_line(source: str) -> str:

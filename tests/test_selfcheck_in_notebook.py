@@ -1,0 +1,32 @@
+"""The self-check as the last cell of the exercise it checks: it checks the notebook it is
+called from (in JupyterLab), and a check inside a running check returns at once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from labkit import selfcheck
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_check_inside_a_check_is_skipped(monkeypatch):
+    """The check executes the notebook, its last cell included: that cell must not check
+    again (it would recurse, each level starting kernels and nbgrader)."""
+    monkeypatch.setenv(selfcheck.RUNNING_ENV, "00-warmup")
+    result = selfcheck.check("00-warmup", "no/such/notebook.ipynb", echo=None)
+    assert result.skipped and not result.tasks
+    assert "skipped" in str(result) and "skipped" in result._repr_html_()
+
+
+def test_check_from_a_cell_checks_that_notebook(tmp_path, monkeypatch):
+    """In JupyterLab the kernel knows its notebook (JPY_SESSION_NAME): a copy of the
+    warm-up anywhere is checked in place, not exercises/00-warmup/."""
+    copy = tmp_path / "warmup.ipynb"
+    shutil.copy(ROOT / "exercises" / "00-warmup" / "warmup.ipynb", copy)
+    monkeypatch.setenv("JPY_SESSION_NAME", str(copy))
+    assert selfcheck.learner_notebooks("00-warmup") == {"warmup.ipynb": copy.resolve()}
+    monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "other.ipynb"))
+    default = selfcheck.learner_notebooks("00-warmup")
+    assert default["warmup.ipynb"].parent.name == "00-warmup"
