@@ -278,3 +278,23 @@ def test_documented_grading_commands_work_without_an_active_venv():
             f"{prefix} grade --help", shell=True, cwd=ROOT, env=env, capture_output=True, text=True
         )
         assert proc.returncode == 0, f"`{prefix} grade` fails without the venv: {proc.stderr}"
+
+
+def test_one_notebook_resent_alone_keeps_the_others(tmp_path):
+    """A student re-sends only step 6: step 6's new copy is graded, step 7 keeps its copy."""
+    with grading.scratch_course(ROOT / "grading") as course:
+        release = course.release(PHASE1)
+        step06, step07 = course.notebooks(PHASE1)
+        now = time.time()
+        for name in (step06, step07):
+            put(release / name, tmp_path / "first" / "lee" / name, now - 3600)
+        assert course.collect_folder(PHASE1, tmp_path / "first").collected == ["lee"]
+        fixed = answered(course, PHASE1, step06, tmp_path / "answers")
+        put(fixed, tmp_path / "resent" / f"lee__{step06}", now)
+        report = course.collect_folder(PHASE1, tmp_path / "resent")
+        assert report.collected == ["lee"] and report.missing == {}, str(report)
+        assert report.archived_only == [], str(report)
+        submitted = course.submission_dir(PHASE1, "lee")
+        assert sha(submitted / step06) == sha(fixed)
+        assert sha(submitted / step07) == sha(release / step07)
+        assert len(course.archived_versions(PHASE1, "lee")) == 2
