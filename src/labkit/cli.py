@@ -117,6 +117,8 @@ def _grade(args: argparse.Namespace) -> int:
 
     course = grading.Course(Path(args.course_dir) if args.course_dir else grading.course_dir())
     action = args.action
+    if action == "mutants":
+        return _mutants(args, course)
     if action == "student-copies":
         written = grading.student_copies(
             Path(args.to) if args.to else None, args.assignments or None, force=args.force
@@ -171,6 +173,33 @@ def _grade(args: argparse.Namespace) -> int:
             )
             return 1
     return 0
+
+
+def _mutants(args: argparse.Namespace, course) -> int:
+    """``grade mutants [A]``: the mutation pass; exit 1 if a mutant survived."""
+    from labkit import grading, mutation
+
+    names = [args.assignment] if args.assignment else grading.assignments(course.root)
+    reports = [
+        mutation.run(
+            name,
+            root=course.root,
+            workers=args.workers,
+            cell_timeout=args.cell_timeout,
+            per_operator=args.per_operator,
+        )
+        for name in names
+    ]
+    print()
+    print(mutation.summary_table(reports))
+    survived = sum(len(r.survived) for r in reports)
+    if survived:
+        print(
+            f"{survived} mutant(s) survived: each is a hole in the hidden tests (add a test that "
+            f"fails on it), or behaves exactly as the solution (list it, with the reason, in "
+            f"{mutation.equivalents_file(course.root)})"
+        )
+    return 1 if survived else 0
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -230,7 +259,15 @@ def main(argv: list[str] | None = None) -> int:
     grade = commands.add_parser("grade", help="the instructor's workflow (nbgrader)")
     grade.add_argument(
         "action",
-        choices=["release", "collect", "autograde", "feedback", "export", "student-copies"],
+        choices=[
+            "release",
+            "collect",
+            "autograde",
+            "feedback",
+            "export",
+            "student-copies",
+            "mutants",
+        ],  # fmt: skip
     )
     grade.add_argument("assignment", nargs="?", help="e.g. 00-warmup (export: optional filter)")
     grade.add_argument(
@@ -247,6 +284,20 @@ def main(argv: list[str] | None = None) -> int:
                        "git-ignored); student-copies: the folder (default exercises/)")  # fmt: skip
     grade.add_argument("--force", action="store_true", help="student-copies: replace edited copies")
     grade.add_argument("--course-dir", help="default: the checkout's grading/")
+    grade.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="mutants: parallel scratch courses (default: CPUs, at most 4)",
+    )
+    grade.add_argument(
+        "--cell-timeout",
+        type=int,
+        default=30,
+        help="mutants: seconds an answer or test cell may run (default 30)",
+    )
+    grade.add_argument("--per-operator", type=int, default=None,
+                       help="mutants: sample at most N per cell and operator (default: all)")  # fmt: skip
     grade.set_defaults(func=_grade)
 
     args = parser.parse_args(argv)
