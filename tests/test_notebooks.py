@@ -163,3 +163,40 @@ def test_saved_outputs_never_reach_the_hygiene_check(tmp_path):
     run("git", "config", "--unset", "filter.nbstrip.clean")
     run("git", "add", "--renormalize", str(path))
     assert "has outputs" in run(*check, ok=False).stderr
+
+
+def test_lesson_links_resolve():
+    """Every relative link in a lesson's Markdown opens a file of the course (and, with a
+    `#fragment`, a heading of it): the contents, the navigation, the exercises."""
+    import re
+
+    import nbformat
+
+    def headings(path: Path) -> set[str]:
+        cells = nbformat.read(path, as_version=4).cells
+        found = re.findall(
+            r"^#+\s+(.+)$", "\n".join(c.source for c in cells if c.cell_type == "markdown"), re.M
+        )
+        return {h.strip().replace(" ", "-") for h in found}
+
+    broken = []
+    for lesson in LESSONS:
+        for cell in nbformat.read(lesson, as_version=4).cells:
+            if cell.cell_type != "markdown":
+                continue
+            for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
+                if re.match(r"[a-z]+:", target):
+                    continue  # https:, mailto:
+                file, _, fragment = target.partition("#")
+                path = (lesson.parent / file).resolve() if file else lesson
+                if not path.is_file():
+                    broken.append(f"{lesson.name}: {target} (no such file)")
+                elif fragment and fragment not in headings(path):
+                    broken.append(f"{lesson.name}: {target} (no heading {fragment!r})")
+    assert not broken, "\n".join(broken)
+    start = nbformat.read(LESSONS[0], as_version=4)
+    text = "\n".join(c.source for c in start.cells)
+    for exercise in sorted((ROOT / "exercises").glob("*/*.ipynb")):
+        assert f"../exercises/{exercise.parent.name}/{exercise.name}" in text, (
+            f"00-start-here's contents do not link {exercise.relative_to(ROOT)}"
+        )

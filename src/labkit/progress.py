@@ -173,12 +173,14 @@ class Progress:
         if self.evidence:
             return (
                 "Computed from your results: lessons that ran to their last cell, and the "
-                "score of your latest `python -m labkit check` of each exercise."
+                "score of your latest check of each exercise (its last cell, or "
+                "`make check A=<assignment>`). A step is done once its lesson ran and its "
+                "exercises have full marks."
             )
         return (
             "Nothing recorded yet — this is a fresh start. A lesson counts once it has run "
-            "to its last cell; an exercise counts once you check it with "
-            "`python -m labkit check <assignment>` (start with `00-warmup`)."
+            "to its last cell; an exercise counts once you check it: run its last cell, or "
+            "`make check A=<assignment>` in a terminal (start with `00-warmup`)."
         )
 
     def frame(self, level: str = "steps"):
@@ -200,11 +202,15 @@ class Progress:
     __repr__ = __str__
 
     def _repr_html_(self) -> str:
+        import re
         from html import escape
 
+        from labkit.measure import table
+
+        note = re.sub(r"`([^`]+)`", r"<code>\1</code>", escape(self.note))
         return (
-            f"<p>{escape(self.note)}</p><h4>Per phase</h4>{self.frame('phases').to_html()}"
-            f"<h4>Per step</h4>{self.frame('steps').to_html()}"
+            f"<p>{note}</p><h4>Per phase</h4>{table(self.frame('phases'))._repr_html_()}"
+            f"<h4>Per step</h4>{table(self.frame('steps'))._repr_html_()}"
         )
 
     def as_dict(self) -> dict:
@@ -286,6 +292,8 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
         rows = [row for row in steps if row["phase"] == phase]
         open_rows = [row for row in rows if row["status"] != "coming soon"]
         done = sum(row["status"] == "done" for row in open_rows)
+        with_lesson = [row for row in open_rows if row["lesson"] != "—"]
+        lessons_run = sum(row["lesson"].startswith("ran") for row in with_lesson)
         earned = sum(row["_earned"] for row in rows)
         total = sum(row["_total"] for row in rows)
         if not open_rows:
@@ -300,6 +308,7 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
             {
                 "phase": phase,
                 "title": title,
+                "lessons run": f"{lessons_run} / {len(with_lesson)}" if with_lesson else "—",
                 "steps done": f"{done} / {len(open_rows)}" if open_rows else "—",
                 "exercise points": f"{_points(earned)} / {_points(total)}" if total else "—",
                 "status": status,
