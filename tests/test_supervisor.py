@@ -22,6 +22,7 @@ import pytest
 
 from labkit.supervisor import (
     AsgiServer,
+    PostgresReplica,
     PostgresServer,
     ProcessServer,
     ServiceError,
@@ -111,6 +112,31 @@ def test_postgres_cluster_up_status_down(folder):
         pid = cluster.pid()
     wait_until_gone(pid)
     assert cluster.pid() is None
+
+
+def test_streaming_replica_follows_its_primary(folder):
+    """A replica (pg_basebackup -R) of an extra cluster: it sees the primary's commits,
+    refuses writes, and comes back as a replica after a SIGKILL."""
+    with Supervisor(say=lambda m: None) as supervisor:
+        primary = PostgresServer(folder / "primary", password="pw")
+        supervisor.up(primary)
+        replica = PostgresReplica(folder / "replica", primary)
+        assert supervisor.up(replica) != primary.port()
+        with psycopg.connect(primary.url(), autocommit=True) as conn:
+            conn.execute("CREATE TABLE t AS SELECT 42 AS x")
+        with psycopg.connect(replica.url(), autocommit=True) as conn:
+            deadline = time.monotonic() + 10
+            while conn.execute("SELECT to_regclass('t')").fetchone() == (None,):
+                assert time.monotonic() < deadline, "the replica never saw the commit"
+                time.sleep(0.05)
+            assert conn.execute("SELECT x FROM t").fetchone() == (42,)
+            with pytest.raises(psycopg.errors.ReadOnlySqlTransaction):
+                conn.execute("INSERT INTO t VALUES (1)")
+        pid = replica.pid()
+        os.kill(pid, signal.SIGKILL)
+        wait_until_gone(pid)
+        supervisor.up(replica)
+        assert replica.in_recovery() and replica.pid() != pid
 
 
 @pytest.mark.parametrize("kind", ["asgi", "postgres"])

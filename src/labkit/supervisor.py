@@ -1,8 +1,9 @@
 """One life cycle for every server the course runs: start on a free loopback port, wait
 until ready, report status, stop, and clean up after ourselves and after a crashed run.
 
-The course's PostgreSQL and Redis (:mod:`labkit.services`), an extra PostgreSQL cluster a
-lesson starts, and background processes such as an ASGI app served by uvicorn all go
+The course's PostgreSQL and Redis (:mod:`labkit.services`), an extra PostgreSQL cluster or
+a streaming replica (:class:`PostgresReplica`) a lesson starts, and background processes
+(:class:`ProcessServer`) such as an ASGI app served by uvicorn (:class:`AsgiServer`) all go
 through :class:`Supervisor`:
 
 >>> import tempfile
@@ -63,6 +64,7 @@ from urllib.parse import quote
 __all__ = [
     "HOST",
     "AsgiServer",
+    "PostgresReplica",
     "PostgresServer",
     "ProcessServer",
     "RedisServer",
@@ -597,6 +599,59 @@ class PostgresServer(Server):
              "-t", str(START_TIMEOUT_S), "stop"]
         )  # fmt: skip
         return True
+
+
+class PostgresReplica(PostgresServer):
+    """A streaming replica of a running :class:`PostgresServer` (``pg_basebackup -R`` on
+    first start): read-only until promoted, with its own data folder and port.
+
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b, \\
+    ...         Supervisor(say=lambda message: None) as supervisor:
+    ...     primary = PostgresServer(a, password="secret")
+    ...     _ = supervisor.up(primary)
+    ...     replica = PostgresReplica(b, primary)
+    ...     _ = supervisor.up(replica)
+    ...     replica.in_recovery(), supervisor.status(replica).running
+    (True, True)
+    """
+
+    name = "replica"
+
+    def __init__(self, home: Path | str, primary: PostgresServer) -> None:
+        super().__init__(home, password=primary.password, runner=primary.runner)
+        self.primary = primary
+
+    def prepare(self) -> None:
+        if (self.data / "PG_VERSION").exists():
+            return
+        port = self.primary.port()
+        if self.primary.pid() is None or port is None:
+            raise ServiceError(
+                f"{self.name}: its primary ({self.primary.data}) is not running: start it first."
+            )
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.runner.give(self.home)
+        os.chmod(self.home, 0o700)
+        # The password in a file only the service user reads, not on a command line.
+        passfile = self.home / "pgpass"
+        write_private(passfile, f"{HOST}:{port}:*:{PG_SUPERUSER}:{self.password}\n")
+        self.runner.give(passfile)
+        started = time.perf_counter()
+        self.runner.run(
+            ["env", f"PGPASSFILE={passfile}", str(self.bin_dir() / "pg_basebackup"),
+             "-h", HOST, "-p", str(port), "-U", PG_SUPERUSER, "-D", str(self.data),
+             "-R", "-X", "stream", "-c", "fast"],
+            log=self._log_for_runner(),
+        )  # fmt: skip
+        self.say(f"{self.name}: copied the primary in {time.perf_counter() - started:.1f} s")
+
+    def in_recovery(self) -> bool:
+        """True while it replays the primary's changes (False once promoted)."""
+        import psycopg
+
+        with psycopg.connect(self.url(), connect_timeout=5) as conn:
+            return conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]
 
 
 class RedisServer(Server):
