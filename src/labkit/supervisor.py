@@ -940,6 +940,7 @@ class AsgiServer(ProcessServer):
 
 _OPEN: list[Supervisor] = []
 _OPEN_LOCK = threading.Lock()
+_AT_EXIT = {"registered": False}
 
 
 def _close_open_supervisors() -> None:
@@ -1036,19 +1037,19 @@ class Supervisor:
                 )
                 server.stop()
                 pid = None
-            if pid is None:
-                server.remove_stale()
-                server.prepare()
-                self._record_owner(server)  # before the start: a run killed mid-start is seen
-                port = self._start_on_free_port(server, port, hint)
-                self.say(f"{server.name}: started on {HOST}:{port} (pid {server.pid()})")
-            else:
-                port = server.port()
+            if pid is not None:
+                return server.port()  # it runs and answers: nothing to do
+            server.remove_stale()
+            server.prepare()
+            self._record_owner(server)  # before the start: a run killed mid-start is seen
+            port = self._start_on_free_port(server, port, hint)
+            self.say(f"{server.name}: started on {HOST}:{port} (pid {server.pid()})")
         if self.stop_on_exit and server not in self.started:
             self.started.append(server)
             with _OPEN_LOCK:
-                if not _OPEN:
+                if not _AT_EXIT["registered"]:
                     atexit.register(_close_open_supervisors)
+                    _AT_EXIT["registered"] = True
                 if self not in _OPEN:
                     _OPEN.append(self)
         return port
