@@ -110,11 +110,14 @@ def course_copy(folder: Path) -> Path:
     return folder
 
 
-# JavaScript run in the page, through window.jupyterapp (--LabApp.expose_app_in_browser).
+# JavaScript run in the page, through window.jupyterapp (--LabApp.expose_app_in_browser):
+# the state of the notebook open at arguments[0] (its kernel, and each code cell).
 STATE_JS = """
 const app = window.jupyterapp;
-const panel = app && app.shell.currentWidget;
-if (!panel || !panel.content || !panel.sessionContext) return null;
+if (!app) return null;
+const panel = [...app.shell.widgets('main')].find(
+  (w) => w.context && w.context.path === arguments[0] && w.content && w.sessionContext);
+if (!panel) return null;
 const kernel = panel.sessionContext.session && panel.sessionContext.session.kernel;
 const cells = [];
 panel.content.widgets.forEach((cell) => {
@@ -127,8 +130,22 @@ panel.content.widgets.forEach((cell) => {
     source: cell.model.sharedModel.getSource().slice(0, 80),
   });
 });
-return {path: panel.context.path, kernel: kernel ? kernel.status : 'none', cells: cells};
+return {path: panel.context.path, id: panel.id, kernel: kernel ? kernel.status : 'none',
+        cells: cells};
 """
+
+
+def finished(state) -> bool:
+    """Run All is over: the kernel is idle, nothing queued, and every cell ran or one failed."""
+    return bool(
+        state
+        and state["kernel"] == "idle"
+        and not any(c["busy"] for c in state["cells"])
+        and (
+            all(c["count"] is not None for c in state["cells"])
+            or any(o["output_type"] == "error" for c in state["cells"] for o in c["outputs"])
+        )
+    )
 
 
 class Learner:
@@ -136,18 +153,23 @@ class Learner:
         self.driver, self.base, self.token, self.shots = driver, base, token, shots
 
     def open(self, path: str, timeout: float = 40) -> None:
-        self.driver.get(f"{self.base}/lab/tree/{path}?token={self.token}")
-        self.wait(
-            lambda s: s and s["path"] == path and s["kernel"] == "idle", timeout, f"open {path}"
-        )
+        """Open ``path`` in a tab of the running JupyterLab (the first one by URL), and wait
+        until its kernel is idle. Tabs stay open, so two notebooks can run at once."""
+        if self.driver.execute_script("return !!window.jupyterapp") is not True:
+            self.driver.get(f"{self.base}/lab/tree/{path}?token={self.token}")
+        else:
+            self.driver.execute_script(
+                "window.jupyterapp.commands.execute('docmanager:open', {path: arguments[0]})", path
+            )
+        self.wait(path, lambda s: s and s["kernel"] == "idle", timeout, f"open {path}")
 
-    def state(self):
-        return self.driver.execute_script(STATE_JS)
+    def state(self, path: str):
+        return self.driver.execute_script(STATE_JS, path)
 
-    def wait(self, done, timeout: float, what: str):
+    def wait(self, path: str, done, timeout: float, what: str):
         deadline = time.monotonic() + timeout
         while True:
-            state = self.state()
+            state = self.state(path)
             if done(state):
                 return state
             if time.monotonic() > deadline:
@@ -155,9 +177,16 @@ class Learner:
                 raise AssertionError(f"{what}: not done in {timeout:.0f} s; state {state}")
             time.sleep(0.25)
 
-    def run_all(self, timeout: float) -> dict:
+    def activate(self, path: str) -> None:
+        self.driver.execute_script(
+            "window.jupyterapp.shell.activateById(arguments[0])", self.state(path)["id"]
+        )
+
+    def click_run_all(self, path: str) -> None:
+        """*Run → Run All Cells* in ``path``'s tab, as a learner clicks it."""
         from selenium.webdriver.common.by import By
 
+        self.activate(path)
         driver = self.driver
         menu = [
             e
@@ -169,20 +198,16 @@ class Learner:
         driver.find_element(
             By.CSS_SELECTOR, "li.lm-Menu-item[data-command='runmenu:run-all']"
         ).click()
+        self.wait(
+            path,
+            lambda s: s and (s["kernel"] != "idle" or any(c["count"] for c in s["cells"])),
+            10,
+            f"start {path}",
+        )
 
-        def finished(s):
-            return (
-                s
-                and s["kernel"] == "idle"
-                and not any(c["busy"] for c in s["cells"])
-                and (
-                    all(c["count"] is not None for c in s["cells"])
-                    or any(o["output_type"] == "error" for c in s["cells"] for o in c["outputs"])
-                )
-            )
-
-        time.sleep(0.5)  # the kernel turns busy
-        return self.wait(finished, timeout, "run all")
+    def run_all(self, path: str, timeout: float) -> dict:
+        self.click_run_all(path)
+        return self.wait(path, finished, timeout, f"run all {path}")
 
     def screenshot(self, name: str) -> None:
         self.driver.save_screenshot(str(self.shots / f"{name}.png"))
@@ -228,6 +253,18 @@ def banner_text(driver) -> str:
     return "\n".join(lines)
 
 
+def drop_databases(prefix: str) -> None:
+    """Drop the databases this run's notebooks created (their names start with ``prefix``)."""
+    from labkit import db
+
+    with db.connect(autocommit=True) as conn:
+        names = conn.execute(
+            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
+        ).fetchall()
+        for (name,) in names:
+            db.drop_database(name, qualified=True, conn=conn)
+
+
 def test_learner_first_hour_in_a_real_browser(tmp_path):
     """00-start-here, lesson 01 and the answered warm-up, with Run All, in headless Chromium."""
     started = time.monotonic()
@@ -264,6 +301,9 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
     argv.append(f"--ServerApp.root_dir={served}")
     env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), **labsetup.environment())
     env.pop(labsetup.INSTRUCTOR_ENV, None)
+    # Databases of their own: a papermill run of the same lesson elsewhere re-creates (drops)
+    # its database, which would cut this run's connections.
+    env["LABKIT_DB_PREFIX"] = f"{os.environ.get('LABKIT_DB_PREFIX', '')}browser{os.getpid()}_"
     log = open(tmp_path / "lab.log", "wb")
     lab = subprocess.Popen(argv, stdout=log, stderr=log, env=env, start_new_session=True)
     os.environ["SE_OFFLINE"] = "true"
@@ -291,16 +331,38 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         timings = {}
 
         # 1. 00-start-here, Run All.
-        learner.open("notebooks/00-start-here.ipynb")
-        state = learner.run_all(timeout=60)
+        start_here = "notebooks/00-start-here.ipynb"
+        learner.open(start_here)
+        state = learner.run_all(start_here, timeout=60)
         learner.screenshot("00-start-here")
         assert not problems(state), "\n".join(problems(state))
         assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
         timings["00-start-here"] = time.monotonic() - started
 
-        # 2. Lesson 01 at CI size, Run All: widgets, plots, no errors.
-        learner.open("notebooks/01-performance-and-optimization.ipynb")
-        state = learner.run_all(timeout=150)
+        # 2. Lesson 01 at CI size, and (in another tab, meanwhile) the answered warm-up down
+        # to its self-check cell: Run All in both.
+        lesson, warmup = (
+            "notebooks/01-performance-and-optimization.ipynb",
+            "exercises/00-warmup/warmup.ipynb",
+        )
+        learner.open(lesson)
+        learner.click_run_all(lesson)
+        learner.open(warmup)
+        learner.click_run_all(warmup)
+        checked = learner.wait(warmup, finished, 150, "run all warm-up")
+        timings["warm-up checked"] = time.monotonic() - started
+        state = learner.wait(lesson, finished, 150, "run all lesson 01")
+        timings["01 lesson"] = time.monotonic() - started
+
+        # The warm-up: no error, and a score on screen.
+        learner.activate(warmup)
+        learner.screenshot("warmup-checked")
+        assert not problems(checked), "\n".join(problems(checked))
+        shown_text = json.dumps(checked["cells"][-1]["outputs"])
+        assert "points" in shown_text and "6 / 6" in shown_text, shown_text[-2000:]
+
+        # Lesson 01: no error, plots as images, widgets as widgets.
+        learner.activate(lesson)
         learner.screenshot("01-lesson")
         assert not problems(state), "\n".join(problems(state))
         assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
@@ -308,10 +370,12 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         assert mime_count(state, "application/vnd.jupyter.widget-view+json") >= 2
         images = driver.find_elements(By.CSS_SELECTOR, ".jp-OutputArea-output img")
         assert images and any(i.size["height"] > 50 for i in images), "plots not drawn"
-        timings["01 lesson"] = time.monotonic() - started
 
         # The plan viewer is a widget (not its text fallback) and follows a new selection.
-        selects = driver.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")
+        selects = [
+            e for e in driver.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")
+            if e.is_displayed()
+        ]  # fmt: skip
         assert selects, "the plan viewer did not render as a widget"
         driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", selects[0])
         dropdown = Select(selects[0])
@@ -319,8 +383,7 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         shown = box.find_element(By.CSS_SELECTOR, ".widget-html-content")
         before = shown.text
         assert before.strip(), "the plan viewer shows nothing"
-        options_text = [o.text for o in dropdown.options]
-        dropdown.select_by_index(len(options_text) - 1)
+        dropdown.select_by_index(len(dropdown.options) - 1)
         deadline = time.monotonic() + 15
         while shown.text == before and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -329,18 +392,8 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         sliders = driver.find_elements(By.CSS_SELECTOR, ".widget-slider .widget-label")
         labels = [s.text for s in sliders if s.text]
         assert all("…" not in label for label in labels), f"cut slider labels: {labels}"
-
-        # 3. The warm-up, answered, down to its self-check cell: a score on screen.
-        learner.open("exercises/00-warmup/warmup.ipynb")
-        state = learner.run_all(timeout=120)
-        learner.screenshot("warmup-checked")
-        assert not problems(state), "\n".join(problems(state))
-        check_outputs = state["cells"][-1]["outputs"]
-        shown_text = json.dumps(check_outputs)
-        assert "points" in shown_text and "6 / 6" in shown_text, shown_text[-2000:]
         banner = banner_text(driver)
         assert not banner, f"nbgrader text on screen: {banner}"
-        timings["warm-up checked"] = time.monotonic() - started
     finally:
         if driver is not None:
             driver.quit()
@@ -350,9 +403,12 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(lab.pid, signal.SIGKILL)
         log.close()
+        drop_databases(env["LABKIT_DB_PREFIX"])
         warnings.warn(BrowserScreenshots(f"browser test screenshots: {shots}"), stacklevel=1)
     elapsed = time.monotonic() - started
     print(
         f"browser test: {elapsed:.0f} s ({', '.join(f'{k} at {v:.0f} s' for k, v in timings.items())})"
     )
+    # The budget is 90 s (measured 55-63 s on 2 busy cores); fail only well past it, on a
+    # machine loaded by other work, so that a slow CI box does not make the test flaky.
     assert elapsed <= BUDGET_S * 1.5, f"{elapsed:.0f} s, budget {BUDGET_S} s: {timings}"
