@@ -34,6 +34,8 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 BUDGET_S = 90
 CHECK_CELL = 'from labkit import selfcheck\n\nselfcheck.check("00-warmup", "warmup.ipynb")'
 SCREENSHOTS = config.state_dir() / "browser-screenshots"
+# Warnings JupyterLab's log must not show a learner (issue 9, "Noise").
+NOISE = ("without encryption", "is not trusted", "ping timeout", "XDG_RUNTIME_DIR", "Traceback")
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
@@ -281,6 +283,7 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
     shutil.rmtree(shots, ignore_errors=True)
     shots.mkdir(parents=True)
     served = course_copy(tmp_path / "course")
+    labsetup.trust_notebooks(served)  # what `python -m labkit lab` does for the checkout
     settings = tmp_path / "user-settings" / "@jupyterlab" / "docmanager-extension"
     settings.mkdir(parents=True)
     (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"autosave": False}))
@@ -405,6 +408,12 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         log.close()
         drop_databases(env["LABKIT_DB_PREFIX"])
         warnings.warn(BrowserScreenshots(f"browser test screenshots: {shots}"), stacklevel=1)
+    noise = [
+        line
+        for line in (tmp_path / "lab.log").read_text().splitlines()
+        if any(text in line for text in NOISE)
+    ]
+    assert not noise, "the learner's terminal shows:\n" + "\n".join(noise)
     elapsed = time.monotonic() - started
     print(
         f"browser test: {elapsed:.0f} s ({', '.join(f'{k} at {v:.0f} s' for k, v in timings.items())})"
