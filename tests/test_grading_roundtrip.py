@@ -1,7 +1,8 @@
-"""For every assignment under grading/source/: nbgrader's real pipeline gives
-full marks to the solutions, zero to the untouched student version, and, for each
-plausible wrong answer in tests/wrong_answers/<assignment>.py, takes away exactly the
-marks of the tests that target it. This is what proves the hidden tests can fail."""
+"""For every assignment under grading/source/: nbgrader's real pipeline gives full marks to
+the solutions, zero to the untouched student version, and, for each plausible wrong answer
+in tests/wrong_answers/<assignment>.py, takes away exactly the marks of the test cells it
+targets. This is what proves the hidden tests can fail. (The students are graded in
+parallel scratch courses; a wrong answer's notebook is submitted alone.)"""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import nbformat
 import pytest
 import wrong_answers
 
-from labkit import grading
+from labkit import grading, mutation
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")
@@ -32,44 +33,38 @@ def test_every_assignment_has_wrong_answers(assignment):
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_round_trip(assignment, tmp_path):
+def test_round_trip(assignment):
     """solution → full marks; release → zero; each wrong answer → loses its tests' marks."""
     cases = wrong_answers.cases(assignment)
     with grading.scratch_course(ROOT / "grading") as course:
         release = course.release(assignment)
-        source = course.source_dir(assignment)
-
         # The release is a real student version: no solutions, no hidden tests.
         for notebook in release.glob("*.ipynb"):
             text = notebook.read_text()
             assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, notebook.name
-
-        course.submit(assignment, "solutions", source)
-        course.submit(assignment, "untouched", release)
-        for index, case in enumerate(cases):
-            notebooks = {p.name: p for p in source.glob("*.ipynb")}
-            notebooks[case["notebook"]] = grading.apply_answers(
-                source / case["notebook"],
-                case["answers"],
-                tmp_path / f"wrong{index}" / case["notebook"],
-            )
-            course.submit(assignment, f"wrong{index}", notebooks)
-        course.autograde(assignment)
-        scores = course.scores(assignment)
-
-    full = scores["solutions"]
-    assert full.max_score > 0, f"{assignment} has no graded cells"
-    assert full.full_marks, f"solutions scored {full.score}/{full.max_score}: {full.cells}"
-    assert scores["untouched"].score == 0, (
-        f"the untouched release scored {scores['untouched'].score}: {scores['untouched'].cells}"
-    )
+    students: dict = {"solutions": "solution", "untouched": "release"}
     for index, case in enumerate(cases):
-        got = scores[f"wrong{index}"]
-        lost = sorted(k.split(":", 1)[1] for k, v in got.cells.items() if v < got.max_cells[k])
-        expected = sorted(case["loses"])
-        assert lost == expected, (
-            f"wrong answer {case['name']!r} lost marks on {lost}, expected exactly {expected}"
+        students[f"wrong{index:03d}"] = {case["notebook"]: case["answers"]}
+    grades = mutation.grade_answers(assignment, students, root=ROOT / "grading", workers=2)
+
+    def total(student):
+        return sum(score for score, _ in grades[student].values())
+
+    maximum = sum(top for _, top in grades["solutions"].values())
+    assert maximum > 0, f"{assignment} has no graded cells"
+    assert total("solutions") == maximum, f"solutions scored {grades['solutions']}"
+    assert total("untouched") == 0, f"the untouched release scored {grades['untouched']}"
+    wrong = []
+    for index, case in enumerate(cases):
+        stem = Path(case["notebook"]).stem
+        lost = sorted(
+            cell.split(":", 1)[1]
+            for cell, (score, top) in grades[f"wrong{index:03d}"].items()
+            if cell.startswith(stem + ":") and score < top
         )
+        if lost != sorted(case["loses"]):
+            wrong.append(f"{case['name']!r} lost {lost}, expected exactly {sorted(case['loses'])}")
+    assert not wrong, "wrong answers that did not lose exactly their tests:\n" + "\n".join(wrong)
 
 
 def test_release_keeps_visible_tests():

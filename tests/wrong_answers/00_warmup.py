@@ -1,50 +1,259 @@
-"""Plausible wrong answers for 00-warmup, and the test cells each one must fail."""
+"""00-warmup: the requirement table of each task, and one plausible wrong answer (at least)
+per requirement, which must lose exactly that requirement's test cell."""
+
+from wrong_answers import Requirement
+
+NB = "warmup.ipynb"
+
+REQUIREMENTS = [
+    # Task 1
+    Requirement("top-five", NB, "top_authors", "the five users who wrote the most posts", "test_top_authors"),
+    Requirement("top-columns", NB, "top_authors", "with the columns `id`, `name` and `post_count`", "test_top_authors"),
+    Requirement("top-order", NB, "top_authors", "ordered by `post_count` (highest first)", "test_top_authors"),
+    Requirement("top-ties", NB, "top_authors", "between users with the same count, by `id` (lowest first)", "test_top_authors"),
+    # Task 2
+    Requirement("titles-author", NB, "published_titles", "the titles of the author's published posts", "test_published_titles"),
+    Requirement("titles-published", NB, "published_titles", "(`Post.published` is true)", "test_published_titles"),
+    Requirement("titles-newest", NB, "published_titles", "newest first (`Post.created_at`)", "test_published_titles"),
+    Requirement("titles-list", NB, "published_titles", "as a list of strings", "test_published_titles"),
+    Requirement("titles-empty", NB, "published_titles", "an empty list for an author with no published post", "test_published_titles"),
+    Requirement("titles-one-select", NB, "published_titles", "Use one SQLAlchemy `select` that filters and sorts in PostgreSQL", "test_published_titles"),
+    # Task 3
+    Requirement("viewed-limit", NB, "most_viewed_posts", "it returns the `limit` most viewed `Post` objects", "test_most_viewed_posts"),
+    Requirement("viewed-order", NB, "most_viewed_posts", "highest `view_count` first", "test_most_viewed_posts"),
+    Requirement("viewed-ties", NB, "most_viewed_posts", "between posts with the same count, lowest `id` first", "test_most_viewed_posts"),
+    Requirement("viewed-eager", NB, "most_viewed_posts", "must not run one more query per post", "test_most_viewed_posts"),
+]  # fmt: skip
+
+CONTEXT = {
+    (NB, "task3"): ["Phase 1 explains why; for now, look up `joinedload` or `selectinload`."],
+}
+
+TOP = "top_authors"
+TITLES = "published_titles"
+VIEWED = "most_viewed_posts"
+
+
+def top_authors(select_list="u.id, u.name, count(*) AS post_count", where="", order="post_count DESC, u.id", table="posts AS p ON p.author_id = u.id"):  # fmt: skip
+    return f'''TOP_AUTHORS_SQL = """
+SELECT {select_list}
+FROM users AS u JOIN {table}
+{where}GROUP BY u.id, u.name
+ORDER BY {order}
+LIMIT 5
+"""'''
+
+
+def published_titles(body: str) -> str:
+    return "def published_titles(session, author_id):\n" + body
+
+
+def most_viewed(statement: str) -> str:
+    return (
+        "def most_viewed_posts(session, limit=10):\n"
+        f"    statement = {statement}\n"
+        "    return list(session.scalars(statement))"
+    )
+
 
 CASES = [
+    # ------------------------------------------------------------------ task 1
     {
         "name": "counts the comments each user wrote instead of the posts",
-        "notebook": "warmup.ipynb",
-        "answers": {
-            "top_authors": '''TOP_AUTHORS_SQL = """
-SELECT u.id, u.name, count(*) AS post_count
-FROM users AS u JOIN comments AS c ON c.author_id = u.id
-GROUP BY u.id, u.name
-ORDER BY post_count DESC, u.id
-LIMIT 5
-"""''',
-        },
+        "breaks": "top-five",
+        "notebook": NB,
+        "answers": {TOP: top_authors(table="comments AS c ON c.author_id = u.id")},
         "loses": ["test_top_authors"],
+        "source": "course",
+    },
+    {
+        "name": "counts only published posts",
+        "breaks": "top-five",
+        "notebook": NB,
+        "answers": {TOP: top_authors(where="WHERE p.published\n")},
+        "loses": ["test_top_authors"],
+        "source": "course",
+    },
+    {
+        "name": "shows the e-mail in the name column",
+        "breaks": "top-columns",
+        "notebook": NB,
+        "answers": {TOP: top_authors(select_list="u.id, u.email AS name, count(*) AS post_count")},
+        "loses": ["test_top_authors"],
+        "source": "course",
+    },
+    {
+        "name": "sorts the counts lowest first",
+        "breaks": "top-order",
+        "notebook": NB,
+        "answers": {TOP: top_authors(order="post_count, u.id")},
+        "loses": ["test_top_authors"],
+        "source": "course",
+    },
+    {
+        "name": "no tie-break: orders by post_count only",
+        "breaks": "top-ties",
+        "notebook": NB,
+        "answers": {TOP: top_authors(order="post_count DESC")},
+        "loses": ["test_top_authors"],
+        "source": "course",
+    },
+    {
+        "name": "breaks ties by the highest id",
+        "breaks": "top-ties",
+        "notebook": NB,
+        "answers": {TOP: top_authors(order="post_count DESC, u.id DESC")},
+        "loses": ["test_top_authors"],
+        "source": "course",
+    },
+    # ------------------------------------------------------------------ task 2
+    {
+        "name": "forgets the author: every author's published titles",
+        "breaks": "titles-author",
+        "notebook": NB,
+        "answers": {
+            TITLES: published_titles(
+                "    statement = select(Post.title).where(Post.published)"
+                ".order_by(Post.created_at.desc())\n"
+                "    return list(session.scalars(statement))"
+            )
+        },
+        "loses": ["test_published_titles"],
+        "source": "course",
     },
     {
         "name": "forgets the published filter",
-        "notebook": "warmup.ipynb",
+        "breaks": "titles-published",
+        "notebook": NB,
         "answers": {
-            "published_titles": """def published_titles(session, author_id):
-    statement = select(Post.title).where(Post.author_id == author_id).order_by(Post.created_at.desc())
-    return list(session.scalars(statement))""",
+            TITLES: published_titles(
+                "    statement = select(Post.title).where(Post.author_id == author_id)"
+                ".order_by(Post.created_at.desc())\n"
+                "    return list(session.scalars(statement))"
+            )
         },
         "loses": ["test_published_titles"],
+        "source": "course",
     },
     {
-        "name": "lazy-loads every author (N+1)",
-        "notebook": "warmup.ipynb",
+        "name": "oldest first",
+        "breaks": "titles-newest",
+        "notebook": NB,
         "answers": {
-            "most_viewed_posts": """def most_viewed_posts(session, limit=10):
-    statement = select(Post).order_by(Post.view_count.desc(), Post.id).limit(limit)
-    return list(session.scalars(statement))""",
+            TITLES: published_titles(
+                "    statement = select(Post.title).where(Post.author_id == author_id, "
+                "Post.published).order_by(Post.created_at)\n"
+                "    return list(session.scalars(statement))"
+            )
+        },
+        "loses": ["test_published_titles"],
+        "source": "course",
+    },
+    {
+        "name": "returns the ScalarResult instead of a list",
+        "breaks": "titles-list",
+        "notebook": NB,
+        "answers": {
+            TITLES: published_titles(
+                "    statement = select(Post.title).where(Post.author_id == author_id, "
+                "Post.published).order_by(Post.created_at.desc())\n"
+                "    return session.scalars(statement)"
+            )
+        },
+        "loses": ["test_published_titles"],
+        "source": "course",
+    },
+    {
+        "name": "returns None when there is no title",
+        "breaks": "titles-empty",
+        "notebook": NB,
+        "answers": {
+            TITLES: published_titles(
+                "    statement = select(Post.title).where(Post.author_id == author_id, "
+                "Post.published).order_by(Post.created_at.desc())\n"
+                "    return list(session.scalars(statement)) or None"
+            )
+        },
+        "loses": ["test_published_titles"],
+        "source": "course",
+    },
+    {
+        "name": "filters the published posts in Python",
+        "breaks": "titles-one-select",
+        "notebook": NB,
+        "answers": {
+            TITLES: published_titles(
+                "    statement = select(Post).where(Post.author_id == author_id)"
+                ".order_by(Post.created_at.desc())\n"
+                "    return [post.title for post in session.scalars(statement) if post.published]"
+            )
+        },
+        "loses": ["test_published_titles"],
+        "source": "course",
+    },
+    # ------------------------------------------------------------------ task 3
+    {
+        "name": "always returns ten posts, whatever limit is",
+        "breaks": "viewed-limit",
+        "notebook": NB,
+        "answers": {
+            VIEWED: most_viewed(
+                "select(Post).options(joinedload(Post.author))"
+                ".order_by(Post.view_count.desc(), Post.id).limit(10)"
+            )
         },
         "loses": ["test_most_viewed_posts"],
+        "source": "course",
+    },
+    {
+        "name": "least viewed first",
+        "breaks": "viewed-order",
+        "notebook": NB,
+        "answers": {
+            VIEWED: most_viewed(
+                "select(Post).options(joinedload(Post.author))"
+                ".order_by(Post.view_count, Post.id).limit(limit)"
+            )
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "course",
     },
     {
         "name": "orders by view_count without the id tie-break",
-        "notebook": "warmup.ipynb",
+        "breaks": "viewed-ties",
+        "notebook": NB,
         "answers": {
-            "most_viewed_posts": """def most_viewed_posts(session, limit=10):
-    statement = (
-        select(Post).options(joinedload(Post.author)).order_by(Post.view_count.desc()).limit(limit)
-    )
-    return list(session.scalars(statement))""",
+            VIEWED: most_viewed(
+                "select(Post).options(joinedload(Post.author))"
+                ".order_by(Post.view_count.desc()).limit(limit)"
+            )
         },
         "loses": ["test_most_viewed_posts"],
+        "source": "course",
+    },
+    {
+        "name": "breaks view_count ties by the highest id",
+        "breaks": "viewed-ties",
+        "notebook": NB,
+        "answers": {
+            VIEWED: most_viewed(
+                "select(Post).options(joinedload(Post.author))"
+                ".order_by(Post.view_count.desc(), Post.id.desc()).limit(limit)"
+            )
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "course",
+    },
+    {
+        "name": "lazy-loads every author (N+1)",
+        "breaks": "viewed-eager",
+        "notebook": NB,
+        "answers": {
+            VIEWED: most_viewed(
+                "select(Post).order_by(Post.view_count.desc(), Post.id).limit(limit)"
+            )
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "course",
     },
 ]

@@ -1,226 +1,486 @@
-"""Plausible wrong answers for 01-performance, and the test cells each one must fail.
+"""01-performance: the requirement table of each task of Step 6 and Step 7, and plausible
+wrong answers: at least one per requirement, which must lose exactly that requirement's test
+cell (the other answers stay correct, so a case also proves that the other tasks' tests do
+not depend on it)."""
 
-Each case replaces answer cells of one notebook (grade_id → source); the other answers
-stay correct, so a case also proves that the other tasks' tests do not depend on it.
-Every answer cell has at least one case that targets it alone."""
+from pathlib import Path
+
+from labkit import grading
+from wrong_answers import Requirement
 
 STEP06 = "step06-query-optimization.ipynb"
 STEP07 = "step07-caching.ipynb"
 
-CASES = [
+
+def r6(id, answer, text, test):  # noqa: A002
+    return Requirement(id, STEP06, answer, text, test)
+
+
+def r7(id, answer, text, test):  # noqa: A002
+    return Requirement(id, STEP07, answer, text, test)
+
+
+REQUIREMENTS = [
     # ------------------------------------------------------------------ step 6
-    {
-        "name": "logs durations in seconds, not milliseconds",
-        "notebook": STEP06,
-        "answers": {
-            "query_log": """def install_query_log(engine: Engine, log: list) -> None:
-    def before(conn, cursor, statement, parameters, context, executemany):
-        conn.info["started"] = time.perf_counter()
-
-    def after(conn, cursor, statement, parameters, context, executemany):
-        log.append((statement, time.perf_counter() - conn.info["started"]))
-
-    event.listen(engine, "before_cursor_execute", before)
-    event.listen(engine, "after_cursor_execute", after)""",
-        },
-        "loses": ["test_query_log"],
-    },
-    {
-        "name": "ranks statements by how often they ran, not by total time",
-        "notebook": STEP06,
-        "answers": {
-            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
-    return conn.execute(text("""
-        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
-        FROM pg_stat_statements
-        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-        ORDER BY calls DESC
-        LIMIT :limit
-    """), {"limit": limit}).all()''',
-        },
-        "loses": ["test_slowest_queries"],
-    },
-    {
-        "name": "indexes the wrong column (comments.author_id)",
-        "notebook": STEP06,
-        "answers": {
-            "comments_index": """with engine.begin() as conn:
-    conn.execute(text("CREATE INDEX ix_comments_author_id ON comments (author_id)"))""",
-        },
-        "loses": ["test_comments_index"],
-    },
-    {
-        "name": "puts the range column first in the composite index",
-        "notebook": STEP06,
-        "answers": {
-            "composite_index": """with engine.begin() as conn:
-    conn.execute(text("CREATE INDEX ix_posts_created_author ON posts (created_at, author_id)"))""",
-        },
-        "loses": ["test_composite_index"],
-    },
-    {
-        "name": "eager-loads the comments' authors instead of the post's author",
-        "notebook": STEP06,
-        "answers": {
-            "post_summaries": """def post_summaries(session: Session, post_ids: list[int]) -> list[tuple[int, str, str, int]]:
-    posts = session.scalars(
-        select(Post)
-        .where(Post.id.in_(post_ids))
-        .options(selectinload(Post.comments).joinedload(Comment.author))
-        .order_by(Post.id)
-    ).all()
-    return [(post.id, post.title, post.author.name, len(post.comments)) for post in posts]""",
-        },
-        "loses": ["test_post_summaries"],
-    },
-    {
-        "name": "a pool of one connection for the short-lived function (connection_limit=1)",
-        "notebook": STEP06,
-        "answers": {
-            "function_engine": """def function_engine(url: str) -> Engine:
-    return create_engine(url, pool_size=1, max_overflow=0)""",
-        },
-        "loses": ["test_function_engine"],
-    },
-    {
-        "name": "a web pool without pre-ping: a connection the server closed fails a request",
-        "notebook": STEP06,
-        "answers": {
-            "web_engine": """def web_engine(url: str) -> Engine:
-    return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_recycle=1800)""",
-        },
-        "loses": ["test_web_engine"],
-    },
-    # Second slips for the same cells, two per simulated student to keep the round trip
-    # short (each answer cell above already has a case of its own that loses only its test).
-    {
-        "name": "two slips: a log on every Engine, and pg_stat_statements read cluster-wide",
-        "notebook": STEP06,
-        "answers": {
-            "query_log": """def install_query_log(engine: Engine, log: list) -> None:
-    @event.listens_for(Engine, "before_cursor_execute")
-    def before(conn, cursor, statement, parameters, context, executemany):
-        conn.info["started"] = time.perf_counter()
-
-    @event.listens_for(Engine, "after_cursor_execute")
-    def after(conn, cursor, statement, parameters, context, executemany):
-        log.append((statement, (time.perf_counter() - conn.info["started"]) * 1000))""",
-            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
-    return conn.execute(text("""
-        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
-        FROM pg_stat_statements
-        ORDER BY total_exec_time DESC
-        LIMIT :limit
-    """), {"limit": limit}).all()''',
-        },
-        "loses": ["test_query_log", "test_slowest_queries"],
-    },
-    {
-        "name": "two slips: author_id alone in the index, and a web pool that never recycles",
-        "notebook": STEP06,
-        "answers": {
-            "composite_index": """with engine.begin() as conn:
-    conn.execute(text("CREATE INDEX ix_posts_author_id ON posts (author_id)"))""",
-            "web_engine": """def web_engine(url: str) -> Engine:
-    return create_engine(url, pool_size=10, max_overflow=10, pool_timeout=10, pool_pre_ping=True)""",
-        },
-        "loses": ["test_composite_index", "test_web_engine"],
-    },
-    {
-        "name": "ranks statements by their mean time per call, not by their total time",
-        "notebook": STEP06,
-        "answers": {
-            "slowest_queries": '''def slowest_queries(conn, limit: int = 5) -> list:
-    return conn.execute(text("""
-        SELECT query, calls, total_exec_time AS total_ms, mean_exec_time AS mean_ms
-        FROM pg_stat_statements
-        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
-        ORDER BY mean_exec_time DESC
-        LIMIT :limit
-    """), {"limit": limit}).all()''',
-        },
-        "loses": ["test_slowest_queries"],
-    },
+    r6("log-each", "query_log", "every statement that this engine sends to PostgreSQL appends one tuple `(sql, duration_ms)` to the list `log`", "test_query_log"),
+    r6("log-sql", "query_log", "where `sql` is the SQL text the driver received", "test_query_log"),
+    r6("log-ms", "query_log", "the time it took, in milliseconds", "test_query_log"),
+    r6("log-float", "query_log", "as a `float`", "test_query_log"),
+    r6("log-this-engine", "query_log", "Listen on the engine you are given, not on every `Engine`", "test_query_log"),
+    r6("slow-limit", "slowest_queries", "it returns the `limit` statements", "test_slowest_queries"),
+    r6("slow-database", "slowest_queries", "of the current database", "test_slowest_queries"),
+    r6("slow-total", "slowest_queries", "that took the most time in total (most first)", "test_slowest_queries"),
+    r6("slow-columns", "slowest_queries", "as rows with the attributes `query`, `calls`, `total_ms` and `mean_ms`", "test_slowest_queries"),
+    r6("index-serves", "comments_index", "create the one index that lets PostgreSQL find a post's comments without reading the table", "test_comments_index"),
+    r6("index-unchanged", "comments_index", "Do not change the query or the data", "test_comments_index"),
+    r6("composite-both", "composite_index", "Create one composite index on `posts` over both columns", "test_composite_index"),
+    r6("composite-conditions", "composite_index", "so that PostgreSQL uses both conditions to find the rows", "test_composite_index"),
+    r6("composite-entries", "composite_index", "reads only the index entries of that author in that period", "test_composite_index"),
+    r6("summaries-statements", "post_summaries", "at most 3 statements in all for any list of up to 500 posts", "test_post_summaries"),
+    r6("summaries-same", "post_summaries", "returns exactly the same tuples as the line above", "test_post_summaries"),
+    r6("summaries-zero", "post_summaries", "posts without comments included, with 0", "test_post_summaries"),
+    r6("summaries-order", "post_summaries", "for the given posts in id order", "test_post_summaries"),
+    r6("function-no-pool", "function_engine", "Return an engine that keeps no connection once it is returned", "test_function_engine"),
+    r6("web-size", "web_engine", "keeps 5 to 20 connections open between requests", "test_web_engine"),
+    r6("web-overflow", "web_engine", "absorbs bursts with at least one extra connection", "test_web_engine"),
+    r6("web-max", "web_engine", "without ever exceeding 20 in all", "test_web_engine"),
+    r6("web-timeout", "web_engine", "makes a request wait at most 10 s for a free connection", "test_web_engine"),
+    r6("web-recycle", "web_engine", "replaces connections within 30 minutes of opening them", "test_web_engine"),
+    r6("web-pre-ping", "web_engine", "checks a connection before handing it out", "test_web_engine"),
     # ------------------------------------------------------------------ step 7
-    {
-        "name": "a cache that never expires",
-        "notebook": STEP07,
-        "answers": {
-            "get_user": """def get_user(r, user_id: int) -> dict | None:
-    cached = r.get(user_key(user_id))
-    if cached is not None:
-        return json.loads(cached)
-    found = load_profile(user_id)
-    if found is not None:
-        r.set(user_key(user_id), json.dumps(found))
-    return found""",
-        },
-        "loses": ["test_get_user"],
-    },
-    {
-        "name": "invalidates the new country's list but not the old one's",
-        "notebook": STEP07,
-        "answers": {
-            "update_user_country": """def update_user_country(r, user_id: int, country: str) -> None:
-    with engine.begin() as conn:
-        conn.execute(update(User).where(User.id == user_id).values(country=country))
-    r.delete(user_key(user_id), country_key(country))""",
-        },
-        "loses": ["test_update_user_country"],
-    },
-    {
-        "name": "warms the cache with one SET per user (no pipeline)",
-        "notebook": STEP07,
-        "answers": {
-            "warm_top_users": """def warm_top_users(r, n: int) -> None:
-    statement = (
-        select(*PROFILE_COLUMNS)
-        .join(Post, Post.author_id == User.id)
-        .group_by(*PROFILE_COLUMNS)
-        .order_by(func.count(Post.id).desc(), User.id)
-        .limit(n)
-    )
-    with engine.connect() as conn:
-        for row in conn.execute(statement):
-            r.set(user_key(row.id), json.dumps(profile(row)), ex=PROFILE_TTL)""",
-        },
-        "loses": ["test_warm_top_users"],
-    },
-    {
-        "name": "handles a single message per call",
-        "notebook": STEP07,
-        "answers": {
-            "consume_invalidations": """def consume_invalidations(r, subscriber, max_messages: int, timeout: float = 1.0) -> int:
-    message = subscriber.get_message(timeout=timeout)
-    if message is None or message["type"] != "message":
-        return 0
-    r.delete(user_key(json.loads(message["data"])["user_id"]))
-    return 1""",
-        },
-        "loses": ["test_consume_invalidations"],
-    },
-    {
-        "name": "deletes a key built from the raw message instead of the user id",
-        "notebook": STEP07,
-        "answers": {
-            "consume_invalidations": """def consume_invalidations(r, subscriber, max_messages: int, timeout: float = 1.0) -> int:
-    handled = 0
-    while handled < max_messages:
-        message = subscriber.get_message(timeout=timeout)
-        if message is None:
-            break
-        if message["type"] == "message":
-            r.delete(user_key(message["data"]))
-            handled += 1
-    return handled""",
-        },
-        "loses": ["test_consume_invalidations"],
-    },
-    {
-        "name": "counts hits and misses in the process, not in Redis",
-        "notebook": STEP07,
-        "answers": {
-            "hit_rate": """counters = {"hits": 0, "misses": 0}
+    r7("get-redis-first", "get_user", "reading Redis first", "test_get_user"),
+    r7("get-miss", "get_user", "On a miss, load the profile from PostgreSQL with `load_profile`", "test_get_user"),
+    r7("get-json", "get_user", "store it under `user_key(user_id)` as JSON (`json.dumps`)", "test_get_user"),
+    r7("get-ttl", "get_user", "with a TTL of `PROFILE_TTL` seconds", "test_get_user"),
+    r7("get-hit", "get_user", "On a hit, return `json.loads` of the cached value without touching the database", "test_get_user"),
+    r7("get-unknown", "get_user", "For an id that does not exist, return `None` and cache nothing", "test_get_user"),
+    r7("update-commit", "update_user_country", "move the user to `country` in PostgreSQL (commit it", "test_update_user_country"),
+    r7("update-others", "update_user_country", "no other user changes", "test_update_user_country"),
+    r7("update-after-commit", "update_user_country", "once the change is committed", "test_update_user_country"),
+    r7("update-stale", "update_user_country", "delete every cached value the change made stale", "test_update_user_country"),
+    r7("update-nothing-else", "update_user_country", "and nothing else", "test_update_user_country"),
+    r7("update-locked", "update_user_country", "read it in the same transaction as the update, with the user's row locked", "test_update_user_country"),
+    r7("warm-top", "warm_top_users", "cache the profiles of the `n` users who wrote the most posts", "test_warm_top_users"),
+    r7("warm-ties", "warm_top_users", "(ties: lowest id first)", "test_warm_top_users"),
+    r7("warm-as-get-user", "warm_top_users", "exactly as `get_user` would (JSON under `user_key(id)`, TTL `PROFILE_TTL`)", "test_warm_top_users"),
+    r7("warm-one-statement", "warm_top_users", "Load the profiles in one statement", "test_warm_top_users"),
+    r7("warm-pipeline", "warm_top_users", "at most 2 round trips to Redis, whatever `n` is", "test_warm_top_users"),
+    r7("consume-delete", "consume_invalidations", "delete that user's cached profile", "test_consume_invalidations"),
+    r7("consume-skip", "consume_invalidations", "skip other types", "test_consume_invalidations"),
+    r7("consume-max", "consume_invalidations", "Stop after `max_messages` messages", "test_consume_invalidations"),
+    r7("consume-timeout", "consume_invalidations", "or when no message arrives within `timeout` seconds", "test_consume_invalidations"),
+    r7("consume-count", "consume_invalidations", "return the number of messages handled", "test_consume_invalidations"),
+    r7("stats-in-redis", "hit_rate", "count in Redis, where every application instance adds to the same counters", "test_hit_rate"),
+    r7("stats-hit", "hit_rate", "If `key` is cached, count a hit (`INCR stats_key(\"hits\")`) and return the cached value", "test_hit_rate"),
+    r7("stats-miss", "hit_rate", "otherwise count a miss (`stats_key(\"misses\")`), call `load()`", "test_hit_rate"),
+    r7("stats-ttl", "hit_rate", "cache its JSON with the TTL", "test_hit_rate"),
+    r7("stats-rate", "hit_rate", "hits / (hits + misses) from those Redis counters", "test_hit_rate"),
+    r7("stats-float", "hit_rate", "as a float; `0.0` before any read", "test_hit_rate"),
+    r7("resilient-cache-aside", "get_user_resilient", "the same cache-aside as `get_user`", "test_get_user_resilient"),
+    r7("resilient-any-error", "get_user_resilient", "any `redis.RedisError`", "test_get_user_resilient"),
+    r7("resilient-read", "get_user_resilient", "when reading", "test_get_user_resilient"),
+    r7("resilient-write", "get_user_resilient", "when writing back", "test_get_user_resilient"),
+    r7("resilient-warn", "get_user_resilient", "log a warning with `log.warning(...)`", "test_get_user_resilient"),
+    r7("resilient-carry-on", "get_user_resilient", "carry on with PostgreSQL", "test_get_user_resilient"),
+]  # fmt: skip
+
+CONTEXT = {
+    (STEP06, "task1"): [
+        "`echo=True` prints SQL, but a log you can analyse needs each statement with its duration.",
+        "Use SQLAlchemy's engine events",
+        "A place to keep the start time between the two events is `conn.info`",
+    ],
+    (STEP06, "task2"): [
+        "PostgreSQL's `pg_stat_statements` view keeps",
+        "The view is cluster-wide",
+        "`conn` is a SQLAlchemy `Connection`.",
+        "The current database's oid is",
+    ],
+    (STEP06, "task3"): [
+        "A post's page shows its comments with `COMMENTS_OF_POST_SQL` (below).",
+        "Today PostgreSQL reads the whole `comments` table to find a handful of rows.",
+    ],
+    (STEP06, "task4"): [
+        "An author's dashboard lists their posts since a date",
+        "The column order is the whole question.",
+        "Either order gives an index over both columns",
+        "Before you decide, try both and compare the buffers",
+    ],
+    (STEP06, "task5"): [
+        "Written the obvious way, it loads the posts in one statement",
+        "Tell SQLAlchemy which relationships to load together with the posts",
+    ],
+    (STEP06, "task6"): [
+        "`function_engine(url)` is used by a short-lived function",
+        "`web_engine(url)` serves a long-running web server with several worker threads.",
+        "The database allows this application at most 20 connections",
+        "Return an engine whose pool",
+    ],
+    (STEP07, "task1"): [],
+    (STEP07, "task2"): [
+        "Besides profiles, other code caches the list of each country's users",
+        "Think about which lists mention the user before and after the move.",
+        "Several application instances run this code.",
+    ],
+    (STEP07, "task3"): [
+        "A new application instance starts with an empty cache",
+        "One command per user would be `n` round trips.",
+    ],
+    (STEP07, "task4"): [
+        "Complete `consume_invalidations(r, subscriber, max_messages, timeout)`.",
+        "Several application instances cache profiles",
+        "`subscriber` is a `redis.client.PubSub` already subscribed to the channel.",
+    ],
+    (STEP07, "task5"): ["`cached_with_stats(r, key, load, ttl)`: cache-aside for any JSON value."],
+    (STEP07, "task6"): [
+        "A cache must never make a read fail.",
+        "The test runs your function against a private Redis server",
+    ],
+}
+
+SOURCE = Path(__file__).resolve().parents[2] / "grading" / "source" / "01-performance"
+SOLUTIONS = {nb: grading.solution_cells(SOURCE / nb) for nb in (STEP06, STEP07)}
+BY_ID = {r.id: r for r in REQUIREMENTS}
+
+
+def variant(requirement: Requirement, *edits: tuple[str, str]) -> str:
+    """The solution of the requirement's answer cell with each (old, new) edit applied once."""
+    text = SOLUTIONS[requirement.notebook][requirement.answer]
+    for old, new in edits:
+        assert old in text, f"{requirement.id}: {old!r} is not in the solution"
+        text = text.replace(old, new, 1)
+    return text
+
+
+def case(breaks: str, name: str, *edits: tuple[str, str], answer: str | None = None,
+         source: str = "course") -> dict:  # fmt: skip
+    """A wrong answer that breaks only ``breaks``: the solution with ``edits`` (or ``answer``)."""
+    requirement = BY_ID[breaks]
+    return {
+        "name": name,
+        "breaks": breaks,
+        "notebook": requirement.notebook,
+        "answers": {requirement.answer: answer or variant(requirement, *edits)},
+        "loses": [requirement.test],
+        "source": source,
+    }
+
+
+CASES = [
+    # ------------------------------------------------------------------ step 6, task 1
+    case(
+        "log-each",
+        "logs only the queries (SELECT), not the writes",
+        (
+            "        log.append((statement, (time.perf_counter() - started) * 1000))",
+            '        if statement.lstrip().upper().startswith("SELECT"):\n'
+            "            log.append((statement, (time.perf_counter() - started) * 1000))",
+        ),
+    ),
+    case(
+        "log-sql",
+        "logs the parameters instead of the SQL text",
+        ("log.append((statement,", "log.append((str(parameters),"),
+    ),
+    case("log-ms", "logs durations in seconds, not milliseconds", (" * 1000))", "))")),
+    case("log-ms", "logs durations in microseconds", (" * 1000))", " * 1_000_000))")),
+    case(
+        "log-float",
+        "rounds the duration to whole milliseconds (an int)",
+        (
+            "log.append((statement, (time.perf_counter() - started) * 1000))",
+            "log.append((statement, round((time.perf_counter() - started) * 1000)))",
+        ),
+    ),
+    case(
+        "log-this-engine",
+        "listens on the Engine class: every engine writes to this log",
+        (
+            'event.listen(engine, "before_cursor_execute", before)',
+            'event.listen(Engine, "before_cursor_execute", before)',
+        ),
+        (
+            'event.listen(engine, "after_cursor_execute", after)',
+            'event.listen(Engine, "after_cursor_execute", after)',
+        ),
+    ),
+    # ------------------------------------------------------------------ step 6, task 2
+    case(
+        "slow-limit",
+        "always five statements, whatever limit is",
+        (
+            'return conn.execute(statement, {"limit": limit}).all()',
+            'return conn.execute(statement, {"limit": 5}).all()',
+        ),
+    ),
+    case(
+        "slow-database",
+        "reads pg_stat_statements cluster-wide",
+        (
+            "        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())\n",
+            "",
+        ),
+    ),
+    case(
+        "slow-total",
+        "ranks statements by how often they ran, not by total time",
+        ("ORDER BY total_exec_time DESC", "ORDER BY calls DESC"),
+    ),
+    case(
+        "slow-total",
+        "ranks statements by their mean time per call, not by their total time",
+        ("ORDER BY total_exec_time DESC", "ORDER BY mean_exec_time DESC"),
+    ),
+    case(
+        "slow-columns",
+        "reports the slowest call as mean_ms",
+        ("mean_exec_time AS mean_ms", "max_exec_time AS mean_ms"),
+    ),
+    # ------------------------------------------------------------------ step 6, task 3
+    case(
+        "index-serves",
+        "indexes the wrong column (comments.author_id)",
+        (
+            "ix_comments_post_id ON comments (post_id)",
+            "ix_comments_author_id ON comments (author_id)",
+        ),
+    ),
+    case(
+        "index-serves",
+        "a partial index that covers the posts the learner tried",
+        ("ON comments (post_id)", "ON comments (post_id) WHERE post_id <= 1000"),
+    ),
+    case(
+        "index-unchanged",
+        "makes the table smaller by deleting old comments first",
+        (
+            "with engine.begin() as conn:\n",
+            "with engine.begin() as conn:\n"
+            "    conn.execute(text(\"DELETE FROM comments WHERE created_at < '2025-01-15'\"))\n",
+        ),
+    ),
+    # ------------------------------------------------------------------ step 6, task 4
+    case(
+        "composite-both",
+        "author_id alone in the index",
+        (
+            "ix_posts_author_created ON posts (author_id, created_at)",
+            "ix_posts_author ON posts (author_id)",
+        ),
+    ),
+    case(
+        "composite-conditions",
+        "two single-column indexes instead of one composite",
+        (
+            '        text("CREATE INDEX IF NOT EXISTS ix_posts_author_created ON posts (author_id, created_at)")\n',
+            '        text("CREATE INDEX IF NOT EXISTS ix_posts_created ON posts (created_at)")\n',
+        ),
+    ),
+    case(
+        "composite-entries",
+        "puts the range column first in the composite index",
+        ("(author_id, created_at)", "(created_at, author_id)"),
+    ),
+    # ------------------------------------------------------------------ step 6, task 5
+    case(
+        "summaries-statements",
+        "eager-loads the comments' authors instead of the post's author",
+        (
+            "joinedload(Post.author), selectinload(Post.comments)",
+            "selectinload(Post.comments).joinedload(Comment.author)",
+        ),
+    ),
+    case(
+        "summaries-same",
+        "loads the comments of the first post only",
+        (
+            "selectinload(Post.comments)",
+            "selectinload(Post.comments.and_(Comment.post_id == post_ids[0]))",
+        ),
+    ),
+    case(
+        "summaries-zero",
+        "an inner join to the comments drops the posts without comments",
+        (
+            "        select(Post)\n",
+            "        select(Post)\n        .join(Post.comments)\n        .distinct()\n",
+        ),
+    ),
+    case("summaries-order", "drops the ORDER BY", ("        .order_by(Post.id)\n", "")),
+    # ------------------------------------------------------------------ step 6, task 6
+    case(
+        "function-no-pool",
+        "a pool of one connection for the short-lived function (connection_limit=1)",
+        ("poolclass=NullPool", "pool_size=1, max_overflow=0"),
+    ),
+    case(
+        "web-size",
+        "a pool of 30",
+        ("pool_size=10", "pool_size=30"),
+        ("max_overflow=10", "max_overflow=1"),
+    ),
+    case("web-overflow", "no overflow: a burst waits", ("max_overflow=10", "max_overflow=0")),
+    case("web-max", "20 in the pool and 10 more in bursts", ("pool_size=10", "pool_size=20")),
+    case(
+        "web-timeout", "waits the default 30 s for a connection", ("        pool_timeout=10,\n", "")
+    ),
+    case("web-recycle", "recycles after an hour", ("pool_recycle=1800", "pool_recycle=3600")),
+    case(
+        "web-pre-ping",
+        "a web pool without pre-ping: a connection the server closed fails a request",
+        ("        pool_pre_ping=True,\n", ""),
+    ),
+    # ------------------------------------------------------------------ step 7, task 1
+    case(
+        "get-redis-first",
+        "reads PostgreSQL first and caches what it read",
+        (
+            "    cached = r.get(key)\n    if cached is not None:\n        return json.loads(cached)\n",
+            "",
+        ),
+    ),
+    case(
+        "get-miss",
+        "returns the cached value, or None on a miss",
+        ("    found = load_profile(user_id)\n", "    found = None\n"),
+    ),
+    case(
+        "get-json",
+        "caches the dict's repr, and reads it back with eval",
+        ("json.dumps(found)", "repr(found)"),
+        ("return json.loads(cached)", "return eval(cached)"),
+    ),
+    case("get-ttl", "a cache that never expires", (", ex=PROFILE_TTL", "")),
+    case("get-ttl", "a TTL of one minute", ("ex=PROFILE_TTL", "ex=60")),
+    case(
+        "get-hit",
+        "checks the database on every hit",
+        (
+            "        return json.loads(cached)\n",
+            "        load_profile(user_id)\n        return json.loads(cached)\n",
+        ),
+    ),
+    case(
+        "get-unknown",
+        "caches an unknown user as JSON null",
+        ("    if found is not None:\n        r.set(", "    if True:\n        r.set("),
+    ),
+    # ------------------------------------------------------------------ step 7, task 2
+    case(
+        "update-commit",
+        "runs the UPDATE on a connection that is never committed",
+        ("with engine.begin() as conn:", "with engine.connect() as conn:"),
+    ),
+    case(
+        "update-others",
+        "the UPDATE without its WHERE moves every user",
+        (
+            "conn.execute(update(User).where(User.id == user_id).values(country=country))",
+            "conn.execute(update(User).values(country=country))",
+        ),
+    ),
+    case(
+        "update-after-commit",
+        "deletes the keys inside the transaction, before the commit",
+        (
+            "        conn.execute(update(User).where(User.id == user_id).values(country=country))\n"
+            "    r.delete(user_key(user_id), country_key(old), country_key(country))",
+            "        conn.execute(update(User).where(User.id == user_id).values(country=country))\n"
+            "        r.delete(user_key(user_id), country_key(old), country_key(country))",
+        ),
+    ),
+    case(
+        "update-stale",
+        "invalidates the new country's list but not the old one's",
+        (
+            "r.delete(user_key(user_id), country_key(old), country_key(country))",
+            "r.delete(user_key(user_id), country_key(country))",
+        ),
+    ),
+    case(
+        "update-nothing-else",
+        "deletes every country's list",
+        (
+            "r.delete(user_key(user_id), country_key(old), country_key(country))",
+            'r.delete(user_key(user_id), *(country_key(c) for c in ("US", "IN", "DE", "GB", "BR", '
+            '"FR", "JP", "NG", "CA", "ES", "PL", "KE")))',
+        ),
+    ),
+    case(
+        "update-locked", "reads the old country without locking the row", (".with_for_update()", "")
+    ),
+    # ------------------------------------------------------------------ step 7, task 3
+    case(
+        "warm-top",
+        "counts only the published posts",
+        (
+            ".join(Post, Post.author_id == User.id)",
+            ".join(Post, (Post.author_id == User.id) & Post.published)",
+        ),
+    ),
+    case(
+        "warm-ties",
+        "warms without the id tie-break",
+        (".order_by(func.count(Post.id).desc(), User.id)", ".order_by(func.count(Post.id).desc())"),
+    ),
+    case("warm-as-get-user", "warmed keys never expire", (", ex=PROFILE_TTL", "")),
+    case(
+        "warm-one-statement",
+        "one load_profile per user",
+        (
+            "            pipe.set(user_key(row.id), json.dumps(profile(row)), ex=PROFILE_TTL)",
+            "            pipe.set(user_key(row.id), json.dumps(load_profile(row.id)), ex=PROFILE_TTL)",
+        ),
+    ),
+    case(
+        "warm-pipeline",
+        "warms the cache with one SET per user (no pipeline)",
+        (
+            "    with r.pipeline(transaction=False) as pipe:\n"
+            "        for row in rows:\n"
+            "            pipe.set(user_key(row.id), json.dumps(profile(row)), ex=PROFILE_TTL)\n"
+            "        pipe.execute()",
+            "    for row in rows:\n"
+            "        r.set(user_key(row.id), json.dumps(profile(row)), ex=PROFILE_TTL)",
+        ),
+    ),
+    # ------------------------------------------------------------------ step 7, task 4
+    case(
+        "consume-delete",
+        "deletes a key built from the raw message instead of the user id",
+        (
+            'r.delete(user_key(json.loads(message["data"])["user_id"]))',
+            'r.delete(user_key(message["data"]))',
+        ),
+    ),
+    case(
+        "consume-skip",
+        "takes every pub/sub message for an invalidation",
+        ('        if message["type"] != "message":\n            continue\n', ""),
+    ),
+    case(
+        "consume-max",
+        "drains every waiting message, whatever max_messages is",
+        ("    while handled < max_messages:", "    while True:"),
+    ),
+    case(
+        "consume-timeout",
+        "does not wait for a message: get_message() returns at once",
+        ("subscriber.get_message(timeout=timeout)", "subscriber.get_message()"),
+    ),
+    case(
+        "consume-count",
+        "counts the subscribe confirmations as handled messages",
+        (
+            '        if message["type"] != "message":\n            continue\n',
+            '        if message["type"] != "message":\n            handled += 1\n            continue\n',
+        ),
+    ),
+    # ------------------------------------------------------------------ step 7, task 5
+    case(
+        "stats-in-redis",
+        "counts hits and misses in the process, not in Redis",
+        answer="""counters = {"hits": 0, "misses": 0}
 
 
 def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):
@@ -237,72 +497,74 @@ def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):
 def hit_rate(r) -> float:
     total = counters["hits"] + counters["misses"]
     return counters["hits"] / total if total else 0.0""",
-        },
-        "loses": ["test_hit_rate"],
-    },
-    {
-        "name": "guards the cache read but not the write-back",
-        "notebook": STEP07,
-        "answers": {
-            "get_user_resilient": """def get_user_resilient(r, user_id: int) -> dict | None:
-    try:
-        cached = r.get(user_key(user_id))
-    except redis.ConnectionError:
-        log.warning("Redis is down: reading PostgreSQL")
-        cached = None
-    if cached is not None:
-        return json.loads(cached)
-    found = load_profile(user_id)
-    if found is not None:
-        r.set(user_key(user_id), json.dumps(found), ex=PROFILE_TTL)
-    return found""",
-        },
-        "loses": ["test_get_user_resilient"],
-    },
-    {
-        "name": "three slips: warming without the id tie-break, every pub/sub message taken "
-        "for an invalidation, and only ConnectionError caught (a hung Redis raises TimeoutError)",
-        "notebook": STEP07,
-        "answers": {
-            "warm_top_users": """def warm_top_users(r, n: int) -> None:
-    statement = (
-        select(*PROFILE_COLUMNS)
-        .join(Post, Post.author_id == User.id)
-        .group_by(*PROFILE_COLUMNS)
-        .order_by(func.count(Post.id).desc())
-        .limit(n)
-    )
-    with engine.connect() as conn:
-        rows = conn.execute(statement).all()
-    with r.pipeline(transaction=False) as pipe:
-        for row in rows:
-            pipe.set(user_key(row.id), json.dumps(profile(row)), ex=PROFILE_TTL)
-        pipe.execute()""",
-            "consume_invalidations": """def consume_invalidations(r, subscriber, max_messages: int, timeout: float = 1.0) -> int:
-    handled = 0
-    while handled < max_messages:
-        message = subscriber.get_message(timeout=timeout)
-        if message is None:
-            break
-        r.delete(user_key(json.loads(message["data"])["user_id"]))
-        handled += 1
-    return handled""",
-            "get_user_resilient": """def get_user_resilient(r, user_id: int) -> dict | None:
-    try:
-        cached = r.get(user_key(user_id))
-    except redis.ConnectionError:
-        log.warning("Redis is down: reading PostgreSQL")
-        cached = None
-    if cached is not None:
-        return json.loads(cached)
-    found = load_profile(user_id)
-    if found is not None:
-        try:
-            r.set(user_key(user_id), json.dumps(found), ex=PROFILE_TTL)
-        except redis.ConnectionError:
-            log.warning("Redis is down: not caching")
-    return found""",
-        },
-        "loses": ["test_warm_top_users", "test_consume_invalidations", "test_get_user_resilient"],
-    },
+    ),
+    case(
+        "stats-hit",
+        "counts a hit as a miss",
+        ('        r.incr(stats_key("hits"))', '        r.incr(stats_key("misses"))'),
+    ),
+    case("stats-miss", "does not count misses", ('    r.incr(stats_key("misses"))\n', "")),
+    case("stats-ttl", "caches without a TTL", (", ex=ttl)", ")")),
+    case(
+        "stats-ttl", "uses PROFILE_TTL instead of the ttl it is given", ("ex=ttl", "ex=PROFILE_TTL")
+    ),
+    case(
+        "stats-rate",
+        "hits / misses instead of hits / (hits + misses)",
+        ("return hits / total if total else 0.0", "return hits / misses if misses else 0.0"),
+    ),
+    case(
+        "stats-float",
+        "returns the integer 0 before any read",
+        ("if total else 0.0", "if total else 0"),
+    ),
+    # ------------------------------------------------------------------ step 7, task 6
+    case("resilient-cache-aside", "the write-back forgets the TTL", (", ex=PROFILE_TTL)", ")")),
+    case(
+        "resilient-any-error",
+        "only ConnectionError caught (a Redis that hangs raises TimeoutError)",
+        (
+            '    except redis.RedisError as exc:\n        log.warning("cache read',
+            '    except redis.ConnectionError as exc:\n        log.warning("cache read',
+        ),
+        (
+            '        except redis.RedisError as exc:\n            log.warning("cache write',
+            '        except redis.ConnectionError as exc:\n            log.warning("cache write',
+        ),
+    ),
+    case(
+        "resilient-read",
+        "guards the write-back but not the read",
+        (
+            "    try:\n        cached = r.get(key)\n    except redis.RedisError as exc:\n"
+            '        log.warning("cache read of %s failed (%s): reading PostgreSQL", key, exc)\n'
+            "        cached = None\n",
+            "    cached = r.get(key)\n",
+        ),
+    ),
+    case(
+        "resilient-write",
+        "guards the cache read but not the write-back",
+        (
+            "        try:\n            r.set(key, json.dumps(found), ex=PROFILE_TTL)\n"
+            '        except redis.RedisError as exc:\n            log.warning("cache write of %s failed (%s)", key, exc)\n',
+            "        r.set(key, json.dumps(found), ex=PROFILE_TTL)\n",
+        ),
+    ),
+    case(
+        "resilient-warn",
+        "swallows a failed read without a warning",
+        ('        log.warning("cache read of %s failed (%s): reading PostgreSQL", key, exc)\n', ""),
+    ),
+    case(
+        "resilient-warn",
+        "logs the failures at debug level",
+        ('log.warning("cache read', 'log.debug("cache read'),
+        ('log.warning("cache write', 'log.debug("cache write'),
+    ),
+    case(
+        "resilient-carry-on",
+        "returns None when Redis fails instead of reading PostgreSQL",
+        ("        cached = None\n", "        return None\n"),
+    ),
 ]
