@@ -30,3 +30,20 @@ def test_check_from_a_cell_checks_that_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("JPY_SESSION_NAME", str(tmp_path / "other.ipynb"))
     default = selfcheck.learner_notebooks("00-warmup")
     assert default["warmup.ipynb"].parent.name == "00-warmup"
+
+
+def test_executors_skip_the_check_cell():
+    """papermill, nbconvert and nbgrader's autograde run the exercise's last cell in a kernel
+    that no front end started: it must not start a check (an autograde inside an autograde).
+    JupyterLab's kernels (JPY_SESSION_NAME), VS Code's, terminals and scripts do check."""
+
+    class Kernel:
+        kernel = object()
+        user_ns: dict = {}
+
+    assert selfcheck._run_by_an_executor(Kernel(), {})
+    assert not selfcheck._run_by_an_executor(Kernel(), {"JPY_SESSION_NAME": "/x/warmup.ipynb"})
+    vscode = Kernel()
+    vscode.user_ns = {"__vsc_ipynb_file__": "/x/warmup.ipynb"}
+    assert not selfcheck._run_by_an_executor(vscode, {})
+    assert not selfcheck._run_by_an_executor(None, {})  # no IPython: a terminal or a script

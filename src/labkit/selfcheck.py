@@ -15,6 +15,8 @@ first; it warns when cells ran that the file does not hold)::
 The check executes the notebook, last cell included: while it runs, ``check`` called from
 that cell (or from any notebook the check executes) returns at once, marked ``skipped``,
 instead of checking again (``RUNNING_ENV`` is set in the environment of those kernels).
+Run by an executor (papermill, nbconvert, an instructor's nbgrader autograde), the cell
+is skipped too: the check is for a learner at JupyterLab (or VS Code), or a terminal.
 
 1. **Visible tests**: your notebook runs as it is, top to bottom, in a fresh kernel; each
    test cell passes or shows its assertion message.
@@ -330,6 +332,14 @@ def check(
             "its score is shown where the check was started"
         )
         return skipped
+    if _run_by_an_executor():
+        skipped = CheckResult(assignment, {}, full=full)
+        skipped.skipped = (
+            "self-check skipped: this notebook is being run by an executor (papermill, "
+            "nbconvert, nbgrader), not from JupyterLab. Run this cell in JupyterLab, or "
+            f"`make check A={assignment}` in a terminal, to see your score"
+        )
+        return skipped
     started = time.perf_counter()
     notebooks = learner_notebooks(assignment, notebook)
     source = grading.course_dir() / "source" / assignment
@@ -344,6 +354,25 @@ def check(
         os.environ.pop(RUNNING_ENV, None)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _run_by_an_executor(shell=None, environ=None) -> bool:
+    """True in a kernel that no notebook front end started — papermill, nbconvert, or an
+    instructor's nbgrader autograde running a submission whose last cell is the check
+    (which must not start a check of its own there). Jupyter's server tells the kernels it
+    starts their notebook (``JPY_SESSION_NAME``); VS Code sets ``__vsc_ipynb_file__``."""
+    environ = os.environ if environ is None else environ
+    if shell is None:
+        try:
+            from IPython import get_ipython
+        except ImportError:
+            return False
+        shell = get_ipython()
+    if shell is None or not hasattr(shell, "kernel"):
+        return False  # a terminal, a script, pytest: the check runs
+    if environ.get("JPY_SESSION_NAME"):
+        return False
+    return "__vsc_ipynb_file__" not in getattr(shell, "user_ns", {})
 
 
 def _unsaved_warning(notebooks: dict[str, Path]) -> str:
