@@ -6,6 +6,7 @@ running the same notebook or exercise never share a database."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -22,10 +23,34 @@ def pytest_configure(config):
         os.environ["LABKIT_DB_PREFIX"] = f"{worker}_"
     # Lessons executed by the tests must not count as the learner's own progress.
     os.environ["LABKIT_PROGRESS_DIR"] = tempfile.mkdtemp(prefix="labkit-test-progress-")
+    # The mutation pass's reports, written by whichever worker ran it and printed by the
+    # controller at the end of the run (the workers inherit the controller's folder).
+    if not worker:
+        os.environ["LABKIT_MUTATION_REPORTS"] = tempfile.mkdtemp(prefix="labkit-mutants-")
 
 
 def pytest_unconfigure(config):
     shutil.rmtree(os.environ.pop("LABKIT_PROGRESS_DIR", ""), ignore_errors=True)
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        shutil.rmtree(os.environ.pop("LABKIT_MUTATION_REPORTS", ""), ignore_errors=True)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The mutation table (tests/test_mutation.py), at the very end of the run."""
+    folder = Path(os.environ.get("LABKIT_MUTATION_REPORTS", "/nonexistent"))
+    reports = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    if not reports:
+        return
+    rows = [json.loads(path.read_text()) for path in reports]
+    write = terminalreporter.write_line
+    terminalreporter.section("mutation testing of the hidden tests")
+    for row in rows:
+        write(row["text"])
+    write("")
+    from labkit.mutation import summary_table
+
+    for line in summary_table(rows).splitlines():
+        write(line)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -191,7 +191,7 @@ def _mutants(args: argparse.Namespace, course) -> int:
         for name in names
     ]
     print()
-    print(mutation.summary_table(reports))
+    print(mutation.summary_table([r.row() for r in reports]))
     survived = sum(len(r.survived) for r in reports)
     if survived:
         print(

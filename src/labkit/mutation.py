@@ -819,14 +819,12 @@ def run(
     return report
 
 
-def summary_table(reports: Sequence[AssignmentReport]) -> str:
-    """The per-assignment table: generated, caught, equivalent, survived, seconds."""
-    header = f"{'assignment':<18} {'generated':>9} {'caught':>7} {'equivalent':>10} {'survived':>8} {'seconds':>7}"
+def summary_table(rows: Sequence[dict]) -> str:
+    """The per-assignment table (rows of :meth:`AssignmentReport.row`): generated, caught,
+    equivalent, survived, seconds."""
+    columns = ("generated", "caught", "equivalent", "survived", "seconds")
+    header = f"{'assignment':<18} " + " ".join(f"{c:>10}" for c in columns)
     lines = ["mutation testing of the hidden tests", header, "-" * len(header)]
-    for report in reports:
-        row = report.row()
-        lines.append(
-            f"{row['assignment']:<18} {row['generated']:>9} {row['caught']:>7} "
-            f"{row['equivalent']:>10} {row['survived']:>8} {row['seconds']:>7}"
-        )
+    for row in rows:
+        lines.append(f"{row['assignment']:<18} " + " ".join(f"{row[c]:>10}" for c in columns))
     return "\n".join(lines)
