@@ -125,3 +125,30 @@ def test_no_mutant_survives(assignment):
     assert not report.survived, "surviving mutants (holes in the hidden tests):\n" + "\n".join(
         f"{r.mutant.id} {r.mutant.notebook} {r.mutant.describe()}" for r in report.survived
     )
+
+
+def test_each_answer_cell_knows_its_tasks_tests(tmp_path):
+    """The tests of an answer cell's task: the test cells after it, up to the next task;
+    two answer cells in a row share the tests that follow them."""
+    import nbformat
+
+    def cell(grade_id, *, solution=False, grade=False):
+        new = nbformat.v4.new_code_cell("pass")
+        new.metadata["nbgrader"] = {"grade_id": grade_id, "solution": solution, "grade": grade}
+        return new
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [
+        cell("setup"),
+        cell("a", solution=True),
+        cell("test_a", grade=True),
+        cell("b", solution=True),
+        cell("c", solution=True),
+        cell("test_bc1", grade=True),
+        cell("test_bc2", grade=True),
+    ]
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(notebook, path)
+    tests, own = mutation._test_order(path)
+    assert tests == ["test_a", "test_bc1", "test_bc2"]
+    assert own == {"a": ["test_a"], "b": ["test_bc1", "test_bc2"], "c": ["test_bc1", "test_bc2"]}

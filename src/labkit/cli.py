@@ -187,6 +187,7 @@ def _mutants(args: argparse.Namespace, course) -> int:
             workers=args.workers,
             cell_timeout=args.cell_timeout,
             per_operator=args.per_operator,
+            solo=args.solo,
         )
         for name in names
     ]
@@ -296,8 +297,14 @@ def main(argv: list[str] | None = None) -> int:
         default=30,
         help="mutants: seconds an answer or test cell may run (default 30)",
     )
-    grade.add_argument("--per-operator", type=int, default=None,
-                       help="mutants: sample at most N per cell and operator (default: all)")  # fmt: skip
+    grade.add_argument(
+        "--per-operator",
+        type=int,
+        default=None,
+        help="mutants: sample at most N per cell and operator (default: all)",
+    )
+    grade.add_argument("--solo", action="store_true",
+                       help="mutants: grade every mutant alone (slower; checks the first pass)")  # fmt: skip
     grade.set_defaults(func=_grade)
 
     args = parser.parse_args(argv)

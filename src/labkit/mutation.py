@@ -26,11 +26,13 @@ does (e.g. a redundant ``IF NOT EXISTS``). :func:`run` reports both, and CI requ
 survivors that are not listed.
 
 To stay fast, a first pass grades several mutants at once — one per answer cell, in one
-submission — and counts a mutant as caught when the tests of its own task lose marks (a
-later task's answer cannot change an earlier test), and as equivalent when its own task's
-tests pass and it is on the reviewed list. Every other mutant is graded again alone, so
-"survived" and "caught by another task's test" are always decided by a submission that
-holds that mutant only.
+submission — and counts a mutant as caught when the tests of its own task lose marks, and
+as equivalent when its own task's tests pass and it is on the reviewed list. Every other
+mutant is graded again alone, so "survived" and "caught by another task's test" are always
+decided by a submission that holds that mutant only. The first pass relies on one task's
+answer not changing another task's test result (true of these exercises: each task's
+tests call only that task's answer, on rows and keys of their own); ``solo=True``
+(``grade mutants --solo``) grades every mutant alone, which checks that claim.
 """
 
 from __future__ import annotations
@@ -601,24 +603,26 @@ class AssignmentReport:
 
 def _test_order(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     """The graded test cells of a notebook in order, and for each answer cell the test
-    cells of its task (those after it, before the next answer cell)."""
+    cells of its task: those that follow it, up to the next answer cell that comes after
+    a test cell (two answer cells in a row share the tests that follow them)."""
     import nbformat
 
     tests: list[str] = []
     own: dict[str, list[str]] = {}
-    current: list[str] = []
+    pending: list[str] = []
+    tested = False
     for cell in nbformat.read(path, as_version=4).cells:
         meta = cell.metadata.get("nbgrader", {})
         if meta.get("solution") and not meta.get("grade"):
-            current = own.setdefault(meta["grade_id"], [])
+            if tested:
+                pending, tested = [], False
+            pending.append(meta["grade_id"])
+            own[meta["grade_id"]] = []
         elif meta.get("grade") and cell.cell_type == "code":
             tests.append(meta["grade_id"])
-            current.append(meta["grade_id"])
-    # a test cell that follows several answer cells belongs to each of them
-    for grade_id, cells in own.items():
-        if not cells:
-            later = [t for t in tests if tests.index(t) > 0]
-            own[grade_id] = later[:1]
+            for answer in pending:
+                own[answer].append(meta["grade_id"])
+            tested = True
     return tests, own
 
 
@@ -716,6 +720,7 @@ def run(
     workers: int | None = None,
     cell_timeout: int = 30,
     per_operator: int | None = None,
+    solo: bool = False,
     echo: Callable[[str], None] | None = print,
 ) -> AssignmentReport:
     """Generate the mutants of ``assignment`` and grade them all (see the module's doc).
@@ -741,6 +746,8 @@ def run(
     for mutant in mutants:
         queues.setdefault((mutant.notebook, mutant.cell), []).append(mutant)
     rounds: list[dict[str, Mutant]] = []
+    if solo:  # no first pass: every mutant alone
+        queues = {}
     while any(queues.values()):
         group: dict[str, Mutant] = {}
         for key, queue in queues.items():
@@ -772,7 +779,7 @@ def run(
         ]
 
     results: dict[str, MutantResult] = {}
-    again: list[Mutant] = []
+    again: list[Mutant] = list(mutants) if solo else []
     for student, group in students.items():
         for mutant in group.values():
             failed = lost(student, mutant.notebook)
@@ -798,8 +805,14 @@ def run(
         submissions += len(alone)
         for mutant in again:
             failed = lost(f"m{mutant.id}", mutant.notebook)
-            status = "caught" if failed else "survived"
-            results[mutant.id] = MutantResult(mutant, status, failed)
+            if failed:
+                results[mutant.id] = MutantResult(mutant, "caught", failed)
+            elif mutant.id in listed:
+                results[mutant.id] = MutantResult(
+                    mutant, "equivalent", reason=listed[mutant.id].reason
+                )
+            else:
+                results[mutant.id] = MutantResult(mutant, "survived")
     generated_ids = {m.id for m in everything}
     stale = [f"{e.id} ({e.mutant})" for e in listed.values() if e.id not in generated_ids]
     stale += [
