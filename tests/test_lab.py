@@ -221,3 +221,21 @@ def test_instructor_mode_keeps_nbgrader():
     settings = Path(argv[1].split("=", 1)[1])
     disabled = json.loads((settings / "page_config.json").read_text())["disabledExtensions"]
     assert "@jupyter/nbgrader" in disabled
+
+
+def test_make_check_uses_the_course_python():
+    """`make check A=...` runs the course's own Python (not whatever `python` PATH finds),
+    and says how to call it when A is missing."""
+    dry = subprocess.run(
+        ["make", "-n", "check", "A=00-warmup"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert ".venv/bin/python -m labkit check 00-warmup" in dry.stdout
+    missing = subprocess.run(
+        ["make", "-s", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, MAKEFLAGS=""),
+    )
+    assert missing.returncode != 0 and "usage: make check A=00-warmup" in missing.stderr
