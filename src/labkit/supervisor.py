@@ -797,8 +797,10 @@ class ProcessServer(Server):
 
     ``command(port)`` gives its argv (``port`` is None when ``needs_port=False``); it is
     ready when ``ready_text`` (if given) appears in its output and, with a port, when the
-    port accepts connections. Its record (``process.json``: pid, argv, start time) is what
-    proves later that a live process is this one."""
+    port accepts connections. Give a ``ready_text`` that the program prints once it has bound
+    its port: a connection alone might reach another program that holds the port. Its record
+    (``process.json``: pid, argv, start time) is what proves later that a live process is
+    this one."""
 
     name = "process"
 
