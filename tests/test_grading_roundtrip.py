@@ -34,7 +34,8 @@ def test_every_assignment_has_wrong_answers(assignment):
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)
 def test_round_trip(assignment):
-    """solution → full marks; release → zero; each wrong answer → loses its tests' marks."""
+    """solution → full marks; release → zero; each wrong answer → loses its tests' marks;
+    each right answer written another way → full marks."""
     cases = wrong_answers.cases(assignment)
     with grading.scratch_course(ROOT / "grading") as course:
         release = course.release(assignment)
@@ -45,6 +46,9 @@ def test_round_trip(assignment):
     students: dict = {"solutions": "solution", "untouched": "release"}
     for index, case in enumerate(cases):
         students[f"wrong{index:03d}"] = {case["notebook"]: case["answers"]}
+    alternatives = wrong_answers.alternatives(assignment)
+    for index, right in enumerate(alternatives):
+        students[f"right{index:03d}"] = {right["notebook"]: right["answers"]}
     grades = mutation.grade_answers(assignment, students, root=ROOT / "grading", workers=2)
 
     def total(student):
@@ -64,6 +68,11 @@ def test_round_trip(assignment):
         )
         if lost != sorted(case["loses"]):
             wrong.append(f"{case['name']!r} lost {lost}, expected exactly {sorted(case['loses'])}")
+    for index, right in enumerate(alternatives):
+        lost = sorted(cell for cell, (score, top) in grades[f"right{index:03d}"].items()
+                      if cell.startswith(Path(right["notebook"]).stem + ":") and score < top)  # fmt: skip
+        if lost:
+            wrong.append(f"the right answer {right['name']!r} lost marks on {lost}")
     assert not wrong, "wrong answers that did not lose exactly their tests:\n" + "\n".join(wrong)
 
 

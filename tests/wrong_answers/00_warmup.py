@@ -257,3 +257,30 @@ CASES = [
         "source": "course",
     },
 ]
+
+# Right answers written another way: each must keep full marks.
+ALTERNATIVES = [
+    {
+        "name": "counts with a subquery, ties by id",
+        "notebook": NB,
+        "answers": {
+            TOP: '''TOP_AUTHORS_SQL = """
+SELECT u.id, u.name, c.n AS post_count
+FROM (SELECT author_id, count(*) AS n FROM posts GROUP BY author_id) AS c
+JOIN users AS u ON u.id = c.author_id
+ORDER BY c.n DESC, u.id ASC
+LIMIT 5
+"""'''
+        },
+    },
+    {
+        "name": "selectinload for the authors",
+        "notebook": NB,
+        "answers": {
+            VIEWED: most_viewed(
+                "select(Post).options(selectinload(Post.author))"
+                ".order_by(Post.view_count.desc(), Post.id).limit(limit)"
+            )
+        },
+    },
+]

@@ -568,3 +568,48 @@ def hit_rate(r) -> float:
         ("        cached = None\n", "        return None\n"),
     ),
 ]
+
+# Right answers written another way: each must keep full marks (the tests check behaviour,
+# not one way of writing it).
+ALTERNATIVES = [
+    {
+        "name": "invalidates with UNLINK in a pipeline",
+        "notebook": STEP07,
+        "answers": {
+            "update_user_country": variant(
+                BY_ID["update-stale"],
+                (
+                    "    r.delete(user_key(user_id), country_key(old), country_key(country))",
+                    "    with r.pipeline() as pipe:\n"
+                    "        pipe.unlink(user_key(user_id), country_key(old), country_key(country))\n"
+                    "        pipe.execute()",
+                ),
+            )
+        },
+    },
+    {
+        "name": "loads authors and comments with selectinload",
+        "notebook": STEP06,
+        "answers": {
+            "post_summaries": variant(
+                BY_ID["summaries-statements"],
+                (
+                    "joinedload(Post.author), selectinload(Post.comments)",
+                    "selectinload(Post.author), selectinload(Post.comments)",
+                ),
+            )
+        },
+    },
+    {
+        "name": "the pool settings at the edges of what the task allows",
+        "notebook": STEP06,
+        "answers": {
+            "web_engine": variant(
+                BY_ID["web-size"],
+                ("pool_size=10", "pool_size=5"),
+                ("max_overflow=10", "max_overflow=15"),
+                ("pool_recycle=1800", "pool_recycle=1799"),
+            )
+        },
+    },
+]

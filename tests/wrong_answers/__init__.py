@@ -11,7 +11,9 @@
 - ``CASES``: the wrong answers. Each case breaks one requirement (``breaks``) by replacing
   answer cells of one notebook (``answers``: grade_id → source) and must lose exactly the
   test cells in ``loses``. ``source`` says who wrote it: ``"course"`` or ``"outside
-  review"`` (written from the student version and the task text only, without the tests).
+  review"`` (written from the student version and the task text only, without the tests);
+- ``ALTERNATIVES``: right answers written another way, which must keep full marks (the
+  tests check behaviour, not one way of writing it).
 """
 
 from __future__ import annotations
@@ -50,6 +52,11 @@ def _module(assignment: str):
 def cases(assignment: str) -> list[dict]:
     """The wrong-answer cases of ``assignment`` (e.g. "00-warmup")."""
     return _module(assignment).CASES
+
+
+def alternatives(assignment: str) -> list[dict]:
+    """Right answers written another way (``name``, ``notebook``, ``answers``)."""
+    return getattr(_module(assignment), "ALTERNATIVES", [])
 
 
 def requirements(assignment: str) -> list[Requirement]:
