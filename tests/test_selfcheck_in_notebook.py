@@ -47,3 +47,24 @@ def test_executors_skip_the_check_cell():
     vscode.user_ns = {"__vsc_ipynb_file__": "/x/warmup.ipynb"}
     assert not selfcheck._run_by_an_executor(vscode, {})
     assert not selfcheck._run_by_an_executor(None, {})  # no IPython: a terminal or a script
+
+
+def test_a_note_when_cells_ran_that_the_saved_file_does_not_hold(tmp_path, monkeypatch):
+    """The check reads the saved file: answers typed and run but not saved get a note."""
+    import IPython
+    import nbformat
+
+    path = tmp_path / "warmup.ipynb"
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("x = 1")])
+    nbformat.write(notebook, path)
+
+    class History:
+        input_hist_raw = ["", "x = 1", "%%time\nx = 1", "selfcheck.check('00-warmup')"]
+
+    class Shell:
+        history_manager = History()
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: Shell())
+    assert "save" in selfcheck._unsaved_warning({"warmup.ipynb": path})
+    History.input_hist_raw = ["", "x = 1  ", "selfcheck.check('00-warmup')"]
+    assert selfcheck._unsaved_warning({"warmup.ipynb": path}) == ""

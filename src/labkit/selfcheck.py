@@ -136,7 +136,7 @@ class CheckResult:
             message = t.message if self.full else t.visible_message
             if message:
                 lines.append(f"         {message}")
-        warning = [f"warning: {self.warning}"] if self.warning else []
+        warning = [f"note: {self.warning}"] if self.warning else []
         return "\n".join([*lines, self.summary(), *warning])
 
     __repr__ = __str__
@@ -145,7 +145,7 @@ class CheckResult:
         from html import escape
 
         summary = f"<p><b>{escape(self.summary())}</b></p>"
-        warning = f"<p><b>Warning:</b> {escape(self.warning)}</p>" if self.warning else ""
+        warning = f"<p><b>Note:</b> {escape(self.warning)}</p>" if self.warning else ""
         if self.skipped:
             return summary
         table = self.frame().to_html(index=False, na_rep="", justify="left", escape=True)
@@ -346,7 +346,7 @@ def check(
     result = CheckResult(assignment, notebooks, full=full)
     result.warning = _unsaved_warning(notebooks)
     if result.warning:
-        say(f"warning: {result.warning}")
+        say(f"note: {result.warning}")
     os.environ[RUNNING_ENV] = assignment  # the kernels the check starts inherit it
     try:
         _check_into(result, assignment, notebooks, source, full, record, say)
@@ -383,7 +383,9 @@ def _unsaved_warning(notebooks: dict[str, Path]) -> str:
     except ImportError:
         return ""
     shell = get_ipython()
-    history = getattr(shell, "user_ns", {}).get("In") if shell is not None else None
+    manager = getattr(shell, "history_manager", None)
+    # The cells as typed (magics untransformed), in the order they ran; the last is this one.
+    history = getattr(manager, "input_hist_raw", None)
     if not history:
         return ""
     import nbformat
@@ -398,8 +400,9 @@ def _unsaved_warning(notebooks: dict[str, Path]) -> str:
     ran = [_normalized(src) for src in history[1:-1] if src.strip()]  # not the running cell
     if any(src and src not in saved and "selfcheck" not in src for src in ran[-50:]):
         return (
-            "cells ran in this kernel that the saved notebook does not hold: the check "
-            "reads the file, so save it (Ctrl+S / Cmd+S) and run this cell again"
+            "some cells that ran in this kernel are not in the saved notebook, and the check "
+            "reads the saved file: if you changed answers since you saved, save (Ctrl+S, or "
+            "Cmd+S on a Mac) and run this cell again"
         )
     return ""
 
