@@ -21,7 +21,10 @@ MODULES = [
     "config",
     "data",
     "db",
+    "errors",
     "exercises",
+    "mutation",
+    "probes",
     "services",
     "supervisor",
 ]

@@ -310,15 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "grade" and args.action == "student-copies":
         args.assignments = [args.assignment] if args.assignment else []
-    from labkit.services import ServiceError
+    from labkit.errors import LabkitError
 
     try:
         return args.func(args)
-    except ServiceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except RuntimeError as exc:  # GradingError, CheckError: the message says what to do
-        if type(exc).__name__ not in {"GradingError", "CheckError", "ServicesNotRunning"}:
-            raise
+    except LabkitError as exc:  # the message says what to do; anything else is a bug
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,6 +19,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from labkit.errors import ServicesNotRunning
+
 __all__ = [
     "ServicesNotRunning",
     "database_url",
@@ -29,10 +31,6 @@ __all__ = [
 ]
 
 ENV_FILE_NAME = "services.env"
-
-
-class ServicesNotRunning(RuntimeError):
-    """Raised when no server is configured or started; the message says what to do."""
 
 
 def project_root() -> Path:

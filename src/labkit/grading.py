@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import config
+from labkit.errors import GradingError
 
 __all__ = [
     "AutogradeRun",
@@ -89,10 +90,6 @@ _STUDENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]*$")
 # Archive folder names: the time a version was received, e.g. 20260301T170500.000000Z
 # (then -2, -3, ... for different versions received at the same time, in arrival order).
 _ARCHIVE_STAMP = "%Y%m%dT%H%M%S.%fZ"
-
-
-class GradingError(RuntimeError):
-    """An nbgrader step failed; the message says which and what to do."""
 
 
 def course_dir() -> Path:

@@ -1,15 +1,28 @@
-"""Mutation testing of the exercises' hidden tests: change a solution a little, grade it, and
+r"""Mutation testing of the exercises' hidden tests: change a solution a little, grade it, and
 see whether a test notices.
 
-Usage::
+For example, the mutants of a tiny answer cell::
 
-    from labkit import mutation
-    mutants = mutation.mutants_of("00-warmup")          # every mutant of every answer cell
-    mutants[0].describe()                                # 'top_authors:4 flip-direction: ...'
-    report = mutation.run("00-warmup")                   # grades them through nbgrader
-    print(report)                                        # generated / caught / equivalent / survived
+    >>> from labkit import mutation
+    >>> cell = "### BEGIN SOLUTION\nrows = query.order_by(Post.views.desc(), Post.id).limit(5)\n### END SOLUTION\n"
+    >>> for mutant in mutation.mutate_cell(cell, "nb.ipynb", "top"):
+    ...     print(mutant.describe())
+    top:2 delete-statement: rows = query.order_by(Post.views.desc(), Post.id).limit(5) → pass
+    top:2 drop-chained-call: .limit(...) → removed
+    top:2 drop-term: Post.views.desc() → no order_by term
+    top:2 drop-term: Post.id → no order_by term
+    top:2 flip-direction: .desc() → .asc()
+    top:2 change-number: 5 → 6
+    top:2 change-number: 5 → 4
+    top:2 change-number: 5 → 5000
+    top:2 change-number: 5 → 0
 
-From a terminal: ``python -m labkit grade mutants [ASSIGNMENT]``.
+The whole pass over an assignment (minutes: every mutant is graded by nbgrader)::
+
+    report = mutation.run("00-warmup")          # generated / caught / equivalent / survived
+    print(report)
+
+or, from a terminal, ``python -m labkit grade mutants [ASSIGNMENT]``.
 
 A *mutant* is the solution of one answer cell with one mechanical change (the operators
 are in :data:`OPERATORS`): a statement deleted, a keyword argument dropped, a chained call

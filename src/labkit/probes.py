@@ -1,12 +1,19 @@
 """Probes that let a test observe an answer from the outside, through public hooks only.
 
-Usage::
+For example, the arguments an answer passed to ``create_engine``::
 
-    from labkit import probes
-    with probes.engine_arguments(url) as (probe_url, seen):
-        engine = web_engine(probe_url)      # the learner's function calls create_engine(...)
-    seen.kwargs                             # {'pool_size': 10, 'max_overflow': 10, ...}
-    seen.setting("max_overflow")            # what was passed, or SQLAlchemy's default
+    >>> from sqlalchemy import create_engine
+    >>> from labkit import db, probes
+    >>> with probes.engine_arguments(db.database("postgres", qualified=True).sqlalchemy_url) as (
+    ...     url, seen
+    ... ):
+    ...     engine = create_engine(url, pool_size=7, pool_pre_ping=True)  # the learner's code
+    >>> seen.kwargs
+    {'pool_size': 7, 'pool_pre_ping': True}
+    >>> seen.setting("max_overflow")  # left out: SQLAlchemy's default
+    10
+    >>> dict(engine.url.query)  # the probe's own parameters are gone from the engine's URL
+    {}
 
 :func:`engine_arguments` uses SQLAlchemy's documented ``CreateEnginePlugin`` hook (named in
 the URL's ``plugin`` query parameter), so a test reads the arguments an engine was created

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import config, grading, progress
+from labkit.errors import CheckError
 
 __all__ = [
     "RUNNING_ENV",
@@ -55,10 +56,6 @@ __all__ = [
 #: Set (to the assignment's name) while a check executes notebooks: a check called there —
 #: the exercise's own last cell — returns a skipped result instead of recursing.
 RUNNING_ENV = "LABKIT_SELFCHECK_RUNNING"
-
-
-class CheckError(RuntimeError):
-    """The check cannot run (unknown assignment, no notebook); the message says what to do."""
 
 
 NOT_ANSWERED = "not answered yet: the answer above still raises NotImplementedError"

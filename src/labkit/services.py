@@ -85,6 +85,15 @@ class _State:
 # --------------------------------------------------------------------------- facade
 
 
+def _driver_errors() -> tuple[type[BaseException], ...]:
+    """What asking a server for its version may raise when it does not answer (or the URL
+    is malformed): the drivers' own errors, not a bug in this module."""
+    import psycopg
+    import redis
+
+    return (psycopg.Error, redis.RedisError, OSError, ValueError)
+
+
 class Services:
     """The course's two servers. ``state_dir`` defaults to the project's ``.labkit/``.
 
@@ -230,7 +239,7 @@ class Services:
     def _check_external(self, name: str, url: str, version, what_to_do: str) -> ServiceStatus:
         try:
             return ServiceStatus(name, "external", True, mask_url(url), version(url))
-        except Exception as exc:  # the driver's own error says why
+        except _driver_errors() as exc:  # the driver's own error says why
             raise ServiceError(
                 f"{name} at {mask_url(url)} does not answer: {exc}. {what_to_do}."
             ) from exc
@@ -243,7 +252,7 @@ class Services:
         if url := os.environ.get(env_var):
             try:
                 return ServiceStatus(name, "external", True, mask_url(url), server.version(url))
-            except Exception as exc:
+            except _driver_errors() as exc:
                 return ServiceStatus(name, "external", False, mask_url(url), detail=str(exc))
         info = state.get(name, {})
         pid = server.pid()
@@ -252,7 +261,7 @@ class Services:
         url = server.url(info["port"], info["password"])
         try:
             version = server.version(url)
-        except Exception as exc:
+        except _driver_errors() as exc:
             detail = f"process runs but does not answer: {exc}"
             return ServiceStatus(name, "embedded", False, mask_url(url), pid=pid, detail=detail)
         return ServiceStatus(

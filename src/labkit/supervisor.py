@@ -61,6 +61,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from labkit.errors import ServiceError
+
 __all__ = [
     "HOST",
     "AsgiServer",
@@ -86,10 +88,6 @@ START_TIMEOUT_S = 60
 # What a server's log says when another program holds its port (PostgreSQL and Redis write
 # "Address already in use", uvicorn "address already in use").
 PORT_TAKEN = "address already in use"
-
-
-class ServiceError(RuntimeError):
-    """A server could not be started or reached; the message says what to do."""
 
 
 @dataclass
@@ -719,9 +717,11 @@ class RedisServer(Server):
             client.close()
 
     def healthy(self) -> bool:
+        import redis
+
         try:
             return self.ping()
-        except Exception:
+        except (redis.RedisError, OSError):
             return False
 
     def version(self, url: str | None = None) -> str:
