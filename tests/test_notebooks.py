@@ -200,3 +200,32 @@ def test_lesson_links_resolve():
         assert f"../exercises/{exercise.parent.name}/{exercise.name}" in text, (
             f"00-start-here's contents do not link {exercise.relative_to(ROOT)}"
         )
+
+
+def test_start_here_runs_under_plain_nbconvert(tmp_path):
+    """`jupyter nbconvert --to notebook --execute`, as an instructor would type it, with no
+    option but a timeout (lesson 01 needs parameters nbconvert cannot pass: it runs under
+    plain papermill above, and its widget cells under plain nbclient, nbconvert's engine)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jupyter",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            f"--ExecutePreprocessor.timeout={CELL_TIMEOUT_S}",
+            "--output-dir",
+            str(tmp_path),
+            str(LESSONS[0]),
+        ],  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / LESSONS[0].name).is_file()
