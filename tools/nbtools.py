@@ -224,7 +224,7 @@ def main(argv: list[str]) -> int:
                 )
             if nav_changed:
                 problems.append(
-                    f"{path.relative_to(ROOT)}: navigation is stale (run tools/nbtools.py navigate)"
+                    f"{path.relative_to(ROOT)}: navigation is stale in git's index (run tools/nbtools.py navigate, then git add)"
                 )
         elif (command == "strip" and changed) or (
             command == "navigate" and (changed or nav_changed)
