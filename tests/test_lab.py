@@ -104,8 +104,8 @@ def page_config(lab: Lab) -> dict:
 
 
 async def terminal_output(lab: Lab, port: int, command: str, marker: str, seconds: float = 20):
-    """Open a JupyterLab terminal, type ``command``, return what it printed once ``marker``
-    appeared (or the deadline passed)."""
+    """Open a JupyterLab terminal, type ``command``, return what it printed once a whole
+    line holding ``marker`` appeared (or the deadline passed)."""
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
@@ -134,7 +134,8 @@ async def terminal_output(lab: Lab, port: int, command: str, marker: str, second
             ):
                 connection.write_message(json.dumps(["stdin", command + "\r"]))
                 sent = True
-            if marker in seen.split(command, 1)[-1]:
+            after = seen.split(command, 1)[-1]
+            if marker in after and "\n" in after.split(marker, 1)[1]:
                 break
     finally:
         connection.close()
