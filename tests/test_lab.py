@@ -52,8 +52,12 @@ class Lab:
             method=method,
             headers={"Authorization": f"token {self.token}"},
         )
-        with urllib.request.urlopen(request, timeout=15) as response:
-            return response.status, response.read()
+        try:
+            with urllib.request.urlopen(request, timeout=15) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            error.msg = f"{error.msg} ({method or 'GET'} {path})"
+            raise
 
     def json(self, path: str, body: dict | None = None, method: str | None = None):
         return json.loads(self.request(path, body, method)[1] or b"null")
