@@ -1,14 +1,14 @@
 """Interactive controls that also run under plain executors (papermill, nbconvert).
 
-Usage::
-
-    import ipywidgets as widgets
-    from labkit import controls
-
-    def describe(skew=1.2):
-        return f"skew {skew}"
-
-    controls.live(describe, skew=widgets.FloatSlider(value=1.2, min=0.6, max=1.6))
+>>> import ipywidgets as widgets
+>>> from labkit import controls
+>>> skew = widgets.FloatSlider(value=1.2, min=0.6, max=1.6, step=0.1)
+>>> box = controls.live(lambda skew: f"skew {skew:.1f}", skew=skew)
+>>> box.children[-1].value   # the text under the controls, as HTML
+"<p style='margin:0.3em 0; white-space:normal; word-break:normal; overflow-wrap:normal'>skew 1.2</p>"
+>>> skew.value = 0.8         # what a learner's drag does
+>>> "skew 0.8" in box.children[-1].value
+True
 
 Why not ``ipywidgets.interactive``: it prints into an ``Output`` widget. Executed by
 nbclient (papermill, ``jupyter nbconvert --execute``, nbgrader), every output captured

@@ -1,10 +1,14 @@
 """The JupyterLab that ``make lab`` opens, configured for a learner (or an instructor).
 
-Usage::
+``python -m labkit lab`` adds :func:`prepare`'s options to JupyterLab's command line and
+:func:`environment` to its environment, and signs the notebooks (:func:`trust_notebooks`):
 
-    from labkit import labsetup
-    argv += labsetup.prepare()              # JupyterLab options; writes .labkit/lab/<mode>/
-    os.environ.update(labsetup.environment())
+>>> from labkit import labsetup
+>>> options = labsetup.prepare(instructor=False)   # writes .labkit/lab/student/
+>>> [option.split("=")[0] for option in options]
+['--config', '--LabApp.app_settings_dir']
+>>> "@jupyter/nbgrader" in labsetup.STUDENT_DISABLED
+True
 
 What a learner gets, and why (each is configured, not filtered):
 

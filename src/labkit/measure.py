@@ -1,14 +1,21 @@
-"""Timing that returns numbers, and before/after comparisons as a table and a plot.
+"""Timing that returns numbers, before/after comparisons as a table and a plot, and
+results shown for reading (tables, computed sentences).
 
-Usage::
+>>> from labkit import measure
+>>> t = measure.timeit(lambda: sum(range(1000)), repeat=7)
+>>> len(t.runs_ms), t.min_ms <= t.median_ms <= t.max_ms
+(7, True)
+>>> table = measure.compare({"buffers": 2353}, {"buffers": 52}, unit="pages")
+>>> float(table.loc["buffers", "speed-up (×)"])
+45.2
+>>> measure.table(table)   # integers as integers, SQL in full, — where nothing applies
+        before (pages) after (pages) speed-up (×) change (%)
+query
+buffers          2,353            52         45.2      -97.8
+>>> measure.say("2,353 buffers before, 52 after")   # Markdown in a notebook
+2,353 buffers before, 52 after
 
-    from labkit import measure
-    t = measure.timeit(lambda: conn.execute(q).fetchall(), repeat=7)
-    t.median_ms
-    table = measure.compare({"by author": before}, {"by author": after})
-    measure.plot_comparison(table)
-    measure.table(frame)        # any DataFrame, readable: integers as integers, SQL in full
-    measure.say(f"... {n:,} statements ...")   # a computed sentence, wrapped between words
+``measure.plot_comparison(table)`` draws the same table as bars.
 """
 
 from __future__ import annotations
