@@ -144,7 +144,10 @@ class EnterSandbox(NbGraderPreprocessor):
         _leave()  # a previous notebook whose LeaveSandbox did not run (kernel died)
         info = resources.get("nbgrader", {})
         tag = "/".join(str(info.get(k, "")) for k in ("student", "assignment", "notebook"))
-        sandbox = Sandbox(tag)
+        # The course folder is part of the name: two courses graded at the same time on one
+        # server (scratch courses, a self-check beside an instructor) with the same student
+        # names must never share, or drop, each other's databases.
+        sandbox = Sandbox(f"{os.getcwd()}:{tag}")
         env = sandbox.start()
         _Active.saved_env = {key: os.environ.get(key) for key in env}
         _Active.sandbox = sandbox

@@ -258,6 +258,288 @@ CASES = [
     },
 ]
 
+# Written by an outside reviewer from the student version and the task text only (they never
+# saw the tests); kept as they wrote them.
+CASES += [
+    {
+        "name": "ties broken by id descending",
+        "breaks": "top-ties",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "top_authors": 'TOP_AUTHORS_SQL = """\n'
+            "SELECT u.id, u.name, count(p.id) AS post_count\n"
+            "FROM users AS u JOIN posts AS p ON p.author_id = u.id\n"
+            "GROUP BY u.id, u.name\n"
+            "ORDER BY post_count DESC, u.id DESC\n"
+            "LIMIT 5\n"
+            '"""'
+        },
+        "loses": ["test_top_authors"],
+        "source": "outside review",
+    },
+    {
+        "name": "no tie-break at all (ORDER BY post_count DESC only)",
+        "breaks": "top-ties",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "top_authors": 'TOP_AUTHORS_SQL = """\n'
+            "SELECT u.id, u.name, count(p.id) AS post_count\n"
+            "FROM users AS u JOIN posts AS p ON p.author_id = u.id\n"
+            "GROUP BY u.id, u.name\n"
+            "ORDER BY post_count DESC\n"
+            "LIMIT 5\n"
+            '"""'
+        },
+        "loses": ["test_top_authors"],
+        "source": "outside review",
+    },
+    {
+        "name": "ties broken by name instead of id",
+        "breaks": "top-ties",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "top_authors": 'TOP_AUTHORS_SQL = """\n'
+            "SELECT u.id, u.name, count(p.id) AS post_count\n"
+            "FROM users AS u JOIN posts AS p ON p.author_id = u.id\n"
+            "GROUP BY u.id, u.name\n"
+            "ORDER BY post_count DESC, u.name ASC\n"
+            "LIMIT 5\n"
+            '"""'
+        },
+        "loses": ["test_top_authors"],
+        "source": "outside review",
+    },
+    {
+        "name": "counts only published posts",
+        "breaks": "top-five",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "top_authors": 'TOP_AUTHORS_SQL = """\n'
+            "SELECT u.id, u.name, count(p.id) AS post_count\n"
+            "FROM users AS u JOIN posts AS p ON p.author_id = u.id\n"
+            "WHERE p.published\n"
+            "GROUP BY u.id, u.name\n"
+            "ORDER BY post_count DESC, u.id ASC\n"
+            "LIMIT 5\n"
+            '"""'
+        },
+        "loses": ["test_top_authors"],
+        "source": "outside review",
+    },
+    {
+        "name": "groups by name (homonymous users merged), id = min(id)",
+        "breaks": "top-five",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "top_authors": 'TOP_AUTHORS_SQL = """\n'
+            "SELECT min(u.id) AS id, u.name, count(p.id) AS post_count\n"
+            "FROM users AS u JOIN posts AS p ON p.author_id = u.id\n"
+            "GROUP BY u.name\n"
+            "ORDER BY post_count DESC, id ASC\n"
+            "LIMIT 5\n"
+            '"""'
+        },
+        "loses": ["test_top_authors"],
+        "source": "outside review",
+    },
+    {
+        "name": "oldest first",
+        "breaks": "titles-newest",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "published_titles": "def published_titles(session: Session, author_id: int) -> "
+            "list[str]:\n"
+            "    statement = (\n"
+            "        select(Post.title)\n"
+            "        .where(Post.author_id == author_id, "
+            "Post.published.is_(True))\n"
+            "        .order_by(Post.created_at)\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_published_titles"],
+        "source": "outside review",
+    },
+    {
+        "name": "newest first by id instead of created_at",
+        "breaks": "titles-newest",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "published_titles": "def published_titles(session: Session, author_id: int) -> "
+            "list[str]:\n"
+            "    statement = (\n"
+            "        select(Post.title)\n"
+            "        .where(Post.author_id == author_id, "
+            "Post.published.is_(True))\n"
+            "        .order_by(Post.id.desc())\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_published_titles"],
+        "source": "outside review",
+    },
+    {
+        "name": "forgets the published filter",
+        "breaks": "titles-published",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "published_titles": "def published_titles(session: Session, author_id: int) -> "
+            "list[str]:\n"
+            "    statement = (\n"
+            "        select(Post.title)\n"
+            "        .where(Post.author_id == author_id)\n"
+            "        .order_by(Post.created_at.desc())\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_published_titles"],
+        "source": "outside review",
+    },
+    {
+        "name": "forgets the author filter",
+        "breaks": "titles-author",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "published_titles": "def published_titles(session: Session, author_id: int) -> "
+            "list[str]:\n"
+            "    statement = (\n"
+            "        select(Post.title)\n"
+            "        .where(Post.published.is_(True))\n"
+            "        .order_by(Post.created_at.desc())\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_published_titles"],
+        "source": "outside review",
+    },
+    {
+        "name": "caps the list at 10 titles",
+        "breaks": "titles-author",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "published_titles": "def published_titles(session: Session, author_id: int) -> "
+            "list[str]:\n"
+            "    statement = (\n"
+            "        select(Post.title)\n"
+            "        .where(Post.author_id == author_id, "
+            "Post.published.is_(True))\n"
+            "        .order_by(Post.created_at.desc())\n"
+            "        .limit(10)\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_published_titles"],
+        "source": "outside review",
+    },
+    {
+        "name": "loads every post and filters/sorts in Python",
+        "breaks": "titles-one-select",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "published_titles": "def published_titles(session: Session, author_id: int) -> "
+            "list[str]:\n"
+            "    posts = session.scalars(select(Post)).all()\n"
+            "    mine = [p for p in posts if p.author_id == author_id and "
+            "p.published]\n"
+            "    mine.sort(key=lambda p: p.created_at, reverse=True)\n"
+            "    return [p.title for p in mine]"
+        },
+        "loses": ["test_published_titles"],
+        "source": "outside review",
+    },
+    {
+        "name": "ties broken by id descending",
+        "breaks": "viewed-ties",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "most_viewed_posts": "def most_viewed_posts(session: Session, limit: int = 10) -> "
+            "list[Post]:\n"
+            "    statement = (\n"
+            "        select(Post)\n"
+            "        .options(joinedload(Post.author))\n"
+            "        .order_by(Post.view_count.desc(), Post.id.desc())\n"
+            "        .limit(limit)\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "outside review",
+    },
+    {
+        "name": "no tie-break",
+        "breaks": "viewed-ties",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "most_viewed_posts": "def most_viewed_posts(session: Session, limit: int = 10) -> "
+            "list[Post]:\n"
+            "    statement = (\n"
+            "        select(Post)\n"
+            "        .options(joinedload(Post.author))\n"
+            "        .order_by(Post.view_count.desc())\n"
+            "        .limit(limit)\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "outside review",
+    },
+    {
+        "name": "tie-break applied in Python after the LIMIT (wrong rows at the boundary)",
+        "breaks": "viewed-ties",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "most_viewed_posts": "def most_viewed_posts(session: Session, limit: int = 10) -> "
+            "list[Post]:\n"
+            "    statement = (\n"
+            "        select(Post)\n"
+            "        .options(joinedload(Post.author))\n"
+            "        .order_by(Post.view_count.desc())\n"
+            "        .limit(limit)\n"
+            "    )\n"
+            "    posts = list(session.scalars(statement).all())\n"
+            "    return sorted(posts, key=lambda p: (-p.view_count, p.id))"
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "outside review",
+    },
+    {
+        "name": "ignores the limit argument (always 10)",
+        "breaks": "viewed-limit",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "most_viewed_posts": "def most_viewed_posts(session: Session, limit: int = 10) -> "
+            "list[Post]:\n"
+            "    statement = (\n"
+            "        select(Post)\n"
+            "        .options(joinedload(Post.author))\n"
+            "        .order_by(Post.view_count.desc(), Post.id)\n"
+            "        .limit(10)\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "outside review",
+    },
+    {
+        "name": "limit 0 treated as the default (limit or 10)",
+        "breaks": "viewed-limit",
+        "notebook": "warmup.ipynb",
+        "answers": {
+            "most_viewed_posts": "def most_viewed_posts(session: Session, limit: int = 10) -> "
+            "list[Post]:\n"
+            "    statement = (\n"
+            "        select(Post)\n"
+            "        .options(joinedload(Post.author))\n"
+            "        .order_by(Post.view_count.desc(), Post.id)\n"
+            "        .limit(limit or 10)\n"
+            "    )\n"
+            "    return list(session.scalars(statement).all())"
+        },
+        "loses": ["test_most_viewed_posts"],
+        "source": "outside review",
+    },
+]
+
 # Right answers written another way: each must keep full marks.
 ALTERNATIVES = [
     {

@@ -24,6 +24,7 @@ REQUIREMENTS = [
     # ------------------------------------------------------------------ step 6
     r6("log-each", "query_log", "every statement that this engine sends to PostgreSQL appends one tuple `(sql, duration_ms)` to the list `log`", "test_query_log"),
     r6("log-sql", "query_log", "where `sql` is the SQL text the driver received", "test_query_log"),
+    r6("log-duration", "query_log", "`duration_ms` the time it took", "test_query_log"),
     r6("log-ms", "query_log", "the time it took, in milliseconds", "test_query_log"),
     r6("log-float", "query_log", "as a `float`", "test_query_log"),
     r6("log-this-engine", "query_log", "Listen on the engine you are given, not on every `Engine`", "test_query_log"),
@@ -31,8 +32,10 @@ REQUIREMENTS = [
     r6("slow-database", "slowest_queries", "of the current database", "test_slowest_queries"),
     r6("slow-total", "slowest_queries", "that took the most time in total (most first)", "test_slowest_queries"),
     r6("slow-columns", "slowest_queries", "as rows with the attributes `query`, `calls`, `total_ms` and `mean_ms`", "test_slowest_queries"),
-    r6("index-serves", "comments_index", "create the one index that lets PostgreSQL find a post's comments without reading the table", "test_comments_index"),
+    r6("index-one", "comments_index", "create exactly one index", "test_comments_index"),
+    r6("index-serves", "comments_index", "the one that lets PostgreSQL find a post's comments without reading the table", "test_comments_index"),
     r6("index-unchanged", "comments_index", "Do not change the query or the data", "test_comments_index"),
+    r6("composite-one", "composite_index", "Create one composite index", "test_composite_index"),
     r6("composite-both", "composite_index", "Create one composite index on `posts` over both columns", "test_composite_index"),
     r6("composite-conditions", "composite_index", "so that PostgreSQL uses both conditions to find the rows", "test_composite_index"),
     r6("composite-entries", "composite_index", "reads only the index entries of that author in that period", "test_composite_index"),
@@ -40,8 +43,9 @@ REQUIREMENTS = [
     r6("summaries-same", "post_summaries", "returns exactly the same tuples as the line above", "test_post_summaries"),
     r6("summaries-zero", "post_summaries", "posts without comments included, with 0", "test_post_summaries"),
     r6("summaries-order", "post_summaries", "for the given posts in id order", "test_post_summaries"),
-    r6("function-no-pool", "function_engine", "Return an engine that keeps no connection once it is returned", "test_function_engine"),
-    r6("web-size", "web_engine", "keeps 5 to 20 connections open between requests", "test_web_engine"),
+    r6("function-url", "function_engine", "`function_engine(url)` is used by a short-lived function", "test_function_engine"),
+    r6("function-no-pool", "function_engine", "Return an engine that keeps no connection open between uses", "test_function_engine"),
+    r6("web-size", "web_engine", "keeps at least 5 connections open between requests", "test_web_engine"),
     r6("web-overflow", "web_engine", "absorbs bursts with at least one extra connection", "test_web_engine"),
     r6("web-max", "web_engine", "without ever exceeding 20 in all", "test_web_engine"),
     r6("web-timeout", "web_engine", "makes a request wait at most 10 s for a free connection", "test_web_engine"),
@@ -52,6 +56,7 @@ REQUIREMENTS = [
     r7("get-miss", "get_user", "On a miss, load the profile from PostgreSQL with `load_profile`", "test_get_user"),
     r7("get-json", "get_user", "store it under `user_key(user_id)` as JSON (`json.dumps`)", "test_get_user"),
     r7("get-ttl", "get_user", "with a TTL of `PROFILE_TTL` seconds", "test_get_user"),
+    r7("get-hit-ttl", "get_user", "A hit leaves the TTL as it is", "test_get_user"),
     r7("get-hit", "get_user", "On a hit, return `json.loads` of the cached value without touching the database", "test_get_user"),
     r7("get-unknown", "get_user", "For an id that does not exist, return `None` and cache nothing", "test_get_user"),
     r7("update-commit", "update_user_country", "move the user to `country` in PostgreSQL (commit it", "test_update_user_country"),
@@ -315,9 +320,8 @@ CASES = [
     ),
     case(
         "web-size",
-        "a pool of 30",
-        ("pool_size=10", "pool_size=30"),
-        ("max_overflow=10", "max_overflow=1"),
+        "a pool of three",
+        ("pool_size=10", "pool_size=3"),
     ),
     case("web-overflow", "no overflow: a burst waits", ("max_overflow=10", "max_overflow=0")),
     case("web-max", "20 in the pool and 10 more in bursts", ("pool_size=10", "pool_size=20")),
@@ -567,6 +571,1371 @@ def hit_rate(r) -> float:
         "returns None when Redis fails instead of reading PostgreSQL",
         ("        cached = None\n", "        return None\n"),
     ),
+]
+
+# Written by an outside reviewer from the student version and the task text only (they never
+# saw the tests); kept as they wrote them.
+CASES += [
+    {
+        "name": "listens on the Engine class: every engine writes to this log",
+        "breaks": "log-this-engine",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "query_log": "def install_query_log(engine: Engine, log: list) -> None:\n"
+            '    """Append (sql, duration_ms) to `log` for every statement `engine` '
+            'executes."""\n'
+            "\n"
+            "    def before(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        conn.info.setdefault("query_start", '
+            "[]).append(time.perf_counter())\n"
+            "\n"
+            "    def after(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        started = conn.info["query_start"].pop()\n'
+            "        log.append((statement, (time.perf_counter() - started) * "
+            "1000.0))\n"
+            "\n"
+            '    event.listen(Engine, "before_cursor_execute", before)\n'
+            '    event.listen(Engine, "after_cursor_execute", after)'
+        },
+        "loses": ["test_query_log"],
+        "source": "outside review",
+    },
+    {
+        "name": "start time kept in one shared closure variable, not per connection (threads clobber it)",
+        "breaks": "log-duration",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "query_log": "def install_query_log(engine: Engine, log: list) -> None:\n"
+            '    """Append (sql, duration_ms) to `log` for every statement `engine` '
+            'executes."""\n'
+            '    started = {"t": 0.0}\n'
+            "\n"
+            "    def before(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        started["t"] = time.perf_counter()\n'
+            "\n"
+            "    def after(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        log.append((statement, (time.perf_counter() - started["t"]) * '
+            "1000.0))\n"
+            "\n"
+            '    event.listen(engine, "before_cursor_execute", before)\n'
+            '    event.listen(engine, "after_cursor_execute", after)'
+        },
+        "loses": ["test_query_log"],
+        "source": "outside review",
+    },
+    {
+        "name": "logs microseconds",
+        "breaks": "log-ms",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "query_log": "def install_query_log(engine: Engine, log: list) -> None:\n"
+            '    """Append (sql, duration_ms) to `log` for every statement `engine` '
+            'executes."""\n'
+            "\n"
+            "    def before(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        conn.info.setdefault("query_start", '
+            "[]).append(time.perf_counter())\n"
+            "\n"
+            "    def after(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        started = conn.info["query_start"].pop()\n'
+            "        log.append((statement, (time.perf_counter() - started) * "
+            "1_000_000.0))\n"
+            "\n"
+            '    event.listen(engine, "before_cursor_execute", before)\n'
+            '    event.listen(engine, "after_cursor_execute", after)'
+        },
+        "loses": ["test_query_log"],
+        "source": "outside review",
+    },
+    {
+        "name": "logs the SQLAlchemy-compiled SQL (:name params) instead of what the driver received",
+        "breaks": "log-sql",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "query_log": "def install_query_log(engine: Engine, log: list) -> None:\n"
+            '    """Append (sql, duration_ms) to `log` for every statement `engine` '
+            'executes."""\n'
+            "\n"
+            "    def before(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        conn.info.setdefault("query_start", '
+            "[]).append(time.perf_counter())\n"
+            "\n"
+            "    def after(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        started = conn.info["query_start"].pop()\n'
+            "        log.append((str(context.compiled) if context.compiled is not "
+            "None else statement, (time.perf_counter() - started) * 1000.0))\n"
+            "\n"
+            '    event.listen(engine, "before_cursor_execute", before)\n'
+            '    event.listen(engine, "after_cursor_execute", after)'
+        },
+        "loses": ["test_query_log"],
+        "source": "outside review",
+    },
+    {
+        "name": "appends a list [sql, ms] instead of a tuple",
+        "breaks": "log-each",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "query_log": "def install_query_log(engine: Engine, log: list) -> None:\n"
+            '    """Append (sql, duration_ms) to `log` for every statement `engine` '
+            'executes."""\n'
+            "\n"
+            "    def before(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        conn.info.setdefault("query_start", '
+            "[]).append(time.perf_counter())\n"
+            "\n"
+            "    def after(conn, cursor, statement, parameters, context, "
+            "executemany):\n"
+            '        started = conn.info["query_start"].pop()\n'
+            "        log.append([statement, (time.perf_counter() - started) * "
+            "1000.0])\n"
+            "\n"
+            '    event.listen(engine, "before_cursor_execute", before)\n'
+            '    event.listen(engine, "after_cursor_execute", after)'
+        },
+        "loses": ["test_query_log"],
+        "source": "outside review",
+    },
+    {
+        "name": "orders by mean time instead of total",
+        "breaks": "slow-total",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "slowest_queries": "def slowest_queries(conn, limit: int = 5) -> list:\n"
+            '    """This database\'s statements that took the most total '
+            'time, most first."""\n'
+            "    statement = text(\n"
+            '        "SELECT query, calls, total_exec_time AS total_ms, '
+            'mean_exec_time AS mean_ms "\n'
+            '        "FROM pg_stat_statements "\n'
+            '        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname '
+            '= current_database()) "\n'
+            '        "ORDER BY mean_exec_time DESC LIMIT :limit"\n'
+            "    )\n"
+            '    return conn.execute(statement, {"limit": limit}).all()'
+        },
+        "loses": ["test_slowest_queries"],
+        "source": "outside review",
+    },
+    {
+        "name": "total_ms and mean_ms converted to seconds",
+        "breaks": "slow-columns",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "slowest_queries": "def slowest_queries(conn, limit: int = 5) -> list:\n"
+            '    """This database\'s statements that took the most total '
+            'time, most first."""\n'
+            "    statement = text(\n"
+            '        "SELECT query, calls, total_exec_time / 1000 AS '
+            'total_ms, mean_exec_time / 1000 AS mean_ms "\n'
+            '        "FROM pg_stat_statements "\n'
+            '        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname '
+            '= current_database()) "\n'
+            '        "ORDER BY total_exec_time DESC LIMIT :limit"\n'
+            "    )\n"
+            '    return conn.execute(statement, {"limit": limit}).all()'
+        },
+        "loses": ["test_slowest_queries"],
+        "source": "outside review",
+    },
+    {
+        "name": "no dbid filter (cluster-wide)",
+        "breaks": "slow-database",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "slowest_queries": "def slowest_queries(conn, limit: int = 5) -> list:\n"
+            '    """This database\'s statements that took the most total '
+            'time, most first."""\n'
+            "    statement = text(\n"
+            '        "SELECT query, calls, total_exec_time AS total_ms, '
+            'mean_exec_time AS mean_ms "\n'
+            '        "FROM pg_stat_statements "\n'
+            '                "ORDER BY total_exec_time DESC LIMIT :limit"\n'
+            "    )\n"
+            '    return conn.execute(statement, {"limit": limit}).all()'
+        },
+        "loses": ["test_slowest_queries"],
+        "source": "outside review",
+    },
+    {
+        "name": "filters by current user instead of current database",
+        "breaks": "slow-database",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "slowest_queries": "def slowest_queries(conn, limit: int = 5) -> list:\n"
+            '    """This database\'s statements that took the most total '
+            'time, most first."""\n'
+            "    statement = text(\n"
+            '        "SELECT query, calls, total_exec_time AS total_ms, '
+            'mean_exec_time AS mean_ms "\n'
+            '        "FROM pg_stat_statements "\n'
+            '        "WHERE userid = (SELECT oid FROM pg_roles WHERE rolname '
+            '= current_user) "\n'
+            '        "ORDER BY total_exec_time DESC LIMIT :limit"\n'
+            "    )\n"
+            '    return conn.execute(statement, {"limit": limit}).all()'
+        },
+        "loses": ["test_slowest_queries"],
+        "source": "outside review",
+    },
+    {
+        "name": "orders by calls",
+        "breaks": "slow-total",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "slowest_queries": "def slowest_queries(conn, limit: int = 5) -> list:\n"
+            '    """This database\'s statements that took the most total '
+            'time, most first."""\n'
+            "    statement = text(\n"
+            '        "SELECT query, calls, total_exec_time AS total_ms, '
+            'mean_exec_time AS mean_ms "\n'
+            '        "FROM pg_stat_statements "\n'
+            '        "WHERE dbid = (SELECT oid FROM pg_database WHERE datname '
+            '= current_database()) "\n'
+            '        "ORDER BY calls DESC, total_exec_time DESC LIMIT '
+            ':limit"\n'
+            "    )\n"
+            '    return conn.execute(statement, {"limit": limit}).all()'
+        },
+        "loses": ["test_slowest_queries"],
+        "source": "outside review",
+    },
+    {
+        "name": "creates extra indexes besides the one needed",
+        "breaks": "index-one",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "comments_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX comments_post_id_idx ON '
+            'comments (post_id)"))\n'
+            '    conn.execute(text("CREATE INDEX comments_author_id_idx ON '
+            'comments (author_id)"))\n'
+            '    conn.execute(text("CREATE INDEX comments_created_at_idx ON '
+            'comments (created_at)"))'
+        },
+        "loses": ["test_comments_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "turns sequential scans off for the database instead of indexing",
+        "breaks": "index-serves",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "comments_index": "with engine.begin() as conn:\n"
+            "    conn.execute(text(\"DO $$ BEGIN EXECUTE format('ALTER "
+            "DATABASE %I SET enable_seqscan = off', current_database()); END "
+            '$$"))'
+        },
+        "loses": ["test_comments_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "partial index that covers only the posts the learner tried",
+        "breaks": "index-serves",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "comments_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX comments_post_id_idx ON '
+            'comments (post_id) WHERE post_id <= 1000"))'
+        },
+        "loses": ["test_comments_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "composite index with post_id second (id, post_id)",
+        "breaks": "index-serves",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "comments_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX comments_post_id_idx ON '
+            'comments (id, post_id)"))'
+        },
+        "loses": ["test_comments_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "creates the index and runs a clean-up DELETE of one post's comments while at it "
+        "(changes data)",
+        "breaks": "index-unchanged",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "comments_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX comments_post_id_idx ON '
+            'comments (post_id)"))\n'
+            '    conn.execute(text("DELETE FROM comments WHERE post_id = 3"))'
+        },
+        "loses": ["test_comments_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "wrong column order (created_at, author_id)",
+        "breaks": "composite-entries",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "composite_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX posts_author_created_idx ON '
+            'posts (created_at, author_id)"))'
+        },
+        "loses": ["test_composite_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "two single-column indexes instead of one composite",
+        "breaks": "composite-one",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "composite_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX posts_author_idx ON posts '
+            '(author_id)"))\n'
+            '    conn.execute(text("CREATE INDEX posts_created_idx ON posts '
+            '(created_at)"))'
+        },
+        "loses": ["test_composite_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "tried both orders and kept both indexes",
+        "breaks": "composite-one",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "composite_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX posts_author_created_idx ON '
+            'posts (author_id, created_at)"))\n'
+            '    conn.execute(text("CREATE INDEX posts_created_author_idx ON '
+            'posts (created_at, author_id)"))'
+        },
+        "loses": ["test_composite_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "composite index plus an extra single-column index on author_id",
+        "breaks": "composite-one",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "composite_index": "with engine.begin() as conn:\n"
+            '    conn.execute(text("CREATE INDEX posts_author_created_idx ON '
+            'posts (author_id, created_at)"))\n'
+            '    conn.execute(text("CREATE INDEX posts_author_idx ON posts '
+            '(author_id)"))'
+        },
+        "loses": ["test_composite_index"],
+        "source": "outside review",
+    },
+    {
+        "name": "inner-join eager load of comments drops posts without comments",
+        "breaks": "summaries-zero",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "post_summaries": "def post_summaries(session: Session, post_ids: list[int]) -> "
+            "list[tuple[int, str, str, int]]:\n"
+            "    posts = session.scalars(\n"
+            "        select(Post)\n"
+            "        .where(Post.id.in_(post_ids))\n"
+            "        .options(joinedload(Post.author), "
+            "joinedload(Post.comments, innerjoin=True))\n"
+            "        .order_by(Post.id)\n"
+            "    ).unique().all()\n"
+            "    return [(post.id, post.title, post.author.name, "
+            "len(post.comments)) for post in posts]"
+        },
+        "loses": ["test_post_summaries"],
+        "source": "outside review",
+    },
+    {
+        "name": "assumes contiguous ids (BETWEEN min and max)",
+        "breaks": "summaries-same",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "post_summaries": "def post_summaries(session: Session, post_ids: list[int]) -> "
+            "list[tuple[int, str, str, int]]:\n"
+            "    posts = session.scalars(\n"
+            "        select(Post)\n"
+            "        .where(Post.id.between(min(post_ids), max(post_ids)))\n"
+            "        .options(joinedload(Post.author), "
+            "joinedload(Post.comments))\n"
+            "        .order_by(Post.id)\n"
+            "    ).unique().all()\n"
+            "    return [(post.id, post.title, post.author.name, "
+            "len(post.comments)) for post in posts]"
+        },
+        "loses": ["test_post_summaries"],
+        "source": "outside review",
+    },
+    {
+        "name": "drops the ORDER BY",
+        "breaks": "summaries-order",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "post_summaries": "def post_summaries(session: Session, post_ids: list[int]) -> "
+            "list[tuple[int, str, str, int]]:\n"
+            "    posts = session.scalars(\n"
+            "        select(Post)\n"
+            "        .where(Post.id.in_(post_ids))\n"
+            "        .options(joinedload(Post.author), "
+            "joinedload(Post.comments))\n"
+            "    ).unique().all()\n"
+            "    return [(post.id, post.title, post.author.name, "
+            "len(post.comments)) for post in posts]"
+        },
+        "loses": ["test_post_summaries"],
+        "source": "outside review",
+    },
+    {
+        "name": "caches one module-level engine across calls, ignoring a different url",
+        "breaks": "function-url",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "function_engine": "_FUNCTION_ENGINE = None\n"
+            "\n"
+            "\n"
+            "def function_engine(url: str) -> Engine:\n"
+            '    """An engine for a short-lived process: no connection '
+            'survives its checkout."""\n'
+            "    global _FUNCTION_ENGINE\n"
+            "    if _FUNCTION_ENGINE is None:\n"
+            "        _FUNCTION_ENGINE = create_engine(url, "
+            "poolclass=NullPool)\n"
+            "    return _FUNCTION_ENGINE"
+        },
+        "loses": ["test_function_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "ignores the url argument (uses demo.sqlalchemy_url)",
+        "breaks": "function-url",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "function_engine": "def function_engine(url: str) -> Engine:\n"
+            '    """An engine for a short-lived process: no connection '
+            'survives its checkout."""\n'
+            "    return create_engine(demo.sqlalchemy_url, "
+            "poolclass=NullPool)"
+        },
+        "loses": ["test_function_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "default pool_timeout (30 s)",
+        "breaks": "web-timeout",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "web_engine": "def web_engine(url: str) -> Engine:\n"
+            '    """An engine for a long-running web server (see the requirements '
+            'above)."""\n'
+            "    return create_engine(\n"
+            "        url,\n"
+            "        pool_size=10,\n"
+            "        max_overflow=10,\n"
+            "        pool_recycle=1800,\n"
+            "        pool_pre_ping=True,\n"
+            "    )"
+        },
+        "loses": ["test_web_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "pool_timeout in milliseconds",
+        "breaks": "web-timeout",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "web_engine": "def web_engine(url: str) -> Engine:\n"
+            '    """An engine for a long-running web server (see the requirements '
+            'above)."""\n'
+            "    return create_engine(\n"
+            "        url,\n"
+            "        pool_size=10,\n"
+            "        max_overflow=10,\n"
+            "        pool_timeout=10_000,\n"
+            "        pool_recycle=1800,\n"
+            "        pool_pre_ping=True,\n"
+            "    )"
+        },
+        "loses": ["test_web_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "pool_recycle of one hour",
+        "breaks": "web-recycle",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "web_engine": "def web_engine(url: str) -> Engine:\n"
+            '    """An engine for a long-running web server (see the requirements '
+            'above)."""\n'
+            "    return create_engine(\n"
+            "        url,\n"
+            "        pool_size=10,\n"
+            "        max_overflow=10,\n"
+            "        pool_timeout=10,\n"
+            "        pool_recycle=3600,\n"
+            "        pool_pre_ping=True,\n"
+            "    )"
+        },
+        "loses": ["test_web_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "no pool_recycle",
+        "breaks": "web-recycle",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "web_engine": "def web_engine(url: str) -> Engine:\n"
+            '    """An engine for a long-running web server (see the requirements '
+            'above)."""\n'
+            "    return create_engine(\n"
+            "        url,\n"
+            "        pool_size=10,\n"
+            "        max_overflow=10,\n"
+            "        pool_timeout=10,\n"
+            "        pool_pre_ping=True,\n"
+            "    )"
+        },
+        "loses": ["test_web_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "no pool_pre_ping",
+        "breaks": "web-pre-ping",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "web_engine": "def web_engine(url: str) -> Engine:\n"
+            '    """An engine for a long-running web server (see the requirements '
+            'above)."""\n'
+            "    return create_engine(\n"
+            "        url,\n"
+            "        pool_size=10,\n"
+            "        max_overflow=10,\n"
+            "        pool_timeout=10,\n"
+            "        pool_recycle=1800,\n"
+            "    )"
+        },
+        "loses": ["test_web_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "pool_size below 5",
+        "breaks": "web-size",
+        "notebook": "step06-query-optimization.ipynb",
+        "answers": {
+            "web_engine": "def web_engine(url: str) -> Engine:\n"
+            '    """An engine for a long-running web server (see the requirements '
+            'above)."""\n'
+            "    return create_engine(\n"
+            "        url,\n"
+            "        pool_size=3,\n"
+            "        max_overflow=10,\n"
+            "        pool_timeout=10,\n"
+            "        pool_recycle=1800,\n"
+            "        pool_pre_ping=True,\n"
+            "    )"
+        },
+        "loses": ["test_web_engine"],
+        "source": "outside review",
+    },
+    {
+        "name": "caches the miss as JSON null",
+        "breaks": "get-unknown",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user": "def get_user(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user"],
+        "source": "outside review",
+    },
+    {
+        "name": "returns {} for an unknown id",
+        "breaks": "get-unknown",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user": "def get_user(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "    return value if value is not None else {}"
+        },
+        "loses": ["test_get_user"],
+        "source": "outside review",
+    },
+    {
+        "name": "sliding expiry: every hit pushes the TTL back to PROFILE_TTL",
+        "breaks": "get-hit-ttl",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user": "def get_user(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    cached = r.getex(key, ex=PROFILE_TTL)\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user"],
+        "source": "outside review",
+    },
+    {
+        "name": "negative caching: an unknown id is cached as an empty marker for 30 s",
+        "breaks": "get-unknown",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user": "def get_user(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    cached = r.get(key)\n"
+            '    if cached == "":\n'
+            "        return None\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is None:\n"
+            '        r.set(key, "", ex=30)\n'
+            "    else:\n"
+            "        r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user"],
+        "source": "outside review",
+    },
+    {
+        "name": "reads PROFILE_TTL as minutes and converts (ex=PROFILE_TTL // 60 = 5 s)",
+        "breaks": "get-ttl",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user": "def get_user(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        r.set(key, json.dumps(value), ex=PROFILE_TTL // 60)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user"],
+        "source": "outside review",
+    },
+    {
+        "name": "deletes only the profile",
+        "breaks": "update-stale",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "update_user_country": "def update_user_country(r, user_id: int, country: str) -> "
+            "None:\n"
+            "    with engine.begin() as conn:\n"
+            "        old = "
+            "conn.execute(select(User.country).where(User.id == "
+            "user_id)).scalar_one_or_none()\n"
+            "        conn.execute(update(User).where(User.id == "
+            "user_id).values(country=country))\n"
+            "    keys = [user_key(user_id)]\n"
+            "    r.delete(*keys)"
+        },
+        "loses": ["test_update_user_country"],
+        "source": "outside review",
+    },
+    {
+        "name": "forgets the old country's list",
+        "breaks": "update-stale",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "update_user_country": "def update_user_country(r, user_id: int, country: str) -> "
+            "None:\n"
+            "    with engine.begin() as conn:\n"
+            "        old = "
+            "conn.execute(select(User.country).where(User.id == "
+            "user_id)).scalar_one_or_none()\n"
+            "        conn.execute(update(User).where(User.id == "
+            "user_id).values(country=country))\n"
+            "    keys = [user_key(user_id), country_key(country)]\n"
+            "    r.delete(*keys)"
+        },
+        "loses": ["test_update_user_country"],
+        "source": "outside review",
+    },
+    {
+        "name": "forgets the new country's list",
+        "breaks": "update-stale",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "update_user_country": "def update_user_country(r, user_id: int, country: str) -> "
+            "None:\n"
+            "    with engine.begin() as conn:\n"
+            "        old = "
+            "conn.execute(select(User.country).where(User.id == "
+            "user_id)).scalar_one_or_none()\n"
+            "        conn.execute(update(User).where(User.id == "
+            "user_id).values(country=country))\n"
+            "    keys = [user_key(user_id)]\n"
+            "    if old is not None:\n"
+            "        keys.append(country_key(old))\n"
+            "    r.delete(*keys)"
+        },
+        "loses": ["test_update_user_country"],
+        "source": "outside review",
+    },
+    {
+        "name": "deletes the cache before the commit (inside the transaction)",
+        "breaks": "update-after-commit",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "update_user_country": "def update_user_country(r, user_id: int, country: str) -> "
+            "None:\n"
+            "    with engine.begin() as conn:\n"
+            "        old = "
+            "conn.execute(select(User.country).where(User.id == "
+            "user_id)).scalar_one_or_none()\n"
+            "        keys = [user_key(user_id), country_key(country)]\n"
+            "        if old is not None:\n"
+            "            keys.append(country_key(old))\n"
+            "        r.delete(*keys)\n"
+            "        conn.execute(update(User).where(User.id == "
+            "user_id).values(country=country))"
+        },
+        "loses": ["test_update_user_country"],
+        "source": "outside review",
+    },
+    {
+        "name": "deletes every country list",
+        "breaks": "update-nothing-else",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "update_user_country": "def update_user_country(r, user_id: int, country: str) -> "
+            "None:\n"
+            "    with engine.begin() as conn:\n"
+            "        conn.execute(update(User).where(User.id == "
+            "user_id).values(country=country))\n"
+            "    r.delete(user_key(user_id))\n"
+            '    stale = list(r.scan_iter(match=country_key("*")))\n'
+            "    if stale:\n"
+            "        r.delete(*stale)"
+        },
+        "loses": ["test_update_user_country"],
+        "source": "outside review",
+    },
+    {
+        "name": "takes the old country from the cached profile (fails or misses when not cached)",
+        "breaks": "update-stale",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "update_user_country": "def update_user_country(r, user_id: int, country: str) -> "
+            "None:\n"
+            "    cached = r.get(user_key(user_id))\n"
+            '    old = json.loads(cached)["country"] if cached else None\n'
+            "    with engine.begin() as conn:\n"
+            "        conn.execute(update(User).where(User.id == "
+            "user_id).values(country=country))\n"
+            "    keys = [user_key(user_id), country_key(country)]\n"
+            "    if old is not None:\n"
+            "        keys.append(country_key(old))\n"
+            "    r.delete(*keys)"
+        },
+        "loses": ["test_update_user_country"],
+        "source": "outside review",
+    },
+    {
+        "name": "ties broken by highest id",
+        "breaks": "warm-ties",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "warm_top_users": "def warm_top_users(r, n: int) -> None:\n"
+            "    post_count = func.count(Post.id)\n"
+            "    statement = (\n"
+            "        select(*PROFILE_COLUMNS)\n"
+            "        .join(Post, Post.author_id == User.id)\n"
+            "        .group_by(*PROFILE_COLUMNS)\n"
+            "        .order_by(post_count.desc(), User.id.desc())\n"
+            "        .limit(n)\n"
+            "    )\n"
+            "    with engine.connect() as conn:\n"
+            "        rows = conn.execute(statement).all()\n"
+            "    if not rows:\n"
+            "        return\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for row in rows:\n"
+            "        pipe.set(user_key(row.id), json.dumps(profile(row)), "
+            "ex=PROFILE_TTL)\n"
+            "    pipe.execute()"
+        },
+        "loses": ["test_warm_top_users"],
+        "source": "outside review",
+    },
+    {
+        "name": "no TTL on the warmed keys",
+        "breaks": "warm-as-get-user",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "warm_top_users": "def warm_top_users(r, n: int) -> None:\n"
+            "    post_count = func.count(Post.id)\n"
+            "    statement = (\n"
+            "        select(*PROFILE_COLUMNS)\n"
+            "        .join(Post, Post.author_id == User.id)\n"
+            "        .group_by(*PROFILE_COLUMNS)\n"
+            "        .order_by(post_count.desc(), User.id)\n"
+            "        .limit(n)\n"
+            "    )\n"
+            "    with engine.connect() as conn:\n"
+            "        rows = conn.execute(statement).all()\n"
+            "    if not rows:\n"
+            "        return\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for row in rows:\n"
+            "        pipe.set(user_key(row.id), json.dumps(profile(row)))\n"
+            "    pipe.execute()"
+        },
+        "loses": ["test_warm_top_users"],
+        "source": "outside review",
+    },
+    {
+        "name": "TTL given in milliseconds (px)",
+        "breaks": "warm-as-get-user",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "warm_top_users": "def warm_top_users(r, n: int) -> None:\n"
+            "    post_count = func.count(Post.id)\n"
+            "    statement = (\n"
+            "        select(*PROFILE_COLUMNS)\n"
+            "        .join(Post, Post.author_id == User.id)\n"
+            "        .group_by(*PROFILE_COLUMNS)\n"
+            "        .order_by(post_count.desc(), User.id)\n"
+            "        .limit(n)\n"
+            "    )\n"
+            "    with engine.connect() as conn:\n"
+            "        rows = conn.execute(statement).all()\n"
+            "    if not rows:\n"
+            "        return\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for row in rows:\n"
+            "        pipe.set(user_key(row.id), json.dumps(profile(row)), "
+            "px=PROFILE_TTL)\n"
+            "    pipe.execute()"
+        },
+        "loses": ["test_warm_top_users"],
+        "source": "outside review",
+    },
+    {
+        "name": "counts only published posts",
+        "breaks": "warm-top",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "warm_top_users": "def warm_top_users(r, n: int) -> None:\n"
+            "    post_count = func.count(Post.id)\n"
+            "    statement = (\n"
+            "        select(*PROFILE_COLUMNS)\n"
+            "        .join(Post, Post.author_id == User.id)\n"
+            "        .where(Post.published)\n"
+            "        .group_by(*PROFILE_COLUMNS)\n"
+            "        .order_by(post_count.desc(), User.id)\n"
+            "        .limit(n)\n"
+            "    )\n"
+            "    with engine.connect() as conn:\n"
+            "        rows = conn.execute(statement).all()\n"
+            "    if not rows:\n"
+            "        return\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for row in rows:\n"
+            "        pipe.set(user_key(row.id), json.dumps(profile(row)), "
+            "ex=PROFILE_TTL)\n"
+            "    pipe.execute()"
+        },
+        "loses": ["test_warm_top_users"],
+        "source": "outside review",
+    },
+    {
+        "name": "serialises the row with default=str (created_at not isoformat)",
+        "breaks": "warm-as-get-user",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "warm_top_users": "def warm_top_users(r, n: int) -> None:\n"
+            "    post_count = func.count(Post.id)\n"
+            "    statement = (\n"
+            "        select(*PROFILE_COLUMNS)\n"
+            "        .join(Post, Post.author_id == User.id)\n"
+            "        .group_by(*PROFILE_COLUMNS)\n"
+            "        .order_by(post_count.desc(), User.id)\n"
+            "        .limit(n)\n"
+            "    )\n"
+            "    with engine.connect() as conn:\n"
+            "        rows = conn.execute(statement).all()\n"
+            "    if not rows:\n"
+            "        return\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for row in rows:\n"
+            "        pipe.set(user_key(row.id), json.dumps(dict(row._mapping), "
+            "default=str), ex=PROFILE_TTL)\n"
+            "    pipe.execute()"
+        },
+        "loses": ["test_warm_top_users"],
+        "source": "outside review",
+    },
+    {
+        "name": "two statements: top ids, then their profiles",
+        "breaks": "warm-one-statement",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "warm_top_users": "def warm_top_users(r, n: int) -> None:\n"
+            "    with engine.connect() as conn:\n"
+            "        top = conn.execute(\n"
+            "            select(Post.author_id).group_by(Post.author_id)\n"
+            "            .order_by(func.count().desc(), "
+            "Post.author_id).limit(n)\n"
+            "        ).scalars().all()\n"
+            "        if not top:\n"
+            "            return\n"
+            "        rows = "
+            "conn.execute(select(*PROFILE_COLUMNS).where(User.id.in_(top))).all()\n"
+            "    pipe = r.pipeline(transaction=False)\n"
+            "    for row in rows:\n"
+            "        pipe.set(user_key(row.id), json.dumps(profile(row)), "
+            "ex=PROFILE_TTL)\n"
+            "    pipe.execute()"
+        },
+        "loses": ["test_warm_top_users"],
+        "source": "outside review",
+    },
+    {
+        "name": "counts subscribe confirmations as handled messages",
+        "breaks": "consume-count",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "consume_invalidations": "def consume_invalidations(r, subscriber, max_messages: "
+            "int, timeout: float = 1.0) -> int:\n"
+            "    handled = 0\n"
+            "    while handled < max_messages:\n"
+            "        message = subscriber.get_message(timeout=timeout)\n"
+            "        if message is None:\n"
+            "            break\n"
+            "        handled += 1\n"
+            '        if message.get("type") != "message":\n'
+            "            continue\n"
+            '        user_id = json.loads(message["data"])["user_id"]\n'
+            "        r.delete(user_key(user_id))\n"
+            "    return handled"
+        },
+        "loses": ["test_consume_invalidations"],
+        "source": "outside review",
+    },
+    {
+        "name": "stops at the first non-message instead of skipping it",
+        "breaks": "consume-skip",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "consume_invalidations": "def consume_invalidations(r, subscriber, max_messages: "
+            "int, timeout: float = 1.0) -> int:\n"
+            "    handled = 0\n"
+            "    while handled < max_messages:\n"
+            "        message = subscriber.get_message(timeout=timeout)\n"
+            "        if message is None:\n"
+            "            break\n"
+            '        if message.get("type") != "message":\n'
+            "            break\n"
+            '        user_id = json.loads(message["data"])["user_id"]\n'
+            "        r.delete(user_key(user_id))\n"
+            "        handled += 1\n"
+            "    return handled"
+        },
+        "loses": ["test_consume_invalidations"],
+        "source": "outside review",
+    },
+    {
+        "name": "loops max_messages times, so skipped non-messages use up the budget",
+        "breaks": "consume-max",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "consume_invalidations": "def consume_invalidations(r, subscriber, max_messages: "
+            "int, timeout: float = 1.0) -> int:\n"
+            "    handled = 0\n"
+            "    for _ in range(max_messages):\n"
+            "        message = subscriber.get_message(timeout=timeout)\n"
+            "        if message is None:\n"
+            "            break\n"
+            '        if message.get("type") != "message":\n'
+            "            continue\n"
+            '        user_id = json.loads(message["data"])["user_id"]\n'
+            "        r.delete(user_key(user_id))\n"
+            "        handled += 1\n"
+            "    return handled"
+        },
+        "loses": ["test_consume_invalidations"],
+        "source": "outside review",
+    },
+    {
+        "name": "ignores max_messages: drains until the timeout",
+        "breaks": "consume-max",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "consume_invalidations": "def consume_invalidations(r, subscriber, max_messages: "
+            "int, timeout: float = 1.0) -> int:\n"
+            "    handled = 0\n"
+            "    while True:\n"
+            "        message = subscriber.get_message(timeout=timeout)\n"
+            "        if message is None:\n"
+            "            break\n"
+            '        if message.get("type") != "message":\n'
+            "            continue\n"
+            '        user_id = json.loads(message["data"])["user_id"]\n'
+            "        r.delete(user_key(user_id))\n"
+            "        handled += 1\n"
+            "    return handled"
+        },
+        "loses": ["test_consume_invalidations"],
+        "source": "outside review",
+    },
+    {
+        "name": "hit_rate computed from per-process counters, not the shared Redis ones",
+        "breaks": "stats-in-redis",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": '_LOCAL = {"hits": 0, "misses": 0}\n'
+            "\n"
+            "\n"
+            "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            '        r.incr(stats_key("hits"))\n'
+            '        _LOCAL["hits"] += 1\n'
+            "        return json.loads(cached)\n"
+            '    r.incr(stats_key("misses"))\n'
+            '    _LOCAL["misses"] += 1\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value), ex=ttl)\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    total = _LOCAL["hits"] + _LOCAL["misses"]\n'
+            '    return _LOCAL["hits"] / total if total else 0.0'
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": "no zero guard: ZeroDivisionError before any read",
+        "breaks": "stats-float",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            '        r.incr(stats_key("hits"))\n'
+            "        return json.loads(cached)\n"
+            '    r.incr(stats_key("misses"))\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value), ex=ttl)\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    hits = int(r.get(stats_key("hits")) or 0)\n'
+            '    misses = int(r.get(stats_key("misses")) or 0)\n'
+            "    total = hits + misses\n"
+            "    return hits / total"
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": "returns None before any read",
+        "breaks": "stats-float",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            '        r.incr(stats_key("hits"))\n'
+            "        return json.loads(cached)\n"
+            '    r.incr(stats_key("misses"))\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value), ex=ttl)\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    hits = int(r.get(stats_key("hits")) or 0)\n'
+            '    misses = int(r.get(stats_key("misses")) or 0)\n'
+            "    total = hits + misses\n"
+            "    return hits / total if total else None"
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": 'falsy cached JSON values (0, [], "", null) treated as misses',
+        "breaks": "stats-hit",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            '    cached = json.loads(r.get(key) or "null")\n'
+            "    if cached:\n"
+            '        r.incr(stats_key("hits"))\n'
+            "        return cached\n"
+            '    r.incr(stats_key("misses"))\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value), ex=ttl)\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    hits = int(r.get(stats_key("hits")) or 0)\n'
+            '    misses = int(r.get(stats_key("misses")) or 0)\n'
+            "    total = hits + misses\n"
+            "    return hits / total if total else 0.0"
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": "caches without a TTL",
+        "breaks": "stats-ttl",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            '        r.incr(stats_key("hits"))\n'
+            "        return json.loads(cached)\n"
+            '    r.incr(stats_key("misses"))\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value))\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    hits = int(r.get(stats_key("hits")) or 0)\n'
+            '    misses = int(r.get(stats_key("misses")) or 0)\n'
+            "    total = hits + misses\n"
+            "    return hits / total if total else 0.0"
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": "uses PROFILE_TTL instead of the ttl argument",
+        "breaks": "stats-ttl",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            '        r.incr(stats_key("hits"))\n'
+            "        return json.loads(cached)\n"
+            '    r.incr(stats_key("misses"))\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    hits = int(r.get(stats_key("hits")) or 0)\n'
+            '    misses = int(r.get(stats_key("misses")) or 0)\n'
+            "    total = hits + misses\n"
+            "    return hits / total if total else 0.0"
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": "read-modify-write counters (GET then SET) instead of INCR: lost updates across "
+        "instances",
+        "breaks": "stats-in-redis",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "hit_rate": "def _bump(r, name):\n"
+            "    current = int(r.get(stats_key(name)) or 0)\n"
+            "    r.set(stats_key(name), current + 1)\n"
+            "\n"
+            "\n"
+            "def cached_with_stats(r, key: str, load, ttl: int = PROFILE_TTL):\n"
+            "    cached = r.get(key)\n"
+            "    if cached is not None:\n"
+            '        _bump(r, "hits")\n'
+            "        return json.loads(cached)\n"
+            '    _bump(r, "misses")\n'
+            "    value = load()\n"
+            "    r.set(key, json.dumps(value), ex=ttl)\n"
+            "    return value\n"
+            "\n"
+            "\n"
+            "def hit_rate(r) -> float:\n"
+            '    hits = int(r.get(stats_key("hits")) or 0)\n'
+            '    misses = int(r.get(stats_key("misses")) or 0)\n'
+            "    total = hits + misses\n"
+            "    return hits / total if total else 0.0"
+        },
+        "loses": ["test_hit_rate"],
+        "source": "outside review",
+    },
+    {
+        "name": "catches only redis.ConnectionError (a Redis that stops answering raises TimeoutError)",
+        "breaks": "resilient-any-error",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user_resilient": "def get_user_resilient(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    try:\n"
+            "        cached = r.get(key)\n"
+            "    except redis.ConnectionError as exc:\n"
+            '        log.warning("Redis read failed for %s: %s", key, '
+            "exc)\n"
+            "        cached = None\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        try:\n"
+            "            r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "        except redis.ConnectionError as exc:\n"
+            '            log.warning("Redis write failed for %s: %s", key, '
+            "exc)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user_resilient"],
+        "source": "outside review",
+    },
+    {
+        "name": "guards only the read; skips write-back after a failed read, but an unguarded write can "
+        "still raise",
+        "breaks": "resilient-write",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user_resilient": "def get_user_resilient(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    try:\n"
+            "        cached = r.get(key)\n"
+            "    except redis.RedisError as exc:\n"
+            '        log.warning("Redis read failed for %s: %s", key, '
+            "exc)\n"
+            "        return load_profile(user_id)\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user_resilient"],
+        "source": "outside review",
+    },
+    {
+        "name": "a failed write-back is swallowed silently (no warning)",
+        "breaks": "resilient-warn",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user_resilient": "def get_user_resilient(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    try:\n"
+            "        cached = r.get(key)\n"
+            "    except redis.RedisError as exc:\n"
+            '        log.warning("Redis read failed for %s: %s", key, '
+            "exc)\n"
+            "        cached = None\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        try:\n"
+            "            r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "        except redis.RedisError:\n"
+            "            pass\n"
+            "    return value"
+        },
+        "loses": ["test_get_user_resilient"],
+        "source": "outside review",
+    },
+    {
+        "name": "one try around everything: a failed write-back re-reads PostgreSQL",
+        "breaks": "resilient-cache-aside",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user_resilient": "def get_user_resilient(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    try:\n"
+            "        cached = r.get(key)\n"
+            "        if cached is not None:\n"
+            "            return json.loads(cached)\n"
+            "        value = load_profile(user_id)\n"
+            "        if value is not None:\n"
+            "            r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "        return value\n"
+            "    except redis.RedisError as exc:\n"
+            '        log.warning("Redis failed for %s: %s", key, exc)\n'
+            "        return load_profile(user_id)"
+        },
+        "loses": ["test_get_user_resilient"],
+        "source": "outside review",
+    },
+    {
+        "name": "caches JSON null for unknown ids",
+        "breaks": "resilient-cache-aside",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user_resilient": "def get_user_resilient(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    try:\n"
+            "        cached = r.get(key)\n"
+            "    except redis.RedisError as exc:\n"
+            '        log.warning("Redis read failed for %s: %s", key, '
+            "exc)\n"
+            "        cached = None\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if True:\n"
+            "        try:\n"
+            "            r.set(key, json.dumps(value), ex=PROFILE_TTL)\n"
+            "        except redis.RedisError as exc:\n"
+            '            log.warning("Redis write failed for %s: %s", key, '
+            "exc)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user_resilient"],
+        "source": "outside review",
+    },
+    {
+        "name": "write-back without TTL",
+        "breaks": "resilient-cache-aside",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_user_resilient": "def get_user_resilient(r, user_id: int) -> dict | None:\n"
+            "    key = user_key(user_id)\n"
+            "    try:\n"
+            "        cached = r.get(key)\n"
+            "    except redis.RedisError as exc:\n"
+            '        log.warning("Redis read failed for %s: %s", key, '
+            "exc)\n"
+            "        cached = None\n"
+            "    if cached is not None:\n"
+            "        return json.loads(cached)\n"
+            "    value = load_profile(user_id)\n"
+            "    if value is not None:\n"
+            "        try:\n"
+            "            r.set(key, json.dumps(value))\n"
+            "        except redis.RedisError as exc:\n"
+            '            log.warning("Redis write failed for %s: %s", key, '
+            "exc)\n"
+            "    return value"
+        },
+        "loses": ["test_get_user_resilient"],
+        "source": "outside review",
+    },
 ]
 
 # Right answers written another way: each must keep full marks (the tests check behaviour,
