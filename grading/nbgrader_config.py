@@ -16,7 +16,7 @@ c.CourseDirectory.course_id = "data-layer-engineering"
 c.CourseDirectory.db_url = "sqlite:///" + os.path.join(here, "gradebook.db")
 
 # Setup cells load data: nbgrader's default 30 s per cell is too short for them. Answer and
-# test cells get 60 s (labkit.nbgrader_ext.cell_timeout; LABKIT_GRADING_CELL_TIMEOUT), so a
+# test cells get 60 s (labkit.course.nbgrader_ext.cell_timeout; LABKIT_GRADING_CELL_TIMEOUT), so a
 # student's endless loop costs at most that per cell, and the feedback says so.
 c.Execute.timeout = 300
 c.Execute.kernel_name = "python3"
@@ -27,7 +27,7 @@ c.ClearSolutions.text_stub = "YOUR ANSWER HERE"
 
 # Grade every notebook of every submission in its own sandbox (fresh database names, a
 # private Redis), and keep hidden tests out of the feedback students receive
-# (src/labkit/nbgrader_ext.py explains both).
-from labkit.nbgrader_ext import configure  # noqa: E402
+# (src/labkit/course/nbgrader_ext.py explains both).
+from labkit.course.nbgrader_ext import configure  # noqa: E402
 
 configure(c)

@@ -47,7 +47,7 @@ def pytest_terminal_summary(terminalreporter):
     for row in rows:
         write(row["text"])
     write("")
-    from labkit.mutation import summary_table
+    from labkit.course.mutation import summary_table
 
     for line in summary_table(rows).splitlines():
         write(line)
@@ -56,7 +56,7 @@ def pytest_terminal_summary(terminalreporter):
 @pytest.fixture(scope="session", autouse=True)
 def course_services():
     """The course's PostgreSQL and Redis, running (idempotent `up`)."""
-    from labkit.services import Services
+    from labkit.course.services import Services
 
     return Services(quiet=True).up()
 

@@ -368,7 +368,7 @@ def test_binder_build_and_launch_simulated():
         # then executes the start-here notebook against them.
         executed = user.home / "00-start-here.executed.ipynb"
         command = (
-            "python -c 'import os; from labkit.services import mask_url; "
+            "python -c 'import os; from labkit.course.services import mask_url; "
             'print("DATABASE_URL", mask_url(os.environ["DATABASE_URL"])); '
             'print("REDIS_URL", mask_url(os.environ["REDIS_URL"]))\' && '
             f"exec python -m papermill {START_HERE} {executed} -k python3 --cwd notebooks "

@@ -26,13 +26,14 @@ import nbformat
 import pytest
 from notebook_params import CI_PARAMETERS
 
-from labkit import config, labsetup
-from labkit.cli import lab_command
+from labkit import config
+from labkit.course import labsetup
+from labkit.course.cli import lab_command
 
 ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BUDGET_S = 90
-CHECK_CELL = 'from labkit import selfcheck\n\nselfcheck.check("00-warmup", "warmup.ipynb")'
+CHECK_CELL = 'from labkit.course import selfcheck\n\nselfcheck.check("00-warmup", "warmup.ipynb")'
 SCREENSHOTS = config.state_dir() / "browser-screenshots"
 # Warnings JupyterLab's log must not show a learner (issue 9, "Noise").
 NOISE = ("without encryption", "is not trusted", "ping timeout", "XDG_RUNTIME_DIR", "Traceback")

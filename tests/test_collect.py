@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import cli, grading
+from labkit.course import cli, grading
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = "00-warmup"

@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from labkit import config
-from labkit.services import Services, postgres_bin_dir, redis_server_binary
+from labkit.course.services import Services, postgres_bin_dir, redis_server_binary
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = ROOT / "compose.yaml"

@@ -19,14 +19,17 @@ MODULES = [
     "cache",
     "caching",
     "config",
+    "controls",
     "data",
     "db",
     "errors",
     "exercises",
-    "mutation",
+    "measure",
     "probes",
-    "services",
     "supervisor",
+    "course.labsetup",
+    "course.mutation",
+    "course.services",
 ]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 

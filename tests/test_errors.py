@@ -11,7 +11,7 @@ import pkgutil
 import pytest
 
 import labkit
-from labkit import cli
+from labkit.course import cli
 from labkit.errors import LabkitError
 
 

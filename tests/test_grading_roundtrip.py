@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import wrong_answers
 
-from labkit import grading, mutation
+from labkit.course import grading, mutation
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from labkit import grading
-from labkit.nbgrader_ext import CELL_TIMEOUT_ENV, cell_timeout, timeout_message
+from labkit.course import grading
+from labkit.course.nbgrader_ext import CELL_TIMEOUT_ENV, cell_timeout, timeout_message
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 5

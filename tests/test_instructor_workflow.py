@@ -22,7 +22,8 @@ import nbformat
 import pytest
 from notebook_text import HIDDEN, SOLUTION, normalize, secret_lines
 
-from labkit import cache, db, grading
+from labkit import cache, db
+from labkit.course import grading
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from labkit import config, labsetup
-from labkit.cli import lab_command
+from labkit import config
+from labkit.course import labsetup
+from labkit.course.cli import lab_command
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lines of the server's log that a learner must not see (issue 9, "Noise").
@@ -164,7 +165,7 @@ def test_lab_serves_the_course_for_a_learner(tmp_path):
     gradebook_before = gradebook.exists()
     # What `python -m labkit lab` does before it starts JupyterLab, for this learner's HOME.
     subprocess.run(
-        [sys.executable, "-c", "from labkit import labsetup; labsetup.trust_notebooks()"],
+        [sys.executable, "-c", "from labkit.course import labsetup; labsetup.trust_notebooks()"],
         env=env,
         check=True,
     )

@@ -1,4 +1,4 @@
-"""Mutation testing of the exercises' hidden tests (labkit.mutation): the operators make the
+"""Mutation testing of the exercises' hidden tests (labkit.course.mutation): the operators make the
 slips they claim to, only inside solution regions; the reviewed list of equivalent mutants
 is well-formed and current; and, for every assignment, nbgrader's real pipeline catches
 every mutant that is not on that list. The per-assignment table is printed at the end of
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from labkit import grading, mutation
+from labkit.course import grading, mutation
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import nbformat
 
-from labkit import grading, progress
+from labkit.course import grading, progress
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9]*.ipynb"))
@@ -41,7 +41,7 @@ def test_every_exercise_notebook_belongs_to_exactly_one_step():
         steps = [
             s.step for s in progress.STEPS if any(fnmatch.fnmatch(key, p) for p in s.exercises)
         ]
-        assert len(steps) == 1, f"{key} belongs to steps {steps}: fix labkit.progress.STEPS"
+        assert len(steps) == 1, f"{key} belongs to steps {steps}: fix labkit.course.progress.STEPS"
 
 
 def test_every_lesson_records_that_it_ran_to_the_end():
@@ -50,7 +50,7 @@ def test_every_lesson_records_that_it_ran_to_the_end():
         cells = [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
         expected = f'progress.record_lesson("{path.stem}")'
         assert cells and expected in cells[-1].source, (
-            f"{path.name}: make its last code cell `from labkit import progress` + `{expected}`"
+            f"{path.name}: make its last code cell `from labkit.course import progress` + `{expected}`"
         )
 
 

@@ -12,7 +12,7 @@ import nbformat
 import pytest
 import wrong_answers
 
-from labkit import grading
+from labkit.course import grading
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")

@@ -14,7 +14,8 @@ import pytest
 import wrong_answers
 from notebook_text import HIDDEN, normalize, secret_lines
 
-from labkit import db, grading, selfcheck
+from labkit import db
+from labkit.course import grading, selfcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")

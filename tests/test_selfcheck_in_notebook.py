@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from labkit import selfcheck
+from labkit.course import selfcheck
 
 ROOT = Path(__file__).resolve().parents[1]
 

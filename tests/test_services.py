@@ -1,4 +1,4 @@
-"""labkit.services against real servers, in throwaway state folders (the course's own
+"""labkit.course.services against real servers, in throwaway state folders (the course's own
 servers are never touched): up/down, idempotence, crash recovery, port conflicts, URL
 override, and clear errors."""
 
@@ -19,7 +19,7 @@ import pytest
 import redis
 
 from labkit import config
-from labkit.services import ServiceError, Services, mask_url
+from labkit.course.services import ServiceError, Services, mask_url
 
 pytestmark = pytest.mark.xdist_group("services")
 
@@ -236,7 +236,7 @@ def test_no_side_effects_at_import(tmp_path):
 def test_port_taken_between_check_and_bind_moves_to_another_port(state, monkeypatch, service):
     """If another program binds the port after our check (a race no check can close), the
     server's own bind fails: `up` reads that in the server's log, says so and moves."""
-    import labkit.services as services_module
+    import labkit.course.services as services_module
 
     state.up()
     taken = int(urls(state)["DATABASE_URL" if service == "postgres" else "REDIS_URL"]

@@ -1,57 +1,36 @@
 """labkit — the helper package of the production data-layer engineering course.
 
+Two layers, visible in the tree:
+
+- **teaching helpers**, one module per topic, are what the lessons and exercises import:
+  :mod:`labkit.db` (engines, isolated databases, the query recorder, EXPLAIN as data),
+  :mod:`labkit.data` (the demo dataset) and :mod:`labkit.blog` (its ORM models),
+  :mod:`labkit.measure` (timings and tables), :mod:`labkit.explain_tools` (plan
+  comparisons), :mod:`labkit.practice` (the practice run), :mod:`labkit.cache` (Redis, and
+  a Redis you may kill), :mod:`labkit.caching` (codec, hit counters, Zipf workloads,
+  stampede lock), :mod:`labkit.controls` (widgets that executors cannot hang),
+  :mod:`labkit.exercises` and :mod:`labkit.probes` (what the exercises and their tests
+  use), :mod:`labkit.supervisor` (the life cycle of every server a lesson starts), with
+  :mod:`labkit.config` (which servers) and :mod:`labkit.errors` (one error hierarchy);
+- **the course's machinery**, in :mod:`labkit.course`: the course's own servers
+  (``services``), nbgrader's pipeline and its plug-ins (``grading``, ``nbgrader_ext``),
+  mutation testing of the hidden tests (``mutation``), the learner's self-check and
+  progress (``selfcheck``, ``progress``), JupyterLab's set-up (``labsetup``), the budgets
+  (``bench``) and the command line (``cli``, ``python -m labkit``).
+
+Helpers never import the machinery; the machinery uses the helpers
+(``tests/test_layers.py`` checks it, and that no two modules import each other in a cycle).
+
 Usage::
 
-    import labkit
-    labkit.services_table()          # what runs where (starts nothing)
     from labkit import db, data, measure, cache
-
-Modules, one per concern:
-
-- servers and connections: :mod:`labkit.services` (start/stop the course's servers),
-  :mod:`labkit.supervisor` (the life cycle they share with the extra servers a lesson
-  starts: PostgreSQL clusters, uvicorn-served ASGI apps, workers),
-  :mod:`labkit.config` (which URLs), :mod:`labkit.db` (engines, isolated databases, the
-  query recorder, EXPLAIN as data), :mod:`labkit.cache` (Redis, a Redis you may kill);
-- data: :mod:`labkit.data` (the demo dataset), :mod:`labkit.blog` (its ORM models);
-- measurement: :mod:`labkit.measure` (timings, before/after tables),
-  :mod:`labkit.explain_tools` (plan comparisons), :mod:`labkit.practice` (the practice
-  run), :mod:`labkit.caching` (codec, hit counters, Zipf workloads, stampede lock);
-- exercises and grading: :mod:`labkit.exercises` (per-exercise isolation),
-  :mod:`labkit.grading` (nbgrader's pipeline), :mod:`labkit.nbgrader_ext` (grading
-  sandbox, feedback without hidden tests), :mod:`labkit.selfcheck` (check your own work),
-  :mod:`labkit.progress` (your progress);
-- :mod:`labkit.cli` (``python -m labkit``) and :mod:`labkit.bench` (the budgets).
+    demo = data.blog_database("lesson_01", scale="small")
 
 Importing starts nothing.
 """
 
 from __future__ import annotations
 
-__all__ = ["__version__", "services_table"]
+__all__ = ["__version__"]
 
 __version__ = "0.1.0"
-
-
-def services_table():
-    """A DataFrame of the course's servers: mode, running, version, URL (password masked).
-
-    Raises :class:`labkit.config.ServicesNotRunning` with what to do if a server is down."""
-    import pandas as pd
-
-    from labkit.config import ServicesNotRunning
-    from labkit.services import Services
-
-    statuses = Services(quiet=True).status()
-    down = [s.name for s in statuses.values() if not s.running]
-    if down:
-        raise ServicesNotRunning(
-            f"not running: {', '.join(down)}. Run `make lab` (or `python -m labkit services "
-            "up`) in a terminal, or set DATABASE_URL / REDIS_URL to servers you have."
-        )
-    return pd.DataFrame(
-        [
-            {"service": s.name, "mode": s.mode, "version": s.version, "url": s.url}
-            for s in statuses.values()
-        ]
-    ).set_index("service")

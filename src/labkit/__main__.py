@@ -1,5 +1,5 @@
-"""``python -m labkit`` — see :mod:`labkit.cli`."""
+"""``python -m labkit`` — see :mod:`labkit.course.cli`."""
 
-from labkit.cli import main
+from labkit.course.cli import main
 
 raise SystemExit(main())

@@ -21,7 +21,8 @@ def redis_client(db: int | None = None, *, decode_responses: bool = True, **kwar
     """A ``redis.Redis`` on the course's server (``db`` overrides the URL's database number)."""
     import redis
 
-    from labkit.services import ServiceError, mask_url
+    from labkit.errors import ServiceError
+    from labkit.supervisor import mask_url
 
     url = config.redis_url()
     options: dict[str, Any] = {
@@ -84,7 +85,8 @@ class ThrowawayRedis:
 
         import redis
 
-        from labkit.services import ServiceError, redis_server_binary
+        from labkit.errors import ServiceError
+        from labkit.supervisor import redis_server_binary
 
         self._folder = tempfile.TemporaryDirectory(prefix="labkit-redis-")
         for _attempt in range(3):

@@ -94,7 +94,8 @@ def connect(database: str | None = None, **kwargs: Any):
     """A psycopg 3 connection on ``database`` (default: the maintenance database)."""
     import psycopg
 
-    from labkit.services import ServiceError, mask_url
+    from labkit.errors import ServiceError
+    from labkit.supervisor import mask_url
 
     url = _with_database(admin_url(), database)
     try:
@@ -131,7 +132,7 @@ class Database:
         return connect(self.name, **kwargs)
 
     def __repr__(self) -> str:
-        from labkit.services import mask_url
+        from labkit.supervisor import mask_url
 
         return f"Database(name={self.name!r}, url={mask_url(self.url)!r})"
 

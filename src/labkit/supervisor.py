@@ -1,7 +1,7 @@
 """One life cycle for every server the course runs: start on a free loopback port, wait
 until ready, report status, stop, and clean up after ourselves and after a crashed run.
 
-The course's PostgreSQL and Redis (:mod:`labkit.services`), an extra PostgreSQL cluster or
+The course's PostgreSQL and Redis (:mod:`labkit.course.services`), an extra PostgreSQL cluster or
 a streaming replica (:class:`PostgresReplica`) a lesson starts, and background processes
 (:class:`ProcessServer`) such as an ASGI app served by uvicorn (:class:`AsgiServer`) all go
 through :class:`Supervisor`:

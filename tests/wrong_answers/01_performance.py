@@ -5,7 +5,7 @@ not depend on it)."""
 
 from pathlib import Path
 
-from labkit import grading
+from labkit.course import grading
 from wrong_answers import Requirement
 
 STEP06 = "step06-query-optimization.ipynb"

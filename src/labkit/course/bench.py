@@ -23,7 +23,7 @@ BUDGETS = {"cold_start_s": 3.0, "warm_start_s": 1.0, "load_ratio": 0.5, "noteboo
 
 
 def bench_services() -> dict[str, float]:
-    from labkit.services import Services
+    from labkit.course.services import Services
 
     folder = Path(tempfile.mkdtemp(prefix="labkit-bench-"))
     os.chmod(folder, 0o755)
@@ -52,7 +52,7 @@ def bench_load(scale: str = "guide", repeat: int = 3) -> dict[str, float]:
     import statistics
 
     from labkit import data, db
-    from labkit.services import postgres_bin_dir
+    from labkit.course.services import postgres_bin_dir
 
     size = data.SCALES[scale]
     started = time.perf_counter()

@@ -3,7 +3,7 @@ see whether a test notices.
 
 For example, the mutants of a tiny answer cell::
 
-    >>> from labkit import mutation
+    >>> from labkit.course import mutation
     >>> cell = "### BEGIN SOLUTION\nrows = query.order_by(Post.views.desc(), Post.id).limit(5)\n### END SOLUTION\n"
     >>> for mutant in mutation.mutate_cell(cell, "nb.ipynb", "top"):
     ...     print(mutant.describe())
@@ -472,7 +472,7 @@ def _bodies(tree: ast.AST) -> Iterator[list[ast.stmt]]:
 def mutants_of(assignment: str, root: Path | None = None) -> list[Mutant]:
     """Every mutant of every answer cell of ``assignment`` (in ``root``, default the checkout's
     ``grading/``), in notebook and cell order."""
-    from labkit import grading
+    from labkit.course import grading
 
     source = (root or grading.course_dir()) / "source" / assignment
     if not source.is_dir():
@@ -513,7 +513,7 @@ class Equivalent:
 
 
 def equivalents_file(root: Path | None = None) -> Path:
-    from labkit import grading
+    from labkit.course import grading
 
     return (root or grading.course_dir()) / "equivalent-mutants.toml"
 
@@ -646,7 +646,7 @@ def _grade(
 ) -> dict[str, dict[str, tuple[float, float]]]:
     """Grade one batch of students in a scratch course of its own; returns student →
     "notebook:test" → (score, max score). See :func:`grade_answers`."""
-    from labkit import grading
+    from labkit.course import grading
 
     with grading.scratch_course(course_root) as course:
         release = course.release(assignment)
@@ -688,8 +688,8 @@ def grade_answers(
     (the untouched student version) or ``{notebook: {grade_id: source}}`` — the solution
     notebooks with those answer cells replaced; notebooks not named are not submitted (their
     tests score 0). Returns student → ``"<notebook stem>:<test grade_id>"`` → (score, max)."""
-    from labkit import grading
-    from labkit.nbgrader_ext import CELL_TIMEOUT_ENV
+    from labkit.course import grading
+    from labkit.course.nbgrader_ext import CELL_TIMEOUT_ENV
 
     course_root = root or grading.course_dir()
     names = sorted(students)
@@ -740,7 +740,7 @@ def run(
 
     ``workers`` scratch courses grade in parallel (default: the CPU count, at most 4);
     ``per_operator`` samples at most that many mutants per cell and operator."""
-    from labkit import grading
+    from labkit.course import grading
 
     say = echo or (lambda line: None)
     course_root = root or grading.course_dir()

@@ -1,7 +1,7 @@
 """nbgrader plug-ins of the course: a sandbox per graded notebook, and feedback without
 hidden tests. ``grading/nbgrader_config.py`` switches them on with one call::
 
-    from labkit.nbgrader_ext import configure
+    from labkit.course.nbgrader_ext import configure
     configure(c)
 
 - :class:`EnterSandbox` / :class:`LeaveSandbox` wrap nbgrader's ``Execute`` step: every

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from labkit import grading
+    from labkit.course import grading
     with grading.scratch_course() as course:             # a temporary copy of grading/
         course.release("00-warmup")
         course.submit("00-warmup", "alice", course.source_dir("00-warmup"))
@@ -612,7 +612,7 @@ class Course:
         self, assignment: str, student: str | None = None, *, extra: Sequence[str] = ()
     ) -> AutogradeRun:
         """``nbgrader autograde --force``: every submitted student (or one), each notebook in
-        its own sandbox (see :mod:`labkit.nbgrader_ext`). Returns the time it took."""
+        its own sandbox (see :mod:`labkit.course.nbgrader_ext`). Returns the time it took."""
         self.known(assignment)
         collected = self.students(assignment)
         if not collected:

@@ -2,7 +2,7 @@
 
 Usage::
 
-    from labkit import progress
+    from labkit.course import progress
     progress.overview()                      # per phase and per step (a table in a notebook)
     progress.record_lesson("00-start-here")  # the last cell of a lesson: it ran to the end
 
@@ -147,7 +147,7 @@ def _read_all(folder: Path) -> list[dict]:
 
 def _available_exercises(root: Path) -> dict[tuple[str, str], float]:
     """(assignment, notebook file) → points, for every exercise notebook in ``grading/source``."""
-    from labkit.grading import grade_cells
+    from labkit.course.grading import grade_cells
 
     source = root / "grading" / "source"
     found = {}

@@ -9,7 +9,7 @@ Usage (a terminal, from the course folder)::
 or the last cell of the exercise notebook itself (the check reads the saved file: save
 first; it warns when cells ran that the file does not hold)::
 
-    from labkit import selfcheck
+    from labkit.course import selfcheck
     selfcheck.check("00-warmup", "warmup.ipynb")
 
 The check executes the notebook, last cell included: while it runs, ``check`` called from
@@ -41,7 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labkit import config, grading, progress
+from labkit import config
+from labkit.course import grading, progress
 from labkit.errors import CheckError
 
 __all__ = [
@@ -248,7 +249,7 @@ def _run_visible(path: Path) -> object:
     import nbformat
     from nbclient import NotebookClient
 
-    from labkit.nbgrader_ext import Sandbox
+    from labkit.course.nbgrader_ext import Sandbox
 
     notebook = nbformat.read(path, as_version=4)
     with Sandbox(f"check/{path}") as env:

@@ -26,7 +26,7 @@ __all__ = ["main"]
 
 def _services(args: argparse.Namespace) -> int:
     from labkit import config
-    from labkit.services import Services
+    from labkit.course.services import Services
 
     services = Services(args.state_dir)
     if args.action == "up":
@@ -57,7 +57,7 @@ def _services(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from labkit.bench import run_all
+    from labkit.course.bench import run_all
 
     return run_all(scale=args.scale)
 
@@ -72,10 +72,11 @@ def lab_command(
     """The JupyterLab command line `make lab` runs: loopback only, the course folder as root,
     opening on 00-start-here; ``--allow-root`` only when we are root; configured for a
     learner, or for an instructor (``instructor``, default: ``LABKIT_INSTRUCTOR``) — see
-    :mod:`labkit.labsetup`."""
+    :mod:`labkit.course.labsetup`."""
     import os
 
-    from labkit import config, labsetup
+    from labkit import config
+    from labkit.course import labsetup
 
     root = config.project_root()
     argv = [
@@ -99,7 +100,8 @@ def lab_command(
 def _lab(args: argparse.Namespace) -> int:
     import os
 
-    from labkit import config, labsetup
+    from labkit import config
+    from labkit.course import labsetup
 
     instructor = True if args.instructor else None
     argv = lab_command(args.port, not args.no_browser, args.token, args.extra, instructor)
@@ -113,7 +115,7 @@ def _lab(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labkit import grading
+    from labkit.course import grading
 
     course = grading.Course(Path(args.course_dir) if args.course_dir else grading.course_dir())
     action = args.action
@@ -177,7 +179,7 @@ def _grade(args: argparse.Namespace) -> int:
 
 def _mutants(args: argparse.Namespace, course) -> int:
     """``grade mutants [A]``: the mutation pass; exit 1 if a mutant survived."""
-    from labkit import grading, mutation
+    from labkit.course import grading, mutation
 
     names = [args.assignment] if args.assignment else grading.assignments(course.root)
     reports = [
@@ -204,13 +206,13 @@ def _mutants(args: argparse.Namespace, course) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    from labkit import selfcheck
+    from labkit.course import selfcheck
 
     return selfcheck.main(args.assignment, args.notebook, args.quick)
 
 
 def _progress(args: argparse.Namespace) -> int:
-    from labkit import progress
+    from labkit.course import progress
 
     report = progress.overview()
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)

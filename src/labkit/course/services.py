@@ -1,6 +1,6 @@
 """Start, stop and inspect the course's PostgreSQL and Redis.
 
->>> from labkit.services import Services
+>>> from labkit.course.services import Services
 >>> services = Services(quiet=True)
 >>> services.up()["postgres"].running        # idempotent; also `python -m labkit services up`
 True
@@ -50,6 +50,7 @@ __all__ = [
     "ServiceError",
     "ServiceStatus",
     "Services",
+    "table",
     "mask_url",
     "postgres_bin_dir",
     "redis_server_binary",
@@ -284,3 +285,26 @@ class Services:
 
     def as_dict(self) -> dict:
         return {name: asdict(status) for name, status in self.status().items()}
+
+
+def table():
+    """A DataFrame of the course's servers: mode, running, version, URL (password masked).
+
+    Raises :class:`labkit.errors.ServicesNotRunning`, saying what to do, if one is down."""
+    import pandas as pd
+
+    from labkit.errors import ServicesNotRunning
+
+    statuses = Services(quiet=True).status()
+    down = [s.name for s in statuses.values() if not s.running]
+    if down:
+        raise ServicesNotRunning(
+            f"not running: {', '.join(down)}. Run `make lab` (or `python -m labkit services "
+            "up`) in a terminal, or set DATABASE_URL / REDIS_URL to servers you have."
+        )
+    return pd.DataFrame(
+        [
+            {"service": s.name, "mode": s.mode, "version": s.version, "url": s.url}
+            for s in statuses.values()
+        ]
+    ).set_index("service")

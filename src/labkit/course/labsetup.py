@@ -3,7 +3,7 @@
 ``python -m labkit lab`` adds :func:`prepare`'s options to JupyterLab's command line and
 :func:`environment` to its environment, and signs the notebooks (:func:`trust_notebooks`):
 
->>> from labkit import labsetup
+>>> from labkit.course import labsetup
 >>> options = labsetup.prepare(instructor=False)   # writes .labkit/lab/student/
 >>> [option.split("=")[0] for option in options]
 ['--config', '--LabApp.app_settings_dir']
