@@ -27,6 +27,7 @@ MODULES = [
     "measure",
     "probes",
     "supervisor",
+    "course.cells",
     "course.labsetup",
     "course.mutation",
     "course.services",

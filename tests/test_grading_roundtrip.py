@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import wrong_answers
 
-from labkit.course import grading, mutation
+from labkit.course import cells, grading, mutation
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")
@@ -80,8 +79,7 @@ def test_release_keeps_visible_tests():
     """The student version still has the visible tests (a learner can check their work)."""
     for assignment in ASSIGNMENTS:
         for path in (ROOT / "grading" / "source" / assignment).glob("*.ipynb"):
-            notebook = nbformat.read(path, as_version=4)
-            graded = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("grade")]
+            graded = [c for c in cells.read(path) if c.kind == "test"]
             assert graded, f"{path.name} has no test cells"
             for cell in graded:
                 visible = cell.source.split("### BEGIN HIDDEN TESTS")[0]

@@ -33,9 +33,9 @@ def most_viewed_posts(session, limit=10):
 def test_cell_timeout_applies_to_answers_and_tests_only(monkeypatch):
     """Setup cells keep the long timeout; answer and test cells get the short one."""
     monkeypatch.setenv(CELL_TIMEOUT_ENV, "7")
-    answer = {"metadata": {"nbgrader": {"solution": True, "grade_id": "a"}}}
-    test = {"metadata": {"nbgrader": {"grade": True, "grade_id": "t"}}}
-    setup = {"metadata": {"nbgrader": {"locked": True, "grade_id": "setup"}}}
+    answer = {"cell_type": "code", "metadata": {"nbgrader": {"solution": True, "grade_id": "a"}}}
+    test = {"cell_type": "code", "metadata": {"nbgrader": {"grade": True, "grade_id": "t"}}}
+    setup = {"cell_type": "code", "metadata": {"nbgrader": {"locked": True, "grade_id": "setup"}}}
     assert (cell_timeout(answer), cell_timeout(test)) == (7, 7)
     assert cell_timeout(setup) == 300
     monkeypatch.setenv(CELL_TIMEOUT_ENV, "soon")

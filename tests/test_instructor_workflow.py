@@ -23,7 +23,7 @@ import pytest
 from notebook_text import HIDDEN, SOLUTION, normalize, secret_lines
 
 from labkit import cache, db
-from labkit.course import grading
+from labkit.course import cells, grading
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")
@@ -55,12 +55,7 @@ def plan(course: grading.Course, assignment: str, folder: Path):
         students["empty"][name] = release / name
         # partial: the first half of the answer cells; a test cell counts if no unanswered
         # answer cell comes before it
-        order = [
-            c.metadata["nbgrader"]["grade_id"]
-            for c in nbformat.read(source / name, as_version=4).cells
-            if c.metadata.get("nbgrader", {}).get("solution")
-            or c.metadata.get("nbgrader", {}).get("grade")
-        ]
+        order = [c.grade_id for c in cells.read(source / name) if c.kind in ("answer", "test")]
         answered = list(solutions)[: max(1, len(solutions) // 2)]
         students["partial"][name] = grading.apply_answers(
             release / name, {k: solutions[k] for k in answered}, folder / "partial" / name
@@ -90,9 +85,10 @@ def html_text(path: Path) -> str:
 def errors(notebook: Path) -> list[str]:
     """The error messages in a (graded) notebook's test cells."""
     found = []
-    for cell in nbformat.read(notebook, as_version=4).cells:
-        if cell.metadata.get("nbgrader", {}).get("grade"):
-            for output in cell.get("outputs", []):
+    graded = nbformat.read(notebook, as_version=4)
+    for info in cells.read(graded):
+        if info.kind == "test":
+            for output in graded.cells[info.index].get("outputs", []):
                 if output.get("output_type") == "error" and output.get("evalue"):
                     found.append(normalize(output["evalue"]))
     return found

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import wrong_answers
 
-from labkit.course import grading
+from labkit.course import cells, grading
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSIGNMENTS = grading.assignments(ROOT / "grading")
@@ -23,13 +22,12 @@ def task_texts(assignment: str) -> dict[tuple[str, str], tuple[str, list[str]]]:
     found: dict[tuple[str, str], tuple[str, list[str]]] = {}
     for path in sorted((ROOT / "grading" / "source" / assignment).glob("*.ipynb")):
         current = None
-        for cell in nbformat.read(path, as_version=4).cells:
-            meta = cell.metadata.get("nbgrader", {})
-            if cell.cell_type == "markdown" and meta.get("grade_id", "").startswith("task"):
-                current = (path.name, meta["grade_id"])
+        for cell in cells.read(path):
+            if cell.kind == "task" and (cell.grade_id or "").startswith("task"):
+                current = (path.name, cell.grade_id)
                 found[current] = (cell.source, [])
-            elif meta.get("solution") and not meta.get("grade") and current:
-                found[current][1].append(meta["grade_id"])
+            elif cell.kind == "answer" and current:
+                found[current][1].append(cell.grade_id)
     return found
 
 

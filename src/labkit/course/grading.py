@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import config
+from labkit.course import cells
 from labkit.errors import GradingError
 
 __all__ = [
@@ -915,14 +916,7 @@ def scratch_course(root: Path | None = None) -> Iterator[Course]:
 
 
 def _answer_sources(path: Path) -> dict[str, str]:
-    import nbformat
-
-    notebook = nbformat.read(path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: c.source
-        for c in notebook.cells
-        if c.metadata.get("nbgrader", {}).get("solution")
-    }
+    return cells.answers(path)
 
 
 def student_copies(
@@ -966,27 +960,12 @@ def student_copies(
 
 def solution_cells(notebook_path: Path) -> dict[str, str]:
     """The answer cells of an nbgrader source notebook: grade_id → source."""
-    import nbformat
-
-    notebook = nbformat.read(notebook_path, as_version=4)
-    cells = {}
-    for cell in notebook.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and not meta.get("grade"):
-            cells[meta["grade_id"]] = cell.source
-    return cells
+    return cells.answers(notebook_path)
 
 
 def grade_cells(notebook_path: Path) -> dict[str, float]:
     """The autograded test cells of a notebook: grade_id → points, in cell order."""
-    import nbformat
-
-    notebook = nbformat.read(notebook_path, as_version=4)
-    return {
-        c.metadata["nbgrader"]["grade_id"]: float(c.metadata["nbgrader"].get("points", 0))
-        for c in notebook.cells
-        if c.metadata.get("nbgrader", {}).get("grade")
-    }
+    return cells.tests(notebook_path)
 
 
 def apply_answers(notebook_path: Path, answers: Mapping[str, str], out_path: Path) -> Path:
@@ -996,10 +975,9 @@ def apply_answers(notebook_path: Path, answers: Mapping[str, str], out_path: Pat
 
     notebook = nbformat.read(notebook_path, as_version=4)
     remaining = dict(answers)
-    for cell in notebook.cells:
-        grade_id = cell.metadata.get("nbgrader", {}).get("grade_id")
-        if grade_id in remaining:
-            cell.source = remaining.pop(grade_id)
+    for cell in cells.read(notebook):
+        if cell.grade_id in remaining:
+            notebook.cells[cell.index].source = remaining.pop(cell.grade_id)
     if remaining:
         raise KeyError(f"no answer cells {sorted(remaining)} in {notebook_path.name}")
     out_path.parent.mkdir(parents=True, exist_ok=True)

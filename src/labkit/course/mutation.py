@@ -616,27 +616,10 @@ class AssignmentReport:
 
 def _test_order(path: Path) -> tuple[list[str], dict[str, list[str]]]:
     """The graded test cells of a notebook in order, and for each answer cell the test
-    cells of its task: those that follow it, up to the next answer cell that comes after
-    a test cell (two answer cells in a row share the tests that follow them)."""
-    import nbformat
+    cells of its task (see :func:`labkit.course.cells.task_tests`)."""
+    from labkit.course import cells
 
-    tests: list[str] = []
-    own: dict[str, list[str]] = {}
-    pending: list[str] = []
-    tested = False
-    for cell in nbformat.read(path, as_version=4).cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and not meta.get("grade"):
-            if tested:
-                pending, tested = [], False
-            pending.append(meta["grade_id"])
-            own[meta["grade_id"]] = []
-        elif meta.get("grade") and cell.cell_type == "code":
-            tests.append(meta["grade_id"])
-            for answer in pending:
-                own[answer].append(meta["grade_id"])
-            tested = True
-    return tests, own
+    return list(cells.tests(path)), cells.task_tests(path)
 
 
 def _grade(

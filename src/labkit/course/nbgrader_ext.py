@@ -207,8 +207,9 @@ def graded_cell_timeout() -> int:
 def cell_timeout(cell) -> int:
     """nbclient's ``timeout_func``: answer and test cells get :func:`graded_cell_timeout`
     seconds, other cells (setup, instructions) :data:`SETUP_CELL_TIMEOUT_S`."""
-    meta = cell.get("metadata", {}).get("nbgrader", {})
-    if meta.get("solution") or meta.get("grade"):
+    from labkit.course import cells
+
+    if cells.kind(cell) in ("answer", "test"):
         return graded_cell_timeout()
     return _setup_timeout[0]
 

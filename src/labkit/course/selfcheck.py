@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import config
-from labkit.course import grading, progress
+from labkit.course import cells, grading, progress
 from labkit.errors import CheckError
 
 __all__ = [
@@ -230,13 +230,13 @@ def _message(cell, unanswered: bool) -> str:
 def _tasks(executed, notebook: str) -> list[tuple[str, object, bool]]:
     """(grade id, executed cell, an answer cell before it is unanswered) per test cell."""
     found, unanswered = [], False
-    for cell in executed.cells:
-        meta = cell.metadata.get("nbgrader", {})
-        if meta.get("solution") and not meta.get("grade"):
+    for info in cells.read(executed):
+        cell = executed.cells[info.index]
+        if info.kind == "answer":
             error = _error(cell)
             unanswered = unanswered or bool(error and error[0] == "NotImplementedError")
-        if meta.get("grade") and cell.cell_type == "code":
-            found.append((meta["grade_id"], cell, unanswered))
+        if info.kind == "test":
+            found.append((info.grade_id, cell, unanswered))
             unanswered = False  # the next task's answer cells come after this test cell
     return found
 
@@ -410,16 +410,10 @@ def _normalized(source: str) -> str:
 
 
 def _check_into(result, assignment, notebooks, source, full, record, say) -> None:
-    import nbformat
-
     by_key: dict[tuple[str, str], TaskResult] = {}
     for name, path in notebooks.items():
         points = grading.grade_cells(source / name)
-        sources = {
-            c.metadata["nbgrader"]["grade_id"]: c.source
-            for c in nbformat.read(source / name, as_version=4).cells
-            if c.metadata.get("nbgrader", {}).get("grade")
-        }
+        sources = {c.grade_id: c.source for c in cells.read(source / name) if c.kind == "test"}
         for grade_id, value in points.items():
             task = TaskResult(name, grade_id, _first_line(sources[grade_id]), value)
             by_key[(name, grade_id)] = task
