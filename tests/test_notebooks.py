@@ -165,9 +165,54 @@ def test_saved_outputs_never_reach_the_hygiene_check(tmp_path):
     assert "has outputs" in run(*check, ok=False).stderr
 
 
+def test_check_fails_when_the_contents_are_stale(tmp_path):
+    """`nbtools navigate` writes a lesson's contents from its `##` headings; a heading added
+    without re-running it fails `nbtools check` (which reads git's index) until it runs."""
+    import shutil
+    import subprocess
+    import sys
+
+    import nbformat
+
+    repo = tmp_path / "course"
+    (repo / "tools").mkdir(parents=True)
+    (repo / "notebooks").mkdir()
+    shutil.copy(ROOT / "tools" / "nbtools.py", repo / "tools")
+    path = repo / "notebooks" / "01-lesson.ipynb"
+    cells = [
+        nbformat.v4.new_markdown_cell("# A lesson"),
+        nbformat.v4.new_markdown_cell("## 1. One"),
+    ]
+    nbformat.write(nbformat.v4.new_notebook(cells=cells), path)
+
+    def run(*argv, ok=True):
+        proc = subprocess.run(argv, cwd=repo, capture_output=True, text=True)
+        assert (proc.returncode == 0) == ok, f"{argv}: {proc.stdout}{proc.stderr}"
+        return proc
+
+    tool = (sys.executable, "tools/nbtools.py")
+    run("git", "init", "-q")
+    run(*tool, "navigate")
+    run("git", "add", ".")
+    run(*tool, "check")
+    toc = nbformat.read(path, as_version=4).cells[1]
+    assert toc.metadata["tags"] == ["toc"] and "[1. One](#1.-One)" in toc.source
+    notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_markdown_cell("## 2. Reading `EXPLAIN (ANALYZE)`"))
+    nbformat.write(notebook, path)
+    run("git", "add", ".")
+    assert "stale" in run(*tool, "check", ok=False).stderr
+    run(*tool, "navigate")
+    run("git", "add", ".")
+    run(*tool, "check")
+    toc = nbformat.read(path, as_version=4).cells[1].source
+    assert "[2. Reading `EXPLAIN (ANALYZE)`](#2.-Reading-EXPLAIN-(ANALYZE))" in toc
+
+
 def test_lesson_links_resolve():
     """Every relative link in a lesson's Markdown opens a file of the course (and, with a
-    `#fragment`, a heading of it): the contents, the navigation, the exercises."""
+    `#fragment`, a heading of it): the contents, the navigation, the exercises, and each
+    lesson's generated table of contents, which links every `##` step."""
     import re
 
     import nbformat
@@ -177,14 +222,16 @@ def test_lesson_links_resolve():
         found = re.findall(
             r"^#+\s+(.+)$", "\n".join(c.source for c in cells if c.cell_type == "markdown"), re.M
         )
-        return {h.strip().replace(" ", "-") for h in found}
+        # JupyterLab's heading ids: the rendered text, spaces replaced by "-"
+        return {re.sub(r"[`*]", "", h).strip().replace(" ", "-") for h in found}
 
     broken = []
     for lesson in LESSONS:
         for cell in nbformat.read(lesson, as_version=4).cells:
             if cell.cell_type != "markdown":
                 continue
-            for target in re.findall(r"\]\(([^)\s]+)\)", cell.source):
+            # a link's target may hold balanced parentheses: #3.-Reading-EXPLAIN-(ANALYZE,-BUFFERS)
+            for target in re.findall(r"\]\(((?:[^()\s]|\([^()\s]*\))+)\)", cell.source):
                 if re.match(r"[a-z]+:", target):
                     continue  # https:, mailto:
                 file, _, fragment = target.partition("#")
@@ -194,6 +241,15 @@ def test_lesson_links_resolve():
                 elif fragment and fragment not in headings(path):
                     broken.append(f"{lesson.name}: {target} (no heading {fragment!r})")
     assert not broken, "\n".join(broken)
+    for lesson in LESSONS:
+        cells = nbformat.read(lesson, as_version=4).cells
+        toc = [c.source for c in cells if "toc" in c.metadata.get("tags", [])]
+        assert len(toc) == 1, f"{lesson.name}: run tools/nbtools.py navigate (one contents cell)"
+        steps = re.findall(
+            r"^##\s+(.+)$", "\n".join(c.source for c in cells if c.cell_type == "markdown"), re.M
+        )
+        unlisted = [step for step in steps if f"[{step.strip()}](#" not in toc[0]]
+        assert not unlisted, f"{lesson.name}: steps missing from its contents: {unlisted}"
     start = nbformat.read(LESSONS[0], as_version=4)
     text = "\n".join(c.source for c in start.cells)
     for exercise in sorted((ROOT / "exercises").glob("*/*.ipynb")):
