@@ -303,7 +303,7 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
     # The learner's JupyterLab, serving the copy instead of the checkout.
     argv = [a for a in argv if not a.startswith("--ServerApp.root_dir=")]
     argv.append(f"--ServerApp.root_dir={served}")
-    env = dict(os.environ, JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), **labsetup.environment())
+    env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(tmp_path / "rt"), **labsetup.environment()}
     env.pop(labsetup.INSTRUCTOR_ENV, None)
     # Databases of their own: a papermill run of the same lesson elsewhere re-creates (drops)
     # its database, which would cut this run's connections.

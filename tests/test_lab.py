@@ -245,3 +245,15 @@ def test_make_check_uses_the_course_python():
         env=dict(os.environ, MAKEFLAGS=""),
     )
     assert missing.returncode != 0 and "usage: make check A=00-warmup" in missing.stderr
+
+
+def test_kernel_sockets_fit_whatever_the_runtime_folder(monkeypatch, tmp_path):
+    """A Unix socket path has at most 107 bytes: the server gets a short private runtime
+    folder for its kernels' IPC sockets, however deep JUPYTER_RUNTIME_DIR is (a deep test
+    folder once made every kernel start fail with HTTP 500)."""
+    monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / ("deep-folder-" * 12)))
+    runtime = Path(labsetup.environment()["JUPYTER_RUNTIME_DIR"])
+    socket = runtime / "kernel-00000000-0000-0000-0000-000000000000-ipc-10"
+    assert len(str(socket).encode()) <= 107, socket
+    assert runtime.stat().st_mode & 0o777 == 0o700 and runtime.stat().st_uid == os.geteuid()
+    assert labsetup.server_config(False, tmp_path)["KernelManager"] == {"transport": "ipc"}

@@ -95,10 +95,28 @@ def _bashrc(bin_dir: Path) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _runtime_dir() -> Path:
-    from jupyter_core.paths import jupyter_runtime_dir
+def kernel_dir() -> Path | None:
+    """A short private runtime folder for the server: its kernels' connection files and IPC
+    sockets live there (JupyterLab puts them in its runtime folder).
 
-    return Path(jupyter_runtime_dir())
+    A Unix socket path has at most 107 bytes, and Jupyter's usual runtime folder can be
+    longer (a deep home, a test's temporary folder), so the server gets
+    ``<tmp>/labkit-kernels-<uid>-<hash of the state folder>``, made 0700 and owned by us —
+    or ``None`` if that cannot be had (kernels then use TCP)."""
+    import hashlib
+    import tempfile
+
+    digest = hashlib.sha256(str(config.state_dir()).encode()).hexdigest()[:8]
+    uid = os.geteuid() if hasattr(os, "geteuid") else 0
+    folder = Path(tempfile.gettempdir()) / f"labkit-kernels-{uid}-{digest}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.stat()
+    except OSError:
+        return None
+    if info.st_uid != uid or info.st_mode & 0o077 or len(str(folder)) > _IPC_PATH_ROOM:
+        return None
+    return folder
 
 
 def server_config(instructor: bool, folder: Path) -> dict:
@@ -111,7 +129,7 @@ def server_config(instructor: bool, folder: Path) -> dict:
             "tornado_settings": {"ws_ping_interval": 0},
         },
     }
-    if len(str(_runtime_dir())) <= _IPC_PATH_ROOM:
+    if kernel_dir() is not None:  # environment() makes it the server's runtime folder
         cfg["KernelManager"] = {"transport": "ipc"}
     if not instructor:
         cfg["ServerApp"]["jpserver_extensions"] = dict.fromkeys(NBGRADER_SERVER_EXTENSIONS, False)
@@ -140,14 +158,18 @@ def prepare(instructor: bool | None = None) -> list[str]:
 
 def environment() -> dict[str, str]:
     """Environment variables for the JupyterLab server (its kernels and terminals inherit
-    them): a usable private ``XDG_RUNTIME_DIR``."""
+    them): a usable private ``XDG_RUNTIME_DIR``, and a runtime folder short enough for IPC
+    sockets (:func:`kernel_dir`)."""
+    found: dict[str, str] = {}
+    if (kernels := kernel_dir()) is not None:
+        found["JUPYTER_RUNTIME_DIR"] = str(kernels)
     current = os.environ.get("XDG_RUNTIME_DIR")
     if current and _usable_runtime_dir(Path(current)):
-        return {}
+        return found
     private = config.state_dir() / "xdg-runtime"
     private.mkdir(parents=True, exist_ok=True)
     private.chmod(0o700)
-    return {"XDG_RUNTIME_DIR": str(private)}
+    return {**found, "XDG_RUNTIME_DIR": str(private)}
 
 
 def _usable_runtime_dir(path: Path) -> bool:
