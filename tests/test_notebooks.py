@@ -285,3 +285,81 @@ def test_start_here_runs_under_plain_nbconvert(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / LESSONS[0].name).is_file()
+
+
+# "Run from here": a learner who runs the imports, then jumps to any `##` section of lesson
+# 01 and runs it, must succeed — each section's first code cell sets up what it needs
+# (labkit.sections). Each section runs alone in a fresh kernel, after the parameters (at CI
+# size) and the imports, one kernel at a time (two at once, from threads of this process,
+# saved ~15 s but made libzmq abort now and then: its sockets are not thread-safe).
+RUN_FROM_HERE = LESSONS[1] if len(LESSONS) > 1 else None
+
+
+def lesson_sections(notebook) -> dict[str, list]:
+    """The cells of each `##` section: from the cell holding its heading to the next one
+    (the generated navigation left out)."""
+    import re
+
+    found: dict[str, list] = {}
+    current = None
+    for cell in notebook.cells:
+        if "navigation" in cell.metadata.get("tags", []):
+            continue
+        if cell.cell_type == "markdown":
+            headings = re.findall(r"^##\s+(.+)$", cell.source, re.M)
+            if headings:
+                current = found.setdefault(headings[-1].strip(), [])
+        if current is not None:
+            current.append(cell)
+    return found
+
+
+def run_section(cells: list) -> tuple[float, str]:
+    """Execute ``cells`` in a fresh kernel; returns the seconds and the error (or "")."""
+    import nbformat
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.v4.new_notebook(cells=cells)
+    client = NotebookClient(
+        notebook, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {}}
+    )
+    started = time.perf_counter()
+    try:
+        client.execute(cwd=str(ROOT / "notebooks"))
+        error = ""
+    except CellExecutionError as exc:
+        lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+        error = "\n    ".join(lines[-6:])
+    return time.perf_counter() - started, error
+
+
+@pytest.mark.skipif(RUN_FROM_HERE is None, reason="no lesson 01")
+def test_lesson_01_runs_from_any_section():
+    """For every `##` section of lesson 01 with code: the parameters cell (at CI size), the
+    imports cell, then only that section, in a fresh kernel, run without error."""
+    import copy
+
+    import nbformat
+
+    notebook = nbformat.read(RUN_FROM_HERE, as_version=4)
+    code = [c for c in notebook.cells if c.cell_type == "code"]
+    parameters = next(c for c in code if "parameters" in c.metadata.get("tags", []))
+    imports = next(c for c in code if "from labkit import" in c.source)
+    ci = CI_PARAMETERS[RUN_FROM_HERE.name]
+    injected = nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in ci.items()))
+    sections = {
+        title: cells
+        for title, cells in lesson_sections(notebook).items()
+        if any(c.cell_type == "code" for c in cells)
+    }
+    assert len(sections) >= 18, list(sections)
+    started, failed = time.perf_counter(), []
+    for title, cells in sections.items():
+        head = [copy.deepcopy(c) for c in (parameters, injected, imports)]
+        seconds, error = run_section([*head, *copy.deepcopy(cells)])
+        print(f"{seconds:5.1f} s  {title}{'  FAILED: ' + error if error else ''}")
+        if error:
+            failed.append(f"{title}: {error}")
+    print(f"{len(sections)} sections in {time.perf_counter() - started:.0f} s")
+    assert not failed, "sections that fail when run from their start:\n" + "\n".join(failed)
