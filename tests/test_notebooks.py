@@ -1,7 +1,9 @@
 """Every lesson notebook runs top to bottom against the real servers — twice in a row,
 as a learner who re-runs it would — with plain papermill, in this process (no CLI start-up),
 and no client-side workaround: the widgets are built so that executors cannot hang on them
-(``labkit.controls``), and a stress test runs the widget cells 30 times under plain nbclient."""
+(``labkit.controls``), and a stress test runs the widget cells 30 times under plain nbclient.
+Lesson 01 also runs from the start of each `##` section (imports, then that section alone),
+and its generated contents link every section."""
 
 from __future__ import annotations
 
