@@ -365,3 +365,42 @@ def test_lesson_01_runs_from_any_section():
             failed.append(f"{title}: {error}")
     print(f"{len(sections)} sections in {time.perf_counter() - started:.0f} s")
     assert not failed, "sections that fail when run from their start:\n" + "\n".join(failed)
+
+
+def test_section_set_up_defines_the_lessons_own_functions():
+    """The functions `labkit.sections` gives a section started in the middle are the ones
+    lesson 01 defines (same code once the lesson's constants are named as in the helper),
+    so "run from here" runs what the lesson teaches, and the two cannot drift apart."""
+    import ast
+
+    import nbformat
+
+    renamed = {
+        "PREFIX": "prefix", "PROFILE_TTL": "profile_ttl", "MISSING_TTL": "missing_ttl",
+        "TOP_AUTHORS_KEY": "top_authors_key", "DASHBOARD_KEY": "dashboard_key",
+        "DASHBOARD_TTL": "dashboard_ttl",
+    }  # fmt: skip
+
+    class Rename(ast.NodeTransformer):
+        def visit_Name(self, node):
+            node.id = renamed.get(node.id, node.id)
+            return node
+
+    def functions(tree) -> dict[str, str]:
+        return {
+            node.name: ast.dump(Rename().visit(node))
+            for node in ast.walk(tree)
+            if isinstance(node, ast.FunctionDef)
+        }
+
+    helper = ast.parse((ROOT / "src" / "labkit" / "sections.py").read_text())
+    kit = next(n for n in ast.walk(helper) if getattr(n, "name", "") == "_cache_kit")
+    given = {name: dump for name, dump in functions(kit).items() if name != "_cache_kit"}
+    cells = nbformat.read(RUN_FROM_HERE, as_version=4).cells
+    source = "\n".join(c.source for c in cells if c.cell_type == "code" and "def " in c.source)
+    taught = functions(ast.parse(source))
+    assert len(given) >= 10
+    missing = sorted(set(given) - set(taught))
+    assert not missing, f"labkit.sections defines functions the lesson does not: {missing}"
+    differ = sorted(name for name in given if given[name] != taught[name])
+    assert not differ, f"labkit.sections and lesson 01 define these differently: {differ}"
