@@ -8,10 +8,10 @@ defined — from one idempotent line::
 
 Each call starts the section from a fresh copy of the dataset (~0.1-0.5 s) — from section
 5 on, with the indexes section 4 creates — and, from section 10 on, from an empty cache
-under the lesson's key prefix, so no state carries
-from one section to the next: run top to bottom, each section starts as it would alone.
-The functions defined here are the lesson's own (same code, same names), so the cells
-after a set-up run unchanged, and may define them again.
+under the lesson's key prefix, so no state carries from one section to the next: run top
+to bottom, each section starts as it would alone. The functions defined here are the
+lesson's own, under the same names (tests/test_notebooks.py compares their code), so the
+cells after a set-up run unchanged, and may define them again.
 """
 
 from __future__ import annotations
