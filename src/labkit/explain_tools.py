@@ -1,14 +1,27 @@
 """Comparing query plans: try an index without keeping it, read the plan details the
 lessons tabulate, and show many plans side by side (as a table, or in a viewer).
 
-Usage::
+For example, an index tried inside a transaction that is rolled back::
 
-    from labkit import db, explain_tools
-    plans = explain_tools.trial_plans(
-        engine, "CREATE INDEX ix_try ON posts (author_id)", {"by author": query}
-    )                                             # the index is rolled back afterwards
-    explain_tools.plan_table(plans)               # plan, indexes, rows and buffers per plan
-    explain_tools.heap_fetches(plans["by author"])
+    >>> from sqlalchemy import select
+    >>> from labkit import data, db, explain_tools
+    >>> from labkit.blog import Post
+    >>> demo = data.blog_database("doctest_explain_tools", scale="tiny")
+    >>> engine = demo.engine()
+    >>> by_author = select(Post.id, Post.title).where(Post.author_id == 7)
+    >>> plans = explain_tools.trial_plans(
+    ...     engine, "CREATE INDEX ix_try ON posts (author_id)", {"by author": by_author}
+    ... )
+    >>> plans["by author"].uses_index("ix_try")  # while the index existed
+    True
+    >>> db.explain(engine, by_author).uses_index("ix_try")  # it is gone afterwards
+    False
+    >>> list(explain_tools.plan_table(plans).columns)
+    ['plan', 'indexes', 'actual rows', 'buffers']
+    >>> explain_tools.heap_fetches(plans["by author"])  # no index-only scan here
+    0
+    >>> engine.dispose()
+    >>> db.drop_database("doctest_explain_tools")
 
 Each function works on :class:`labkit.db.Plan` objects (``db.explain``'s result).
 """

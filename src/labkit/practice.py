@@ -2,18 +2,26 @@
 time of a block of code, a set of SQL queries measured (plan, time, rows), and the table
 that compares them before and after a fix.
 
-Usage::
+For example, the statements of a block, and a query before and after an index::
 
-    from labkit import practice
-    with practice.watch(engine) as run:               # statements and seconds of a block
-        rows = [load(user_id) for user_id in ids]
-    run.count, run.seconds
-
-    page = practice.measure_run(engine, render_page, repeat=9)   # result, statements, timing
-    before = practice.measure_queries(engine, {"by author": (sql, params)}, repeat=9)
-    ...                                                # add an index
-    after = practice.measure_queries(engine, {"by author": (sql, params)}, repeat=9)
-    practice.before_after(before, after, fixes={"by author": "index on author_id"})
+    >>> from labkit import data, db, practice
+    >>> demo = data.blog_database("doctest_practice", scale="tiny")
+    >>> engine = demo.engine()
+    >>> NAME = "SELECT name FROM users WHERE id = %(id)s"
+    >>> with practice.watch(engine) as run:  # statements and seconds of a block
+    ...     names = [practice.run_sql(engine, NAME, {"id": i}) for i in (1, 2, 3)]
+    >>> run.count
+    3
+    >>> query = {"by author": ("SELECT id FROM posts WHERE author_id = %(a)s", {"a": 7})}
+    >>> before = practice.measure_queries(engine, query, repeat=3)
+    >>> with engine.begin() as conn:
+    ...     _ = conn.exec_driver_sql("CREATE INDEX ix_posts_author_id ON posts (author_id)")
+    >>> after = practice.measure_queries(engine, query, repeat=3)
+    >>> table = practice.before_after(before, after, fixes={"by author": "index on author_id"})
+    >>> bool(table.loc["by author", "buffers after"] < table.loc["by author", "buffers before"])
+    True
+    >>> engine.dispose()
+    >>> db.drop_database("doctest_practice")
 
 Deterministic measures (statements, buffers) decide; wall-clock times are shown beside.
 """

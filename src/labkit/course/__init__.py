@@ -12,6 +12,12 @@
   :mod:`labkit.course.bench` — the performance budgets; :mod:`labkit.course.cli` — the
   command line.
 
+For example, what runs where (passwords masked)::
+
+    >>> from labkit.course import services
+    >>> services.table().index.tolist()
+    ['postgres', 'redis']
+
 These modules may use the teaching helpers (``labkit.<topic>``); the helpers never import
 them. Importing starts nothing.
 """

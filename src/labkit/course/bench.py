@@ -5,6 +5,12 @@ Prints, and returns as a dict from :func:`measure_all`:
   throwaway state folder (the course's own servers are not touched);
 - loading the blog dataset with COPY vs ``pgbench -i`` on the same server, as rows/s;
 - papermill's overhead to execute a one-cell notebook.
+
+The budgets it checks::
+
+    >>> from labkit.course import bench
+    >>> bench.BUDGETS
+    {'cold_start_s': 3.0, 'warm_start_s': 1.0, 'load_ratio': 0.5, 'notebook_overhead_s': 2.0}
 """
 
 from __future__ import annotations

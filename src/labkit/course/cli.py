@@ -1,6 +1,6 @@
 """Command line: ``python -m labkit <command>`` (also installed as ``labkit``).
 
-Usage::
+The commands (a terminal, from the course folder)::
 
     python -m labkit services up        # start PostgreSQL and Redis (idempotent)
     python -m labkit services status    # what runs where
@@ -10,8 +10,18 @@ Usage::
     python -m labkit lab                # JupyterLab on the course (what `make lab` runs)
     python -m labkit check 00-warmup    # check your exercise: visible tests, then your score
     python -m labkit progress           # your progress per phase and step
-    python -m labkit grade release|collect|autograde|feedback|export|student-copies ...
+    python -m labkit grade release|collect|autograde|feedback|export|student-copies|mutants ...
                                         # the instructor's workflow (grading/INSTRUCTORS.md)
+
+The same from Python, with the exit code returned::
+
+    >>> from labkit.course.cli import main
+    >>> main(["services", "status"])
+    postgres   running ...
+    redis      running ...
+    0
+    >>> main(["grade", "autograde", "00-warmpu"])
+    2
 """
 
 from __future__ import annotations

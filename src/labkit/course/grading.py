@@ -1,14 +1,18 @@
 """Run nbgrader's real pipeline and the instructor's workflow around it.
 
-Usage::
+For example, the solutions and an untouched student version, graded by nbgrader::
 
-    from labkit.course import grading
-    with grading.scratch_course() as course:             # a temporary copy of grading/
-        course.release("00-warmup")
-        course.submit("00-warmup", "alice", course.source_dir("00-warmup"))
-        course.submit("00-warmup", "bob", course.release_dir("00-warmup"))
-        course.autograde("00-warmup")
-        course.scores("00-warmup")["alice"].score
+    >>> from labkit.course import grading
+    >>> grading.assignments()
+    ['00-warmup', '01-performance']
+    >>> with grading.scratch_course() as course:  # a temporary copy of grading/
+    ...     release = course.release("00-warmup")
+    ...     _ = course.submit("00-warmup", "alice", course.source_dir("00-warmup"))
+    ...     _ = course.submit("00-warmup", "bob", release)
+    ...     run = course.autograde("00-warmup")
+    ...     scores = course.scores("00-warmup")
+    >>> scores["alice"].score, scores["bob"].score, scores["alice"].max_score
+    (6.0, 0.0, 6.0)
 
 The instructor's workflow (``grading/INSTRUCTORS.md``; ``python -m labkit grade ...``)::
 

@@ -83,10 +83,12 @@ def drop_databases(prefix: str) -> list[str]:
 class Sandbox:
     """A fresh database-name prefix and a private Redis server for one run of a notebook.
 
-    Usage::
+    For example::
 
-        with Sandbox("alice/00-warmup/warmup") as env:   # {'LABKIT_DB_PREFIX': ..., 'REDIS_URL': ...}
-            ...  # start a kernel with os.environ | env
+        >>> from labkit.course.nbgrader_ext import Sandbox
+        >>> with Sandbox("alice/00-warmup/warmup") as env:  # start a kernel with os.environ | env
+        ...     sorted(env)
+        ['LABKIT_DB_PREFIX', 'REDIS_URL']
 
     On exit the Redis server is killed and the databases created under the prefix are
     dropped. The prefix extends any ``LABKIT_DB_PREFIX`` already set (test workers)."""

@@ -1,10 +1,16 @@
 """Your progress through the course, computed from your own results — nothing to tick.
 
-Usage::
+For example, in a folder of records of its own::
 
-    from labkit.course import progress
-    progress.overview()                      # per phase and per step (a table in a notebook)
-    progress.record_lesson("00-start-here")  # the last cell of a lesson: it ran to the end
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from labkit.course import progress
+    >>> folder = Path(tempfile.mkdtemp())
+    >>> _ = progress.record_lesson("00-start-here", folder)  # a lesson's last cell
+    Recorded: 00-start-here ran to the end (...).
+    >>> report = progress.overview(folder)  # a table in a notebook
+    >>> report.frame().loc[(0, 0), "status"]
+    'in progress'
 
 From a terminal: ``python -m labkit progress``.
 

@@ -18,6 +18,16 @@ instead of checking again (``RUNNING_ENV`` is set in the environment of those ke
 Run by an executor (papermill, nbconvert, an instructor's nbgrader autograde), the cell
 is skipped too: the check is for a learner at JupyterLab (or VS Code), or a terminal.
 
+Which notebooks a check reads, and what it says about an assignment that does not exist::
+
+    >>> from labkit.course import selfcheck
+    >>> list(selfcheck.learner_notebooks("00-warmup"))  # exercises/00-warmup/
+    ['warmup.ipynb']
+    >>> selfcheck.check("00-warmpu")
+    Traceback (most recent call last):
+    ...
+    labkit.errors.CheckError: no assignment '00-warmpu' (known: 00-warmup, 01-performance)
+
 1. **Visible tests**: your notebook runs as it is, top to bottom, in a fresh kernel; each
    test cell passes or shows its assertion message.
 2. **Full autograde**: nbgrader grades your notebook exactly as an instructor would —
