@@ -2,9 +2,21 @@
 
 A learner who runs the imports cell, jumps to a section and runs from there gets what
 that section needs — the database in its starting state, the names earlier sections
-defined — from one idempotent line::
+defined — from one idempotent line, ``sections.performance(globals(), n)``. Here on a small
+copy of the dataset, for section 4, which compares its index with section 3's plan:
 
-    sections.performance(globals(), 11)   # lesson 01, section 11: fresh data, empty cache
+>>> from labkit import sections
+>>> namespace = {"USERS": 1_000, "POSTS": 5_000}   # the parameters cell's values
+>>> sections.performance(namespace, 4)  # doctest: +ELLIPSIS
+section 4 ready: AUTHOR, AUTHOR_POSTS, BUSY, BUSY_POSTS, authors, before, demo, engine, ...
+>>> namespace["before"].has_seq_scan("posts")   # section 3's plan: no index yet
+True
+>>> namespace["engine"].dispose()
+
+What ``numbers`` shows for a section that did not run in this kernel:
+
+>>> sections.numbers({}).iloc[0, 0]
+'(section not run in this kernel)'
 
 Each call starts the section from a fresh copy of the dataset (~0.1-0.5 s) — from section
 5 on, with the indexes section 4 creates — and, from section 10 on, from an empty cache
