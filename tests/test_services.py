@@ -211,16 +211,21 @@ def test_cli_status_and_env(state):
 
 
 def test_no_side_effects_at_import(tmp_path):
-    """Importing every module of the package starts nothing, creates no folder and leaves
-    logging alone."""
+    """Importing every module of the package (labkit.course's too) starts nothing, creates
+    no folder, registers nothing to run at exit and leaves logging alone."""
     code = (
-        "import importlib, logging, pkgutil, threading, labkit\n"
-        "names = [m.name for m in pkgutil.iter_modules(labkit.__path__) if m.name != '__main__']\n"
+        "import atexit, importlib, logging, pkgutil, threading, labkit\n"
+        "hooks, register = [], atexit.register\n"
+        "atexit.register = lambda fn, *a, **k: hooks.append(fn) or register(fn, *a, **k)\n"
+        "names = [m.name for m in pkgutil.walk_packages(labkit.__path__, 'labkit.')\n"
+        "         if m.name != 'labkit.__main__']\n"
         "for name in names:\n"
-        "    importlib.import_module(f'labkit.{name}')\n"
-        "assert len(names) >= 10, names\n"
+        "    importlib.import_module(name)\n"
+        "assert len(names) >= 20 and 'labkit.course.nbgrader_ext' in names, names\n"
         "assert logging.getLogger().handlers == [], 'an import configured logging'\n"
         "assert threading.active_count() == 1, f'an import started {threading.enumerate()}'\n"
+        "ours = [h for h in hooks if getattr(h, '__module__', '').startswith('labkit')]\n"
+        "assert not ours, f'an import registered atexit hooks: {ours}'\n"
     )
     env = dict(
         os.environ,

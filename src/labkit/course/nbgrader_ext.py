@@ -29,6 +29,7 @@ import atexit
 import hashlib
 import os
 import re
+from dataclasses import dataclass, field
 
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
@@ -118,24 +119,30 @@ class Sandbox:
         self.stop()
 
 
+@dataclass
 class _Active:
+    """The sandbox of the notebook being graded. nbgrader makes a new instance of each
+    preprocessor, so EnterSandbox and LeaveSandbox share it through the module; the exit
+    hook that tears it down is registered when the first sandbox starts, not at import."""
+
     sandbox: Sandbox | None = None
-    saved_env: dict[str, str | None] = {}
+    saved_env: dict[str, str | None] = field(default_factory=dict)
+    exit_hook: bool = False
+
+
+_active = _Active()
 
 
 def _leave() -> None:
-    sandbox, _Active.sandbox = _Active.sandbox, None
-    for key, value in _Active.saved_env.items():
+    sandbox, _active.sandbox = _active.sandbox, None
+    for key, value in _active.saved_env.items():
         if value is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = value
-    _Active.saved_env = {}
+    _active.saved_env = {}
     if sandbox is not None:
         sandbox.stop()
-
-
-atexit.register(_leave)
 
 
 class EnterSandbox(NbGraderPreprocessor):
@@ -151,8 +158,11 @@ class EnterSandbox(NbGraderPreprocessor):
         # names must never share, or drop, each other's databases.
         sandbox = Sandbox(f"{os.getcwd()}:{tag}")
         env = sandbox.start()
-        _Active.saved_env = {key: os.environ.get(key) for key in env}
-        _Active.sandbox = sandbox
+        if not _active.exit_hook:  # an interrupted nbgrader still stops the private Redis
+            atexit.register(_leave)
+            _active.exit_hook = True
+        _active.saved_env = {key: os.environ.get(key) for key in env}
+        _active.sandbox = sandbox
         os.environ.update(env)
         self.log.info("sandbox for %s: databases %s*, private Redis", tag, sandbox.prefix)
         return nb, resources
