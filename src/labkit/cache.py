@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from labkit import config
@@ -68,56 +69,39 @@ class ThrowawayRedis:
     It is never the course's shared server, so killing it breaks nothing else."""
 
     def __init__(self) -> None:
-        self.process = None
         self.port: int | None = None
         self._folder = None
+        self._supervisor = None
+        self._server = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        """The server's process id while it runs (or is frozen)."""
+        return self._server.pid() if self._server is not None else None
+
     def start(self) -> ThrowawayRedis:
-        """Start the server (a few tries if another program takes the chosen port first)."""
-        import socket
-        import subprocess
+        """Start the server through :class:`labkit.supervisor.Supervisor`: a free loopback
+        port (another one if a program takes it first), ready when it answers, stopped at
+        the end of the ``with`` block or of the process."""
         import tempfile
-        import time
 
-        import redis
-
-        from labkit.errors import ServiceError
-        from labkit.supervisor import redis_server_binary
+        from labkit.supervisor import RedisServer, Runner, Supervisor
 
         self._folder = tempfile.TemporaryDirectory(prefix="labkit-redis-")
-        for _attempt in range(3):
-            with socket.socket() as sock:
-                sock.bind(("127.0.0.1", 0))
-                self.port = sock.getsockname()[1]
-            self.process = subprocess.Popen(
-                [str(redis_server_binary()), "--bind", "127.0.0.1", "--port", str(self.port),
-                 "--save", "", "--appendonly", "no", "--dir", self._folder.name],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            probe = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
-            try:
-                deadline = time.monotonic() + 10
-                # Until *this* process answers: if the port was taken in the meantime, our
-                # server exits, and whatever listens there is someone else's.
-                while time.monotonic() < deadline and self.process.poll() is None:
-                    try:
-                        if int(probe.info("server")["process_id"]) == self.process.pid:
-                            return self
-                    except redis.RedisError:
-                        pass
-                    time.sleep(0.02)
-            finally:
-                probe.close()
-            self.kill()
-        self._folder.cleanup()
-        raise ServiceError(
-            f"a throwaway redis-server ({redis_server_binary()}) did not start on a free "
-            "loopback port in 3 tries: is the machine out of ports or memory?"
-        )
+        runner = Runner()
+        runner.as_user = None  # Redis runs as the caller, who must be able to freeze and kill it
+        self._server = RedisServer(Path(self._folder.name) / "redis", runner=runner)
+        self._supervisor = Supervisor(say=lambda message: None)
+        try:
+            self.port = self._supervisor.up(self._server)
+        except BaseException:
+            self._folder.cleanup()
+            raise
+        return self
 
     def client(self, **kwargs: Any):
         """A client with short timeouts, so that a dead server fails fast."""
@@ -131,21 +115,33 @@ class ThrowawayRedis:
         """Stop the server answering (SIGSTOP), as an overloaded or cut-off server would:
         connections still open, and every command times out (``redis.TimeoutError``, which
         is not a ``ConnectionError``). :meth:`kill` still ends it."""
+        import os
         import signal
 
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGSTOP)
+        if (pid := self.pid) is not None:
+            os.kill(pid, signal.SIGSTOP)
 
     def kill(self) -> None:
-        """Stop the server at once (SIGKILL), as a crash would."""
-        if self.process and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        """Stop the server at once (SIGKILL), as a crash would; returns once it is gone."""
+        import os
+        import signal
+        import time
+
+        from labkit.supervisor import process_name
+
+        if (pid := self.pid) is None:
+            return
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while process_name(pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def __enter__(self) -> ThrowawayRedis:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
-        self.kill()
+        self.kill()  # a frozen server would not answer a polite stop
+        if self._supervisor is not None:
+            self._supervisor.close()
         if self._folder:
             self._folder.cleanup()
