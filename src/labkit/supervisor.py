@@ -716,6 +716,14 @@ class RedisServer(Server):
         finally:
             client.close()
 
+    def answering_pid(self, url: str | None = None) -> int:
+        """The process id of the Redis that answers at ``url`` (``INFO server``)."""
+        client = self._client(url)
+        try:
+            return int(client.info("server")["process_id"])
+        finally:
+            client.close()
+
     def healthy(self) -> bool:
         import redis
 
@@ -759,8 +767,11 @@ class RedisServer(Server):
             ) from exc
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
+            # Ready when *this* server answers: if another program took the port first, our
+            # daemon exits and whatever answers there (another Redis without a password,
+            # say) is not ours — so compare the process id it reports with our pid file.
             with contextlib.suppress(Exception):
-                if self.ping():
+                if self.answering_pid(self.url(port)) == self.pid():
                     return
             if PORT_TAKEN in read_from(self.log, offset).lower():
                 # The daemon failed to bind and exited; whatever answers there is not ours.
@@ -951,6 +962,10 @@ def _close_open_supervisors() -> None:
             supervisor.close()
 
 
+def _port_check(port: int) -> bool:
+    return port_is_free(port)
+
+
 class Supervisor:
     """Starts, watches and stops servers (:class:`Server` subclasses) on 127.0.0.1.
 
@@ -965,11 +980,12 @@ class Supervisor:
         *,
         stop_on_exit: bool = True,
         say: Callable[[str], None] | None = None,
-        port_is_free: Callable[[int], bool] = port_is_free,
+        port_is_free: Callable[[int], bool] | None = None,
     ) -> None:
         self.stop_on_exit = stop_on_exit
         self.say = say or (lambda message: print(message, file=sys.stderr))
-        self.port_is_free = port_is_free
+        # Looked up when called, so that a test can replace the module's check.
+        self.port_is_free = port_is_free or (lambda port: _port_check(port))
         self.started: list[Server] = []
 
     # -- ports
