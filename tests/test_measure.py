@@ -87,9 +87,17 @@ def test_throwaway_redis_never_adopts_a_server_on_a_taken_port(monkeypatch):
             return first.port if len(picks) == 1 else real(self, hint, avoid)
 
         monkeypatch.setattr(supervisor.Supervisor, "pick_port", first_pick_is_taken)
-        # The check says the port is free (another program takes it just after the check):
-        # the daemon's bind fails, and the server that answers there is the first one.
-        monkeypatch.setattr(supervisor, "port_is_free", lambda port: True)
+        # The first check says the port is free (another program takes it just after the
+        # check): the daemon's bind fails, and the server that answers there is the first one.
+        real_check, lied = supervisor.port_is_free, []
+
+        def first_check_lies(port):
+            if not lied:
+                lied.append(port)
+                return True
+            return real_check(port)
+
+        monkeypatch.setattr(supervisor, "port_is_free", first_check_lies)
         with cache.ThrowawayRedis() as second:
             monkeypatch.undo()
             assert len(picks) >= 2, "the taken port was not detected"

@@ -1080,17 +1080,20 @@ class Supervisor:
             server.start(None)
             return None
         port = self._choose_port(server, wanted, hint)
-        offset = log_size(server.log)
-        try:
-            server.start(port)
-        except ServiceError:
-            if PORT_TAKEN not in read_from(server.log, offset).lower():
-                raise
-            new_port = self.pick_port(hint, avoid={port})
+        tried: set[int] = set()
+        for attempt in range(3):  # several servers may race for the same free port
+            offset = log_size(server.log)
+            try:
+                server.start(port)
+                return port
+            except ServiceError:
+                if attempt == 2 or PORT_TAKEN not in read_from(server.log, offset).lower():
+                    raise
+            tried.add(port)
+            new_port = self.pick_port(hint, avoid=tried)
             self.say(f"{server.name}: port {port} was taken while starting; using {new_port}")
             port = new_port
-            server.start(port)
-        return port
+        return port  # not reached
 
     def down(self, server: Server) -> bool:
         """Stop ``server`` if it runs (ours only); True if it was running."""
