@@ -9,6 +9,7 @@ import json
 import os
 import re
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -257,3 +258,49 @@ def test_kernel_sockets_fit_whatever_the_runtime_folder(monkeypatch, tmp_path):
     assert len(str(socket).encode()) <= 107, socket
     assert runtime.stat().st_mode & 0o777 == 0o700 and runtime.stat().st_uid == os.geteuid()
     assert labsetup.server_config(False, tmp_path)["KernelManager"] == {"transport": "ipc"}
+
+
+@pytest.mark.slow
+def test_a_jupyterlab_started_by_binder_gets_the_learners_setup(tmp_path):
+    """binder/start evals `python -m labkit lab --env` before Binder's own `jupyter lab`: that
+    JupyterLab, started without any course option, hides nbgrader's tools and starts
+    kernels over IPC, as `make lab`'s does."""
+    exports = subprocess.run(
+        [sys.executable, "-m", "labkit", "lab", "--env"], capture_output=True, text=True, check=True
+    ).stdout
+    assert "labkit lab --env" in (ROOT / "binder" / "start").read_text()
+    env = dict(os.environ)
+    env.pop(labsetup.INSTRUCTOR_ENV, None)
+    for line in exports.splitlines():
+        key, _, value = line.removeprefix("export ").partition("=")
+        env[key] = shlex.split(value)[0]
+    assert env["JUPYTER_CONFIG_PATH"].startswith(str(ROOT / ".labkit"))
+    port, token = free_port(), secrets.token_hex(16)
+    argv = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--ServerApp.port={port}",
+            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={ROOT}"]  # fmt: skip
+    if os.geteuid() == 0:
+        argv.append("--allow-root")
+    log = open(tmp_path / "lab.log", "wb")
+    process = subprocess.Popen(
+        argv, stdout=log, stderr=log, env=env, cwd=ROOT, start_new_session=True
+    )
+    lab = Lab(f"http://127.0.0.1:{port}", token)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                lab.request("/api/status")
+                break
+            except OSError:
+                assert process.poll() is None, (tmp_path / "lab.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "JupyterLab did not answer within 60 s"
+                time.sleep(0.3)
+        assert "@jupyter/nbgrader" in page_config(lab).get("disabledExtensions", [])
+        with pytest.raises(urllib.error.HTTPError) as error:
+            lab.request("/formgrader")
+        assert error.value.code == 404
+        kernel = lab.json("/api/kernels", {"name": "python3"}, "POST")
+        lab.request(f"/api/kernels/{kernel['id']}", method="DELETE")
+    finally:
+        stop_lab(process, log, tmp_path)
+    assert "running over TCP" not in (tmp_path / "lab.log").read_text()

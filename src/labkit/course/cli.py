@@ -114,6 +114,10 @@ def _lab(args: argparse.Namespace) -> int:
     from labkit.course import labsetup
 
     instructor = True if args.instructor else None
+    if args.env:  # for a JupyterLab started by someone else (binder/start)
+        print(labsetup.shell_exports(instructor), end="")
+        labsetup.trust_notebooks()
+        return 0
     argv = lab_command(args.port, not args.no_browser, args.token, args.extra, instructor)
     os.environ.update(labsetup.environment())
     labsetup.trust_notebooks()
@@ -253,6 +257,11 @@ def main(argv: list[str] | None = None) -> int:
         "--instructor",
         action="store_true",
         help="show nbgrader's instructor tools (also: LABKIT_INSTRUCTOR=1)",
+    )
+    lab.add_argument(
+        "--env",
+        action="store_true",
+        help="print the `export` lines that give another JupyterLab the course's set-up",
     )
     lab.add_argument("extra", nargs="*", help="more JupyterLab options (after --)")
     lab.set_defaults(func=_lab)

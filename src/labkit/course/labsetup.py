@@ -100,23 +100,30 @@ def kernel_dir() -> Path | None:
     sockets live there (JupyterLab puts them in its runtime folder).
 
     A Unix socket path has at most 107 bytes, and Jupyter's usual runtime folder can be
-    longer (a deep home, a test's temporary folder), so the server gets
-    ``<tmp>/labkit-kernels-<uid>-<hash of the state folder>``, made 0700 and owned by us —
-    or ``None`` if that cannot be had (kernels then use TCP)."""
+    longer (a deep home, a test's temporary folder). The server gets ``<state dir>/kernels``
+    when that is short enough, else ``<tmp>/labkit-kernels-<uid>-<hash of the state
+    folder>`` — made 0700 and owned by us — or ``None`` if neither can be had (kernels then
+    use TCP)."""
     import hashlib
     import tempfile
 
     digest = hashlib.sha256(str(config.state_dir()).encode()).hexdigest()[:8]
     uid = os.geteuid() if hasattr(os, "geteuid") else 0
-    folder = Path(tempfile.gettempdir()) / f"labkit-kernels-{uid}-{digest}"
-    try:
-        folder.mkdir(mode=0o700, exist_ok=True)
-        info = folder.stat()
-    except OSError:
-        return None
-    if info.st_uid != uid or info.st_mode & 0o077 or len(str(folder)) > _IPC_PATH_ROOM:
-        return None
-    return folder
+    candidates = [
+        config.state_dir() / "kernels",
+        Path(tempfile.gettempdir()) / f"labkit-kernels-{uid}-{digest}",
+    ]
+    for folder in candidates:
+        if len(str(folder)) > _IPC_PATH_ROOM:
+            continue
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            info = folder.stat()
+        except OSError:
+            continue
+        if info.st_uid == uid and not info.st_mode & 0o077:
+            return folder
+    return None
 
 
 def server_config(instructor: bool, folder: Path) -> dict:
@@ -154,6 +161,32 @@ def prepare(instructor: bool | None = None) -> list[str]:
     server = folder / "jupyter_server_config.json"
     _write_json(server, server_config(instructor, folder))
     return [f"--config={server}", f"--LabApp.app_settings_dir={settings}"]
+
+
+def config_path(instructor: bool | None = None) -> Path:
+    """The same configuration as a folder for ``JUPYTER_CONFIG_PATH``, for a JupyterLab that
+    the course does not start itself (Binder's, a hub's): its ``jupyter_server_config.json``
+    (terminal, IPC kernels, nbgrader's server extensions) and ``labconfig/page_config.json``
+    (nbgrader's lab extension and the news popup off). Returns the folder."""
+    instructor = instructor_mode() if instructor is None else instructor
+    folder = _lab_dir(instructor)
+    prepare(instructor)  # the terminal's start-up file and the app settings
+    target = folder / "config-path"
+    (target / "labconfig").mkdir(parents=True, exist_ok=True)
+    _write_json(target / "jupyter_server_config.json", server_config(instructor, folder))
+    disabled = ALWAYS_DISABLED + ([] if instructor else STUDENT_DISABLED)
+    _write_json(target / "labconfig" / "page_config.json",
+                {"disabledExtensions": dict.fromkeys(disabled, True)})  # fmt: skip
+    return target
+
+
+def shell_exports(instructor: bool | None = None) -> str:
+    """``export`` lines that give a JupyterLab started by someone else the course's set-up:
+    ``JUPYTER_CONFIG_PATH`` (put first), and :func:`environment`'s variables."""
+    current = os.environ.get("JUPYTER_CONFIG_PATH", "")
+    paths = os.pathsep.join(p for p in (str(config_path(instructor)), current) if p)
+    values = {"JUPYTER_CONFIG_PATH": paths, **environment()}
+    return "".join(f"export {key}={shlex.quote(value)}\n" for key, value in values.items())
 
 
 def environment() -> dict[str, str]:
