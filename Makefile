@@ -14,7 +14,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 PYTEST_ARGS ?= -n 2 --dist loadgroup
 
-.PHONY: lab test install up down status bench lint clean check lab-instructor filter
+.PHONY: lab test install up down status bench lint clean check lab-instructor filter os-packages
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else f"The course needs Python 3.11 or 3.12 (found {v[0]}.{v[1]}); run e.g. make lab PYTHON=python3.12")'
@@ -35,7 +35,7 @@ up: install
 filter: install
 	@$(BIN)/python tools/nbtools.py install-filter
 
-lab: up filter
+lab: up filter os-packages
 	$(BIN)/python -m labkit lab
 
 lab-instructor: up filter
@@ -46,7 +46,19 @@ check: up
 	@if [ -z "$(A)" ]; then echo "usage: make check A=00-warmup (or A=01-performance)" >&2; exit 2; fi
 	$(BIN)/python -m labkit check $(A) $(NB)
 
-test: up filter
+# PgBouncer (Step 10) is an OS package, not a wheel: installed here when it is missing and
+# we run as root with apt-get (CI, containers); otherwise Step 10 says how to install it.
+os-packages:
+	@if ! command -v pgbouncer >/dev/null 2>&1 && [ ! -x /usr/sbin/pgbouncer ] \
+	    && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing pgbouncer (apt-get)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q pgbouncer >/dev/null 2>&1 \
+	  || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q pgbouncer >/dev/null 2>&1; } \
+	  || echo "could not install pgbouncer: Step 10's PgBouncer cells will fail" >&2; \
+	fi
+
+test: up filter os-packages
 	@# pytest exits 5 when it collected no test: that must fail, not pass silently.
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parents[1]
 BINDER = ROOT / "binder"
 # The files repo2docker reads from binder/ for this course. A Dockerfile there would make
 # repo2docker ignore all the others; an environment.yml would switch it to conda.
-BINDER_FILES = {"requirements.txt", "runtime.txt", "postBuild", "start"}
+BINDER_FILES = {"apt.txt", "requirements.txt", "runtime.txt", "postBuild", "start"}
 # The README's badge uses this placeholder until the course has a GitHub remote.
 PLACEHOLDER_REPO = "OWNER/REPO"
 START_HERE = "notebooks/00-start-here.ipynb"
@@ -70,7 +70,7 @@ def tracked_files() -> list[str]:
 
 
 def test_binder_folder_holds_what_repo2docker_reads():
-    """binder/ has requirements.txt, runtime.txt, postBuild and start, and nothing that
+    """binder/ has apt.txt, requirements.txt, runtime.txt, postBuild and start, and nothing that
     would change how repo2docker builds (a Dockerfile, environment.yml, ...)."""
     present = {p.name for p in BINDER.iterdir()}
     assert present == BINDER_FILES, (
@@ -78,6 +78,13 @@ def test_binder_folder_holds_what_repo2docker_reads():
     )
     tracked = {name for name in tracked_files() if name.startswith("binder/")}
     assert tracked == {f"binder/{name}" for name in BINDER_FILES}, f"commit binder/: {tracked}"
+
+
+def test_apt_txt_brings_pgbouncer():
+    """binder/apt.txt installs the OS packages the lessons use that PyPI has not: PgBouncer
+    (Step 10's transaction-mode pooler)."""
+    packages = (BINDER / "apt.txt").read_text().split()
+    assert packages == ["pgbouncer"], f"binder/apt.txt lists {packages}"
 
 
 def test_requirements_install_the_project_itself():

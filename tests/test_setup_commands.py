@@ -63,7 +63,11 @@ def test_environment_yml_installs_the_project_not_a_second_list():
     )
     deps_section = text.split("dependencies:", 1)[1].split("pip:", 1)[0]
     conda_deps = re.findall(r"^\s{2}-\s+([A-Za-z][\w.-]*)", deps_section, re.M)
-    assert set(conda_deps) <= {"python", "pip"}, f"conda packages besides python/pip: {conda_deps}"
+    # PgBouncer (Step 10) is not on PyPI: conda-forge brings it, as binder/apt.txt does.
+    assert set(conda_deps) <= {"python", "pip", "pgbouncer"}, (
+        f"conda packages besides python, pip and pgbouncer: {conda_deps}"
+    )
+    assert "pgbouncer" in conda_deps, "environment.yml must bring pgbouncer (Step 10)"
 
 
 def test_notebooks_are_stripped_and_navigation_current():
