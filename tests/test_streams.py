@@ -156,7 +156,9 @@ def test_a_killed_consumers_entry_is_reclaimed_and_applied_exactly_once(
     applied_by_c1 = streams.effects(conn)
     assert ("boom" in applied_by_c1) is (crash_at == "after_commit")
     rescued = bus.process(
-        "c2", lambda m: streams.handle_once(conn, "c1", m, streams.record_effect), min_idle_ms=0
+        "c2",
+        lambda m: streams.handle_once(conn, bus.group, m, streams.record_effect),
+        min_idle_ms=0,
     )
     assert sorted(rescued.handled) == ["after", "boom"]
     assert streams.effects(conn) == {"after": 1, "boom": 1, "ok0": 1, "ok1": 1, "ok2": 1}

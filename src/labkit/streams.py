@@ -415,7 +415,8 @@ def consumer_process(
     """A :class:`labkit.supervisor.ProcessServer` running ``python -m labkit.streams consume``:
     a consumer of ``group`` that applies ``handler`` (``"module:function"``, called as
     ``function(conn, message)``) with :func:`handle_once` on the (already qualified) database
-    ``database``. With ``crash_on=<event_type>`` it SIGKILLs itself at ``crash_at`` while
+    ``database``, marking events processed under the GROUP's name (the service: whichever
+    of its instances handles a redelivered event finds the mark). With ``crash_on=<event_type>`` it SIGKILLs itself at ``crash_at`` while
     handling the first event of that type. Start it with ``Supervisor().up(...)``."""
     from labkit.supervisor import ProcessServer
 
@@ -461,7 +462,7 @@ def _consume(args: argparse.Namespace) -> None:
                     print(f"crashing before commit on {message.event_id}", flush=True)
                     os.kill(os.getpid(), signal.SIGKILL)
 
-            handle_once(conn, args.consumer, message, apply)
+            handle_once(conn, args.group, message, apply)  # the service's mark, not the instance's
             if crash and args.crash_at == "after_commit":
                 print(f"crashing after commit, before XACK, on {message.event_id}", flush=True)
                 os.kill(os.getpid(), signal.SIGKILL)
