@@ -332,7 +332,8 @@ def fault_injection(
     a SIGKILL at that point, finish what a restarted relay would, drain the stream with an
     idempotent consumer, and count. ``orders_db`` and ``consumer_db`` are
     :class:`labkit.db.Database` objects (two services, two databases); ``bus``'s stream is
-    reset for each run; servers go through ``supervisor``, with homes under ``home``."""
+    reset for each run; processes go through ``supervisor`` (its start and stop messages
+    muted meanwhile: a progress bar counts the kills instead), with homes under ``home``."""
     from tqdm.auto import tqdm
 
     if repeats < 1:
@@ -345,17 +346,26 @@ def fault_injection(
         _check_kill_point(point)
     results = []
     bar = tqdm(total=len(plan) * repeats, desc="SIGKILLs", disable=not progress)
-    with orders_db.connect(autocommit=True) as orders, consumer_db.connect(autocommit=True) as seen:
-        prepare_orders_database(orders)
-        streams.prepare_consumer_database(seen)
-        for mode, point in plan:
-            orders.execute("TRUNCATE orders, outbox")
-            seen.execute("TRUNCATE processed_messages, stream_effects")
-            bus.reset()
-            started = time.perf_counter()
-            kills = _one_run(supervisor, home, mode, point, repeats, orders, orders_db, bus, bar)
-            results.append(_count(mode, point, kills, orders, seen, bus, started))
-    bar.close()
+    say, supervisor.say = supervisor.say, lambda _message: None  # dozens of start lines
+    try:
+        with (
+            orders_db.connect(autocommit=True) as orders,
+            consumer_db.connect(autocommit=True) as seen,
+        ):
+            prepare_orders_database(orders)
+            streams.prepare_consumer_database(seen)
+            for mode, point in plan:
+                orders.execute("TRUNCATE orders, outbox")
+                seen.execute("TRUNCATE processed_messages, stream_effects")
+                bus.reset()
+                started = time.perf_counter()
+                kills = _one_run(
+                    supervisor, home, mode, point, repeats, orders, orders_db, bus, bar
+                )
+                results.append(_count(mode, point, kills, orders, seen, bus, started))
+    finally:
+        supervisor.say = say
+        bar.close()
     return results
 
 
