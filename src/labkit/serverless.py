@@ -66,6 +66,9 @@ __all__ = [
     "http_api_event",
     "import_times",
     "pgbouncer_binary",
+    "plot_import_times",
+    "plot_phases",
+    "plot_storm",
     "storm",
 ]
 
@@ -498,10 +501,19 @@ class PgBouncerServer(ProcessServer):
         return f"postgresql://postgres:{password}@{HOST}:{self.port()}/{database}"
 
     def show(self, what: str = "POOLS") -> list[dict]:
-        """The admin console's ``SHOW <what>`` (POOLS, SERVERS, CLIENTS, STATS) as dicts."""
+        """The admin console's ``SHOW <what>`` (POOLS, SERVERS, CLIENTS, STATS, CONFIG,
+        VERSION) as dicts."""
         import psycopg
 
-        if what.upper() not in {"POOLS", "SERVERS", "CLIENTS", "STATS", "DATABASES", "CONFIG"}:
+        if what.upper() not in {
+            "POOLS",
+            "SERVERS",
+            "CLIENTS",
+            "STATS",
+            "DATABASES",
+            "CONFIG",
+            "VERSION",
+        }:
             raise ValueError(f"SHOW {what}: use POOLS, SERVERS, CLIENTS, STATS or DATABASES")
         with psycopg.connect(self.url("pgbouncer"), autocommit=True, prepare_threshold=None) as conn:  # fmt: skip
             cursor = conn.execute(f"SHOW {what.upper()}")
@@ -693,6 +705,61 @@ def storm(
     result.attempts = result.ok + result.too_many_clients + result.other_errors
     result.peak_server_connections = peak[0]
     return result
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def plot_import_times(times: dict[str, float], *, top: int = 8, title: str = ""):
+    """A horizontal bar per top-level package (the ``top`` largest; the rest as "other")."""
+    import matplotlib.pyplot as plt
+
+    items = list(times.items())
+    shown = items[:top] + [("other", sum(ms for _, ms in items[top:]))]
+    fig, ax = plt.subplots(figsize=(7, 0.35 * len(shown) + 1))
+    ax.barh([name for name, _ in shown][::-1], [ms for _, ms in shown][::-1], color="tab:blue")
+    ax.set_xlabel("import time (ms, self time summed per package)")
+    ax.set_title(title or f"{sum(times.values()):.0f} ms of imports in a fresh interpreter")
+    fig.tight_layout()
+    return fig
+
+
+def plot_phases(phases: dict[str, dict[str, float]], *, unit: str = "ms"):
+    """Stacked horizontal bars: for each row (e.g. "cold", "warm"), its phases' durations."""
+    import matplotlib.pyplot as plt
+
+    names = list(dict.fromkeys(phase for row in phases.values() for phase in row))
+    fig, ax = plt.subplots(figsize=(8, 0.6 * len(phases) + 1.2))
+    rows = list(phases)[::-1]
+    left = [0.0] * len(rows)
+    for name in names:
+        widths = [phases[row].get(name, 0.0) for row in rows]
+        ax.barh(rows, widths, left=left, label=name)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    ax.set_xlabel(unit)
+    ax.legend(loc="lower right", fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_storm(results: list[StormResult]):
+    """Connection attempts that worked against "too many clients" errors, per set-up, with
+    the peak number of server connections."""
+    import matplotlib.pyplot as plt
+
+    labels = [r.label for r in results]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.2))
+    left.bar(labels, [r.ok for r in results], label="connected", color="tab:green")
+    left.bar(labels, [r.too_many_clients for r in results], bottom=[r.ok for r in results],
+             label='"too many clients"', color="tab:red")  # fmt: skip
+    left.set_ylabel("connection attempts")
+    left.legend()
+    right.bar(labels, [r.peak_server_connections for r in results], color="tab:gray")
+    right.set_ylabel("peak PostgreSQL connections")
+    for ax in (left, right):
+        ax.tick_params(axis="x", labelrotation=15)
+    fig.tight_layout()
+    return fig
 
 
 def _main(argv: list[str]) -> None:
