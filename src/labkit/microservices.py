@@ -371,6 +371,24 @@ class ServiceDatabases:
     def fingerprints(self) -> dict[str, dict[str, Any]]:
         return {service: self.fingerprint(service) for service in SERVICES}
 
+    def row_counts(self) -> dict[str, dict[str, int]]:
+        """Rows in each existing table of each service's database."""
+        from psycopg import sql
+
+        counts: dict[str, dict[str, int]] = {}
+        for service in SERVICES:
+            with self.database(service).connect() as conn:
+                names = conn.execute(
+                    "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1"
+                ).fetchall()
+                counts[service] = {
+                    name: conn.execute(
+                        sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(name))
+                    ).fetchone()[0]
+                    for (name,) in names
+                }
+        return counts
+
     def changed_since(self, before: dict[str, dict[str, Any]]) -> list[str]:
         """The services whose schema or Alembic revision differs from ``before``."""
         return [s for s in SERVICES if self.fingerprint(s) != before.get(s)]
