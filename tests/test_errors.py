@@ -56,3 +56,17 @@ def test_cli_prints_labkit_errors_and_lets_bugs_through(monkeypatch, capsys):
     monkeypatch.setattr(cli, "_progress", has_a_bug)
     with pytest.raises(KeyError):
         cli.main(["progress"])
+
+
+def test_nbgrader_failures_name_their_first_traceback():
+    """A failed nbgrader run logs its cause where it happens and a summary at the end: the
+    GradingError quotes the first traceback as well as the tail (CI once showed only the
+    summary: "There was an error processing assignment ... see the above traceback")."""
+    from labkit.course.grading import _first_failure
+
+    cause = "Traceback (most recent call last):\n  RuntimeError: kernel died\n"
+    log = "[AutogradeApp | INFO] fine\n" * 200 + cause + "[AutogradeApp | INFO] more\n" * 200
+    quoted = _first_failure(log)
+    assert quoted.startswith(cause) and log[-3000:] not in quoted
+    assert _first_failure("short log") == ""
+    assert _first_failure("x" * 5000) == "", "no traceback: the tail says it all"

@@ -867,9 +867,23 @@ def _run_nbgrader(args: Sequence[str], *, cwd: Path, timeout: float = 1800):
     if proc.returncode != 0 or config_broken:
         what = "could not load its config" if config_broken else f"failed (exit {proc.returncode})"
         raise GradingError(
-            f"nbgrader {' '.join(args)} {what}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"nbgrader {' '.join(args)} {what}:\n{proc.stdout[-3000:]}\n"
+            f"{_first_failure(proc.stderr)}{proc.stderr[-3000:]}"
         )
     return proc
+
+
+def _first_failure(log: str) -> str:
+    """The first traceback (or ERROR line) of an nbgrader log that is longer than its tail:
+    nbgrader logs the cause of a failed submission where it happens and only a summary at
+    the end, so the tail alone does not say what went wrong."""
+    if len(log) <= 3000:
+        return ""
+    starts = [i for i in (log.find("Traceback"), log.find("| ERROR]")) if i >= 0]
+    if not starts or min(starts) >= len(log) - 3000:
+        return ""
+    start = log.rfind("\n", 0, min(starts)) + 1
+    return f"{log[start : start + 4000]}\n[...]\n"
 
 
 def exchange_fetch(
