@@ -67,6 +67,6 @@ def test_nbgrader_failures_name_their_first_traceback():
     cause = "Traceback (most recent call last):\n  RuntimeError: kernel died\n"
     log = "[AutogradeApp | INFO] fine\n" * 200 + cause + "[AutogradeApp | INFO] more\n" * 200
     quoted = _first_failure(log)
-    assert quoted.startswith(cause) and log[-3000:] not in quoted
+    assert quoted.startswith(cause) and len(quoted) < 4100, "the cause, briefly"
     assert _first_failure("short log") == ""
     assert _first_failure("x" * 5000) == "", "no traceback: the tail says it all"
