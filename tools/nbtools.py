@@ -167,10 +167,29 @@ def lesson_headings(notebook, level: int = 2) -> list[str]:
     return found
 
 
+def lesson_outline(notebook) -> list[tuple[int, str]]:
+    """The lesson's ``#`` parts (after its title) and ``##`` sections, in order, as
+    (level, heading); fenced code and the generated cells left out."""
+    found = []
+    for cell in notebook.cells:
+        tags = cell.metadata.get("tags", [])
+        if cell.cell_type != "markdown" or NAV_TAG in tags or TOC_TAG in tags:
+            continue
+        source = re.sub(r"^```.*?^```", "", cell.source, flags=re.M | re.S)
+        for marks, heading in re.findall(r"^(##?)\s+(.+?)\s*#*$", source, re.M):
+            found.append((len(marks), heading))
+    return [item for index, item in enumerate(found) if index or item[0] != 1]  # no title
+
+
 def toc_cell(notebook):
-    """The lesson's contents: a link to each ``##`` step, as JupyterLab anchors them."""
-    items = [f"- [{h}](#{heading_anchor(h)})" for h in lesson_headings(notebook)]
+    """The lesson's contents: a link to each ``##`` section, under a bold link to each
+    ``#`` part (a step), as JupyterLab anchors them."""
+    items = [
+        f"\n**[{h}](#{heading_anchor(h)})**\n" if level == 1 else f"- [{h}](#{heading_anchor(h)})"
+        for level, h in lesson_outline(notebook)
+    ]
     text = "\n".join([GENERATED, "**In this notebook**", "", *items])
+    text = re.sub(r"\n{3,}", "\n\n", text)
     return md(text, tags=[TOC_TAG])
 
 
