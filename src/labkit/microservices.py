@@ -464,7 +464,8 @@ class UserNames:
 
     Applying an event is an upsert guarded by the user's version (``WHERE user_names.version
     < excluded.version``): a duplicate, a replay or an event that arrives late changes no
-    row. The stream position is saved in the same transaction as the rows it produced.
+    row (``changed`` counts the rows the events did change). The stream position is saved in
+    the same transaction as the rows it produced.
     ``naive=True`` applies events without the guard (last write wins), to compare."""
 
     def __init__(
@@ -476,6 +477,7 @@ class UserNames:
         self.redis = redis_client or cache.redis_client()
         self.stream = shop.namespace + "users.events"
         self.naive = naive
+        self.changed = 0  # rows inserted or updated by the events this object applied
 
     def position(self) -> str:
         with self.shop.engine("orders").connect() as conn:
@@ -497,7 +499,7 @@ class UserNames:
                 set_=update,
                 where=user_names.c.version < statement.excluded.version,
             )
-        return conn.execute(statement).rowcount
+        return len(conn.execute(statement.returning(user_names.c.user_id)).all())
 
     def catch_up(self, *, batch: int = 500) -> int:
         """Apply the events after the saved position; returns how many were read."""
@@ -509,7 +511,7 @@ class UserNames:
                 return read
             with self.shop.engine("orders").begin() as conn:
                 for _, fields in entries:
-                    self._apply(conn, json.loads(fields["event"]))
+                    self.changed += self._apply(conn, json.loads(fields["event"]))
                 position = entries[-1][0]
                 statement = insert(stream_positions).values(stream=self.stream, last_id=position)
                 conn.execute(
