@@ -8,6 +8,7 @@ import pytest
 from sqlalchemy import text
 
 from labkit import microservices as ms
+from labkit.errors import LabkitError
 
 pytestmark = pytest.mark.xdist_group("services")
 
@@ -120,3 +121,19 @@ def test_rename_of_unknown_user_says_what_to_do(shop):
     shop.migrate("users")
     with pytest.raises(ValueError, match="register it first"):
         ms.UserEvents(shop).rename(12345, "nobody")
+
+
+def test_env_py_also_runs_from_a_url_as_the_alembic_command_line_does(shop):
+    """Without a connection handed over, env.py migrates on ``sqlalchemy.url`` (what
+    ``alembic -c alembic.ini upgrade head`` would give it); without either, it says what to do."""
+    from alembic import command
+
+    config = shop.alembic_config("payments")
+    config.set_main_option(
+        "sqlalchemy.url", shop.database("payments").sqlalchemy_url.replace("%", "%%")
+    )
+    command.upgrade(config, "head")
+    assert shop.versions()["payments"] == "payments_0001"
+    assert shop.versions()["users"] is None
+    with pytest.raises(LabkitError, match="ServiceDatabases"):
+        command.upgrade(shop.alembic_config("users"), "head")

@@ -54,6 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, insert
 
 from labkit import db
+from labkit.errors import LabkitError
 
 __all__ = [
     "METADATA",
@@ -171,7 +172,7 @@ def run_alembic_env(context: Any, service: str) -> None:
     if connection is None:
         url = config.get_main_option("sqlalchemy.url")
         if not url:
-            raise RuntimeError(
+            raise LabkitError(
                 f"no database for the {service} service's migrations: run them with "
                 "labkit.microservices.ServiceDatabases(...).migrate(service), or set "
                 "sqlalchemy.url in the Alembic configuration"
