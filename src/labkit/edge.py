@@ -131,10 +131,12 @@ async def origin_app(scope: dict, receive: Callable, send: Callable) -> None:
 
 @dataclass
 class Origin:
-    """A running origin: its URL and request counts."""
+    """A running origin: its URL and request counts; :meth:`stop` (or the end of a ``with``
+    block) stops its process."""
 
     url: str
-    process: Any
+    process: Any = field(repr=False)
+    supervisor: Any = field(repr=False)
     folder: Any = field(repr=False, default=None)
 
     def stats(self) -> dict[str, int]:
@@ -143,11 +145,22 @@ class Origin:
 
         return httpx.get(f"{self.url}/_stats", timeout=10).json()
 
+    def stop(self) -> None:
+        self.supervisor.down(self.process)
+        if self.folder is not None:
+            self.folder.cleanup()
 
-@contextlib.contextmanager
-def serve_origin(supervisor: Any, *, s_maxage: int = 60, stale_while_revalidate: int = 30) -> Iterator[Origin]:  # fmt: skip
+    def __enter__(self) -> Origin:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve_origin(supervisor: Any, *, s_maxage: int = 60, stale_while_revalidate: int = 30) -> Origin:  # fmt: skip
     """Serve :data:`origin_app` with uvicorn in a process of its own (127.0.0.1, a free
-    port), stopped when the block ends (or by the supervisor at exit)."""
+    port) through ``supervisor``; stop it with ``origin.stop()``, a ``with`` block, or the
+    supervisor (at the latest when the Python process exits)."""
     from labkit.supervisor import HOST, ProcessServer
 
     folder = tempfile.TemporaryDirectory(prefix="labkit-origin-")
@@ -162,10 +175,10 @@ def serve_origin(supervisor: Any, *, s_maxage: int = 60, stale_while_revalidate:
                             ready_text="Uvicorn running on", env=env)  # fmt: skip
     try:
         port = supervisor.up(process)
-        yield Origin(f"http://{HOST}:{port}", process, folder)
-    finally:
-        supervisor.down(process)
+    except BaseException:
         folder.cleanup()
+        raise
+    return Origin(f"http://{HOST}:{port}", process, supervisor, folder)
 
 
 def edge_client(origin_url: str, *, storage_path: str | Path | None = None, shared: bool = True):

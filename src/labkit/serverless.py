@@ -633,7 +633,7 @@ def storm(
         raise ValueError("instances, pool_size and concurrency must be at least 1")
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # a text bar: no widget for an executor to wait on
 
     result = StormResult(label or f"{mode} ×{instances}", instances)
     together = concurrency is None
