@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from labkit import db
+from labkit import db, edge
 from labkit.edge import (
     branch_database_name,
     cache_control,
@@ -118,3 +118,13 @@ def test_branch_names_become_safe_database_names():
         branch_database_name("  ")
     with pytest.raises(ValueError, match="seconds"):
         cache_control(-1)
+
+
+def test_origin_hits_table_counts_what_the_origin_saw(supervisor):
+    rows = {row["policy"]: row for row in edge.origin_hits(supervisor, requests=12, articles=3)}
+    assert rows["no cache"]["origin hits"] == 12
+    assert rows["hishel, s-maxage=60"]["origin hits"] == 3
+    assert (rows["hishel, s-maxage=0"]["full responses"], rows["hishel, s-maxage=0"]["304s"]) == (
+        3,
+        9,
+    )

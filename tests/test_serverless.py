@@ -206,3 +206,12 @@ def test_bad_settings_say_what_to_do(tmp_path):
         PgBouncerServer(tmp_path, StormCluster(tmp_path), pool_mode="sometimes")
     with pytest.raises(ValueError, match="at least 1"):
         storm("postgresql://x", instances=0)
+
+
+def test_cold_warm_table():
+    """The report's cold/warm rows: one connection for the cold start, none for warm ones."""
+    with tempfile.TemporaryDirectory() as home, Supervisor(**QUIET) as sup:
+        cold, warm = serverless.cold_warm(sup, home, warm_invocations=3)
+    assert (cold["connections opened"], warm["connections opened"]) == (1, 0)
+    assert cold["imports ms"] > 0 and cold["connect ms"] > 0 and warm["imports ms"] == 0
+    assert "connections opened" in serverless.text_table([cold, warm]).splitlines()[0]

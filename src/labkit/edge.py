@@ -42,6 +42,7 @@ __all__ = [
     "cache_control",
     "edge_client",
     "origin_app",
+    "origin_hits",
     "preview_database",
     "serve_origin",
 ]
@@ -198,6 +199,23 @@ def edge_client(origin_url: str, *, storage_path: str | Path | None = None, shar
                        rfc=hishel.CacheOptions(shared=shared), timeout=10)  # fmt: skip
 
 
+def origin_hits(supervisor: Any, *, requests: int = 60, articles: int = 5) -> list[dict]:
+    """``requests`` GETs spread over ``articles`` pages, through no cache, through hishel with
+    ``s-maxage=60``, and with ``s-maxage=0`` (every reuse revalidated): what reached the
+    origin, as the origin counted it."""
+    rows = [{"policy": "no cache", "requests": requests, "origin hits": requests,
+             "full responses": requests, "304s": 0, "full responses saved": 0}]  # fmt: skip
+    for s_maxage in (60, 0):
+        with serve_origin(supervisor, s_maxage=s_maxage) as origin, edge_client(origin.url) as client:  # fmt: skip
+            for i in range(requests):
+                client.get(f"/articles/{i % articles}").raise_for_status()
+            seen = origin.stats()
+        rows.append({"policy": f"hishel, s-maxage={s_maxage}", "requests": requests,
+                     "origin hits": seen["requests"], "full responses": seen["full"],
+                     "304s": seen["not_modified"], "full responses saved": requests - seen["full"]})  # fmt: skip
+    return rows
+
+
 # --------------------------------------------------------------------------- previews
 
 
@@ -256,3 +274,12 @@ def preview_database(branch: str, template: str) -> Iterator[tuple[Any, PreviewT
             started = time.perf_counter()
             db.drop_database(name, qualified=True, conn=conn)
             timing.drop_s = time.perf_counter() - started
+
+
+if __name__ == "__main__":
+    from labkit.serverless import text_table
+    from labkit.supervisor import Supervisor
+
+    with Supervisor(say=lambda message: None) as _supervisor:
+        print("Edge cache: 60 requests over 5 articles (origin hits counted by the origin):")
+        print(text_table(origin_hits(_supervisor)))

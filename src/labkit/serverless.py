@@ -61,6 +61,7 @@ __all__ = [
     "StormCluster",
     "StormResult",
     "app",
+    "cold_warm",
     "get_engine",
     "handler",
     "http_api_event",
@@ -70,6 +71,8 @@ __all__ = [
     "plot_phases",
     "plot_storm",
     "storm",
+    "storm_report",
+    "text_table",
 ]
 
 #: The environment variable that gives a function its database (a platform's secret).
@@ -138,20 +141,21 @@ def get_engine():
 def _query(mode: str) -> dict:
     """The invocation's database work: ``mode`` "warm" reuses the module-level engine,
     "per-call" creates and disposes of an engine inside the invocation (the anti-pattern)."""
+    engine = get_engine() if mode == "warm" else _new_engine()  # imports SQLAlchemy, timed
     from sqlalchemy import text
 
-    engine = get_engine() if mode == "warm" else _new_engine()
     before = STATE["connections_opened"]
     started = time.perf_counter()
     try:
         with engine.connect() as conn:
+            connected = time.perf_counter()  # a new connection is opened (and set up) here
             server_pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
     finally:
         if mode != "warm":
             engine.dispose()
     elapsed = (time.perf_counter() - started) * 1000
     if STATE["connections_opened"] > before:
-        STATE["connect_ms"] = elapsed
+        STATE["connect_ms"] = (connected - started) * 1000
     return {"server_pid": server_pid, "db_ms": round(elapsed, 3)}
 
 
@@ -312,7 +316,9 @@ def _serve(port: int, eager: bool) -> None:
                 self.send_error(404, f"invoke {INVOKE_PATH}")
                 return
             event = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            started = time.perf_counter()
             result = handler(event, LambdaContext())
+            result["handlerMs"] = round((time.perf_counter() - started) * 1000, 3)
             result["initMs"] = round(init_ms, 3)
             result["initModules"] = init_modules
             body = json.dumps(result).encode()
@@ -352,14 +358,15 @@ class FunctionInstance(ProcessServer):
 
     def invoke(self, event: dict, timeout: float = 30) -> dict:
         """Invoke the function with ``event``; the result, its JSON body decoded."""
-        import httpx
+        from urllib.request import Request, urlopen
 
         port = self.port()
         if self.pid() is None or port is None:
             raise ServiceError(f"{self.name} is not running: start it with supervisor.up(...)")
-        response = httpx.post(f"http://{HOST}:{port}{INVOKE_PATH}", json=event, timeout=timeout)
-        response.raise_for_status()
-        result = response.json()
+        request = Request(f"http://{HOST}:{port}{INVOKE_PATH}", data=json.dumps(event).encode(),
+                          headers={"content-type": "application/json"}, method="POST")  # fmt: skip
+        with urlopen(request, timeout=timeout) as response:
+            result = json.loads(response.read())
         with contextlib.suppress(TypeError, ValueError):
             result["body"] = json.loads(result["body"])
         return result
@@ -762,14 +769,106 @@ def plot_storm(results: list[StormResult]):
     return fig
 
 
+# --------------------------------------------------------------------------- the report
+
+
+def text_table(rows: list[dict]) -> str:
+    """Rows (dicts with the same keys) as a plain-text table, for a terminal."""
+    columns = list(rows[0])
+    cells = [[f"{row[c]:.1f}" if isinstance(row[c], float) else str(row[c]) for c in columns] for row in rows]  # fmt: skip
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) for r in cells]
+    return "\n".join(lines)
+
+
+def cold_warm(supervisor: Any, home: Path | str, *, warm_invocations: int = 5) -> list[dict]:
+    """One cold start (a new instance: process start, then its first invocation) against the
+    median of ``warm_invocations`` warm ones: time and connections opened."""
+    from statistics import median
+
+    instance = FunctionInstance(Path(home) / "cold-warm")
+    started = time.perf_counter()
+    supervisor.up(instance)
+    ready_ms = (time.perf_counter() - started) * 1000
+    try:
+        started = time.perf_counter()
+        cold = instance.invoke(http_api_event("GET", "/hello"))["body"]
+        cold_ms = (time.perf_counter() - started) * 1000
+        warm_ms, last = [], cold
+        for _ in range(warm_invocations):
+            started = time.perf_counter()
+            last = instance.invoke(http_api_event("GET", "/hello"))["body"]
+            warm_ms.append((time.perf_counter() - started) * 1000)
+    finally:
+        supervisor.down(instance)
+    return [
+        {"invocation": "cold", "connections opened": cold["connections_opened"],
+         "ms": ready_ms + cold_ms, "process start ms": ready_ms, "imports ms": cold["import_ms"],
+         "connect ms": cold["connect_ms"],
+         "rest ms": cold_ms - cold["import_ms"] - cold["connect_ms"]},
+        {"invocation": f"warm (median of {warm_invocations})",
+         "connections opened": last["connections_opened"] - cold["connections_opened"],
+         "ms": median(warm_ms), "process start ms": 0.0, "imports ms": 0.0, "connect ms": 0.0,
+         "rest ms": median(warm_ms)},
+    ]  # fmt: skip
+
+
+def storm_report(
+    supervisor: Any, home: Path | str, *, max_connections: int = 20, instances: int = 8,
+    pool_size: int = 5, concurrency: int = 4, pgbouncer_pool: int = 5,
+    say: Callable[[str], None] = print,
+) -> list[StormResult]:  # fmt: skip
+    """The storm against a fresh :class:`StormCluster`, then its two fixes (the PgBouncer one
+    only where PgBouncer is installed: otherwise ``say`` tells how to install it)."""
+    import secrets
+
+    cluster = StormCluster(Path(home) / "storm-pg", max_connections=max_connections,
+                           password=secrets.token_urlsafe(16))  # fmt: skip
+    supervisor.up(cluster)
+    url = cluster.url()
+    results = [
+        storm(url, instances=instances, pool_size=pool_size, monitor_url=url,
+              label="a pool per instance"),
+        storm(url, instances=instances, pool_size=pool_size, mode="null",
+              concurrency=concurrency, monitor_url=url, label=f"NullPool, <= {concurrency} at once"),
+    ]  # fmt: skip
+    try:
+        bouncer = PgBouncerServer(Path(home) / "pgbouncer", cluster, pool_size=pgbouncer_pool)
+        supervisor.up(bouncer)
+    except ServiceError as exc:
+        say(str(exc))
+        return results
+    results.append(storm(bouncer.url(), instances=instances, pool_size=pool_size,
+                         monitor_url=url, label="PgBouncer (transaction)"))  # fmt: skip
+    return results
+
+
+def _report() -> None:
+    import tempfile
+
+    from labkit.supervisor import Supervisor
+
+    with tempfile.TemporaryDirectory(prefix="labkit-s10-report-") as home, \
+            Supervisor(say=lambda message: None) as supervisor:  # fmt: skip
+        os.chmod(home, 0o755)  # PostgreSQL's service user must reach its cluster's folder
+        print("Cold against warm (one function instance; the course's PostgreSQL):")
+        print(text_table(cold_warm(supervisor, home)))
+        print("\nThe connection storm: 8 instances x a pool of 5, max_connections = 20:")
+        print(text_table([r.row() for r in storm_report(supervisor, home)]))
+
+
 def _main(argv: list[str]) -> None:
-    if argv[:1] == ["serve"]:
+    if argv[:1] == ["report"]:
+        _report()
+    elif argv[:1] == ["serve"]:
         _serve(int(argv[argv.index("--port") + 1]), "--eager" in argv)
     elif argv[:1] == ["storm-instance"] and len(argv) == 4:
         _storm_instance(argv[1], int(argv[2]), float(argv[3]))
     else:
         raise SystemExit(
-            "usage: python -m labkit.serverless serve --port N [--eager]\n"
+            "usage: python -m labkit.serverless report\n"
+            "       python -m labkit.serverless serve --port N [--eager]\n"
             "       python -m labkit.serverless storm-instance pool|null POOL_SIZE HOLD_S"
         )
 
