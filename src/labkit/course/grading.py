@@ -4,7 +4,7 @@ For example, the solutions and an untouched student version, graded by nbgrader:
 
     >>> from labkit.course import grading
     >>> grading.assignments()
-    ['00-warmup', '01-performance']
+    ['00-warmup', '01-performance', ...]
     >>> with grading.scratch_course() as course:  # a temporary copy of grading/
     ...     release = course.release("00-warmup")
     ...     _ = course.submit("00-warmup", "alice", course.source_dir("00-warmup"))

@@ -26,7 +26,7 @@ Which notebooks a check reads, and what it says about an assignment that does no
     >>> selfcheck.check("00-warmpu")
     Traceback (most recent call last):
     ...
-    labkit.errors.CheckError: no assignment '00-warmpu' (known: 00-warmup, 01-performance)
+    labkit.errors.CheckError: no assignment '00-warmpu' (known: 00-warmup, 01-performance...)
 
 1. **Visible tests**: your notebook runs as it is, top to bottom, in a fresh kernel; each
    test cell passes or shows its assertion message.
