@@ -65,12 +65,17 @@ __all__ = [
     "GraphQLServer",
     "Loaders",
     "Outcome",
+    "Subscriber",
     "build_schema",
     "create_app",
     "make_engine",
+    "nested_query",
+    "plot_statements",
     "prepare_database",
     "set_password",
     "start",
+    "stop",
+    "wait_for_subscribers",
 ]
 
 DEFAULT_MAX_PAGE = 1000
@@ -904,3 +909,34 @@ def wait_for_subscribers(redis_url: str, channel: str, count: int, timeout: floa
             time.sleep(0.02)
     finally:
         client.close()
+
+
+# --------------------------------------------------------------------------- lesson plumbing
+
+NESTED_QUERY = (
+    "{ users(limit: %d) { id name posts { id title comments { id body author { id name } } } } }"
+)
+
+
+def nested_query(users: int) -> str:
+    """``users { posts { comments { author } } }`` for a page of ``users`` users."""
+    return NESTED_QUERY % users
+
+
+def plot_statements(frame, *, title: str = "Statements per request"):
+    """Statements against N (log-log), one line per column of ``frame`` (index: N)."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for column in frame.columns:
+        ax.plot(frame.index, frame[column], marker="o", label=column)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("users in the database (N)")
+    ax.set_ylabel("SQL statements per request")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
