@@ -469,7 +469,8 @@ def plot_fault_table(results: Iterable[FaultResult]):
                 next((getattr(r, field) for r in results if r.mode == mode and r.kill_at == p), 0)
                 for p in points
             ]
-            ax.bar([i + offset for i in range(len(points))], values, width, label=mode)
+            bars = ax.bar([i + offset for i in range(len(points))], values, width, label=mode)
+            ax.bar_label(bars)  # a 0 is a result too: write it
         ax.set_xticks(range(len(points)), [p.replace("_", " ") for p in points])
         ax.set_title(title)
     axes[0].set_ylabel("events (of K orders per point)")
