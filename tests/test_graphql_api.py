@@ -237,3 +237,11 @@ def test_short_keys_are_refused():
         gql_auth.signing_key({gql_auth.KEY_ENV: "x" * 31})
     assert gql_auth.signing_key({}) != gql_auth.signing_key({})
     assert len(gql_auth.signing_key({})) >= 32
+
+
+def test_statements_report_prints_the_step_table():
+    """`python -m labkit.graphql_api`'s table: naive 1 + N + posts + comments, DataLoader 3."""
+    table = graphql_api.statements_report([4, 8], progress=False)
+    assert list(table.index) == [4, 8]
+    assert list(table["naive statements"]) == [1 + n + 2 * n + 4 * n for n in (4, 8)]
+    assert list(table["DataLoader statements"]) == [3, 3]

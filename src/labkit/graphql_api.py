@@ -74,6 +74,7 @@ __all__ = [
     "prepare_database",
     "set_password",
     "start",
+    "statements_report",
     "stop",
     "wait_for_subscribers",
 ]
@@ -940,3 +941,62 @@ def plot_statements(frame, *, title: str = "Statements per request"):
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def statements_report(
+    user_counts: Iterable[int] = (10, 100, 1000),
+    *,
+    posts_per_user: int = 2,
+    comments_per_post: int = 2,
+    progress: bool = True,
+):
+    """Statements per request (and milliseconds) of :func:`nested_query` at each N, naive
+    against DataLoaders, over HTTP against a real server per size; asserts the same JSON.
+    Returns a DataFrame indexed by N. ``python -m labkit.graphql_api`` prints it."""
+    import secrets
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from labkit import data, db
+    from labkit.supervisor import Supervisor
+
+    rows = []
+    key = secrets.token_urlsafe(48)
+    with Supervisor(say=lambda message: None) as supervisor:
+        for n in tqdm(list(user_counts), desc="sizes", disable=not progress):
+            name = f"graphql_report_{n}"
+            blog = data.blog_database(name, users=n, posts=posts_per_user * n,
+                                      comments=comments_per_post * posts_per_user * n,
+                                      progress=False)  # fmt: skip
+            server = start(supervisor, database_url=blog.url, key=key, name=f"report-{n}")
+            try:
+                with Client(server.naive_url) as naive, Client(server.url) as batched:
+                    naive.call("{ users(limit: 1) { id } }")
+                    batched.call("{ users(limit: 1) { id } }")
+                    slow, fast = naive.call(nested_query(n)), batched.call(nested_query(n))
+            finally:
+                stop(supervisor, server)
+                db.drop_database(name)
+            if slow.errors or fast.errors or slow.data != fast.data:
+                raise AssertionError(
+                    f"N={n}: the two endpoints disagree ({slow.errors or fast.errors})"
+                )
+            rows.append({"N (users)": n, "naive statements": slow.statements,
+                         "DataLoader statements": fast.statements,
+                         "naive ms": round(slow.seconds * 1000, 1),
+                         "DataLoader ms": round(fast.seconds * 1000, 1)})  # fmt: skip
+    return pd.DataFrame(rows).set_index("N (users)")
+
+
+if __name__ == "__main__":
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m labkit.graphql_api",
+        description="Statements per request of users { posts { comments { author } } }, "
+        "naive resolvers against per-request DataLoaders, at each N (real servers).",
+    )
+    parser.add_argument("--users", type=int, nargs="+", default=[10, 100, 1000])
+    arguments = parser.parse_args()
+    print(statements_report(arguments.users).to_string())

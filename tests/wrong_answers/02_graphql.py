@@ -53,7 +53,9 @@ CONTEXT = {
         "`execute` builds each request's context with your `make_context(authorization)`.",
         "A loader caches what it has loaded, so a loader shared between requests would serve old rows.",
     ],
-    (NB, "task4"): ["Complete `edit_post(info, post_id, title)`, behind the `updatePost` mutation."],
+    (NB, "task4"): [
+        "Complete `edit_post(info, post_id, title)`, behind the `updatePost` mutation."
+    ],
     (NB, "task5"): [
         "Posts have authors and authors have posts, so a client can nest a query as deep as it likes.",
     ],
