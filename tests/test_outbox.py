@@ -107,3 +107,20 @@ def test_fault_injection_loses_events_with_dual_write_and_none_with_the_outbox(
     assert table.loc["after_commit", "dual-write: lost"] == 2
     assert table.loc["after_commit", "outbox: lost"] == 0
     assert outbox.plot_fault_table(results).axes[0].get_title() == "events lost"
+
+
+def test_the_table_command_prints_the_counts():
+    """`python -m labkit.outbox table` (the command the lesson and the closing note name)
+    runs the same fault injection from a terminal and prints the table."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "labkit.outbox", "table", "--repeats", "1"],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    rows = {line.split()[0]: line.split()[1:] for line in done.stdout.splitlines()[3:]}
+    # orders, lost, delivered twice, applied twice, ghosts — dual-write, then outbox
+    assert rows["after_commit"] == ["1", "1", "0", "0", "0", "1", "0", "0", "0", "0"]
+    assert rows["after_publish"] == ["1", "0", "0", "0", "0", "1", "0", "1", "0", "0"]
+    assert rows["before_commit"] == ["0"] * 10
