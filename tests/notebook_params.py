@@ -13,4 +13,26 @@ CI_PARAMETERS: dict[str, dict] = {
         "READS_PER_USER": 1,
         "TIMING_REPEAT": 9,
     },
+    # Every claim of lesson 02 is a count that holds at any size (statements per request,
+    # events lost, errors, origin hits): CI shrinks the data and the processes started.
+    # The storm needs instances × pool size (3 × 5) above max_connections (10), and the
+    # concurrency bound (2) below max_connections - 1.
+    "02-production-architecture.ipynb": {
+        "S8_USER_COUNTS": [5, 20, 50],  # a list: papermill passes a tuple as its text
+        "S9S_ROWS": 500,
+        "S9_EVENTS": 50,
+        "S9_K": 1,
+        "S9G_ORDERS_PER_POINT": 2,
+        "S9G_REQUESTS": 12,
+        "S9G_USERS": 50,
+        "S9G_RENAMES": 20,
+        "S10_WARM_INVOCATIONS": 3,
+        "S10_MAX_CONNECTIONS": 10,
+        "S10_INSTANCES": 3,
+        "S10_BOUNDED_CONCURRENCY": 2,
+        "S10_PGBOUNCER_POOL": 3,
+        "S10_EDGE_REQUESTS": 20,
+        "S10_PREVIEW_BRANCHES": 1,
+        "S10_PREVIEW_ROWS": 2_000,
+    },
 }

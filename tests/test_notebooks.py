@@ -52,13 +52,54 @@ def test_every_lesson_has_ci_parameters():
     assert not missing, f"add these to tests/notebook_params.py: {missing}"
 
 
+SET_UP = "**Set-up.**"  # the Markdown cell before a part's set-up cell starts with this
+
+
+def set_up_parts(notebook) -> list[list]:
+    """A lesson's self-contained parts: each from a Markdown cell starting with
+    ``**Set-up.**`` (before the part's set-up cell) to the next one (or the end)."""
+    parts: list[list] = []
+    for cell in notebook.cells:
+        if "navigation" in cell.metadata.get("tags", []):
+            continue
+        if cell.cell_type == "markdown" and cell.source.startswith(SET_UP):
+            parts.append([])
+        if parts:
+            parts[-1].append(cell)
+    return parts
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_runs_twice(path: Path, tmp_path: Path):
-    """The notebook executes without error, and again on a second run (idempotent)."""
+    """The notebook executes without error, and again on a second run (idempotent). A
+    lesson made of self-contained parts (lesson 02: each step, and each part of Step 9,
+    starts with a set-up cell) runs the second time part by part, each in a fresh kernel
+    after the parameters — a learner who enters at any part after a kernel restart."""
+    import copy
+
+    import nbformat
+
     parameters = CI_PARAMETERS.get(path.name, {})
     first = execute(path, tmp_path / f"1-{path.name}", parameters)
-    second = execute(path, tmp_path / f"2-{path.name}", parameters)
-    print(f"{path.name}: {first:.1f} s, then {second:.1f} s")
+    notebook = nbformat.read(path, as_version=4)
+    parts = set_up_parts(notebook)
+    if not parts:
+        second = execute(path, tmp_path / f"2-{path.name}", parameters)
+        print(f"{path.name}: {first:.1f} s, then {second:.1f} s")
+        return
+    head = [
+        next(c for c in notebook.cells if "parameters" in c.metadata.get("tags", [])),
+        nbformat.v4.new_code_cell("\n".join(f"{k} = {v!r}" for k, v in parameters.items())),
+    ]
+    failed, times = [], []
+    for cells in parts:
+        seconds, error = run_section([*copy.deepcopy(head), *copy.deepcopy(cells)])
+        title = next((c.source.splitlines()[0] for c in cells if c.cell_type == "code"), "?")
+        times.append(f"{seconds:.1f} s")
+        if error:
+            failed.append(f"the part whose set-up starts with {title!r}: {error}")
+    print(f"{path.name}: {first:.1f} s, then part by part: {', '.join(times)}")
+    assert not failed, "parts that fail when entered after a kernel restart:\n" + "\n".join(failed)
 
 
 # The lessons' widget cells, as a learner's kernel runs them: a plan viewer (dropdown) and
