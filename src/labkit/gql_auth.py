@@ -31,6 +31,8 @@ import secrets
 import time
 from collections.abc import Mapping
 
+from labkit.errors import LabkitError
+
 __all__ = [
     "ALGORITHM",
     "KEY_ENV",
@@ -49,7 +51,7 @@ KEY_ENV = "LABKIT_JWT_KEY"
 MIN_KEY_BYTES = 32  # RFC 7518 §3.2: an HS256 key at least as long as the hash (256 bits)
 
 
-class TokenError(Exception):
+class TokenError(LabkitError):
     """A token that must not be trusted: the message says why and what to do."""
 
 
