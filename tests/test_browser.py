@@ -269,7 +269,8 @@ def drop_databases(prefix: str) -> None:
 
 
 def test_learner_first_hour_in_a_real_browser(tmp_path):
-    """00-start-here, lesson 01 and the answered warm-up, with Run All, in headless Chromium."""
+    """00-start-here, lessons 01 and 02 and the answered warm-up, with Run All, in headless
+    Chromium."""
     started = time.monotonic()
     browser, driver_path = find_browser()
     try:
@@ -398,6 +399,18 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
         assert all("…" not in label for label in labels), f"cut slider labels: {labels}"
         banner = banner_text(driver)
         assert not banner, f"nbgrader text on screen: {banner}"
+
+        # 3. Lesson 02 at CI size: its servers, processes and SIGKILLs from a browser's
+        # kernel, with nothing on stderr (drawn in red) and its plots drawn.
+        phase2 = "notebooks/02-production-architecture.ipynb"
+        learner.open(phase2)
+        learner.click_run_all(phase2)
+        state = learner.wait(phase2, finished, 300, "run all lesson 02")
+        timings["02 lesson"] = time.monotonic() - started
+        learner.screenshot("02-lesson")
+        assert not problems(state), "\n".join(problems(state))
+        assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
+        assert mime_count(state, "image/png") >= 3, "lesson 02's plots were not drawn as images"
     finally:
         if driver is not None:
             driver.quit()

@@ -651,7 +651,8 @@ def storm(
     argv = [sys.executable, "-m", "labkit.serverless", "storm-instance", mode, str(pool_size), str(hold_s)]  # fmt: skip
     reports: list[dict] = []
     lock = threading.Lock()
-    bar = tqdm(total=instances, desc=result.label, disable=not progress, leave=False)
+    # On stdout: progress, not an error (a notebook draws stderr in red).
+    bar = tqdm(total=instances, desc=result.label, disable=not progress, leave=False, file=sys.stdout)  # fmt: skip
 
     def run_instance(_: int) -> None:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,

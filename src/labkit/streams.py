@@ -307,7 +307,9 @@ class EventBus:
             try:
                 handler(message)
             except Exception as exc:  # noqa: BLE001 — any failure leaves the entry pending
-                print(f"{consumer}: {message.event_id} failed: {exc!r}", file=sys.stderr)
+                print(
+                    f"{consumer}: {message.event_id} failed: {exc!r}"
+                )  # a log line, not an error of yours
                 done.failed.append(message.event_id)
                 continue
             self.ack(message)

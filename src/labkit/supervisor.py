@@ -966,6 +966,13 @@ def _port_check(port: int) -> bool:
     return port_is_free(port)
 
 
+def _say(message: str) -> None:
+    """The supervisor's default voice: news, not errors — so stdout in a notebook (a
+    learner's stderr output is drawn in red), stderr on a command line (stdout may be data,
+    as for `python -m labkit services env`)."""
+    print(message, file=sys.stdout if "ipykernel" in sys.modules else sys.stderr)
+
+
 class Supervisor:
     """Starts, watches and stops servers (:class:`Server` subclasses) on 127.0.0.1.
 
@@ -983,7 +990,7 @@ class Supervisor:
         port_is_free: Callable[[int], bool] | None = None,
     ) -> None:
         self.stop_on_exit = stop_on_exit
-        self.say = say or (lambda message: print(message, file=sys.stderr))
+        self.say = say or _say
         # Looked up when called, so that a test can replace the module's check.
         self.port_is_free = port_is_free or (lambda port: _port_check(port))
         self.started: list[Server] = []
@@ -1061,7 +1068,8 @@ class Supervisor:
             server.prepare()
             self._record_owner(server)  # before the start: a run killed mid-start is seen
             port = self._start_on_free_port(server, port, hint)
-            self.say(f"{server.name}: started on {HOST}:{port} (pid {server.pid()})")
+            where = f"on {HOST}:{port} " if port is not None else ""
+            self.say(f"{server.name}: started {where}(pid {server.pid()})")
         if self.stop_on_exit and server not in self.started:
             self.started.append(server)
             with _OPEN_LOCK:
