@@ -44,8 +44,14 @@ def test_a_killed_instance_disappears_within_the_ttl_and_gets_no_request(registr
         during = [client.get("/").json()["instance"] for _ in range(6)]
         assert "b" not in during and client.failed == 0
         assert client.dead_attempts({"b"}) <= 1
-        waited = registry.wait_gone("b", timeout=5)
-        assert waited <= left + 1.0, f"b was still registered {waited:.2f} s later"  # a busy CI
+        # Watch every key's PTTL for longer than a TTL: the live keys rise at each heartbeat
+        # (a key set with px=TTL can only outlive a TTL if renewed); b's only falls, then ends.
+        readings = registry.watch(TTL + registry.heartbeat, ["a", "b", "c"])
+        renewed = discovery.renewals(readings)
+        assert renewed["b"] == 0 and renewed["a"] >= 1 and renewed["c"] >= 1, renewed
+        assert all(r["ttl_left"] is not None for r in readings if r["instance"] != "b")
+        assert [r["ttl_left"] for r in readings if r["instance"] == "b"][-1] is None
+        assert "b" not in registry.instances()
 
         fresh = discovery.Client(registry)
         after = [fresh.get("/").json()["instance"] for _ in range(10)]
@@ -66,6 +72,20 @@ def test_a_stopped_instance_deregisters_at_once(registry, tmp_path):
         assert list(registry.instances()) == ["a"]
         supervisor.down(instance)  # SIGTERM: the instance deletes its own key
         assert registry.instances() == {}
+
+
+def test_the_heartbeat_is_a_quarter_of_the_ttl_and_renewals_count_rises(registry):
+    assert registry.heartbeat == TTL / 4
+    readings = [
+        {"t": 0.0, "instance": "a", "ttl_left": 0.9},
+        {"t": 0.1, "instance": "a", "ttl_left": 0.8},
+        {"t": 0.2, "instance": "a", "ttl_left": 1.0},  # renewed
+        {"t": 0.0, "instance": "b", "ttl_left": 0.1},
+        {"t": 0.2, "instance": "b", "ttl_left": None},  # expired
+    ]
+    assert discovery.renewals(readings) == {"a": 1, "b": 0}
+    with pytest.raises(ValueError, match="must be positive"):
+        registry.watch(0, ["a"])
 
 
 def test_no_instance_left_is_a_clear_error(registry):

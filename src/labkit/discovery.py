@@ -40,7 +40,7 @@ from typing import Any
 from labkit.errors import LabkitError
 from labkit.supervisor import HOST, ProcessServer
 
-__all__ = ["Client", "InstanceProcess", "Registry", "StaticClient", "kill"]
+__all__ = ["Client", "InstanceProcess", "Registry", "StaticClient", "kill", "renewals"]
 
 
 class Registry:
@@ -55,6 +55,12 @@ class Registry:
         self.service = service
         self.ttl = ttl
         self.prefix = f"{namespace}discovery:{service}:"
+
+    @property
+    def heartbeat(self) -> float:
+        """Seconds between two renewals of a live instance's key: a quarter of the TTL, so
+        that three heartbeats in a row can be late before the key expires."""
+        return self.ttl / 4
 
     def register(self, instance_id: str, url: str) -> None:
         """Register (or renew) ``instance_id`` at ``url`` for ``ttl`` seconds."""
@@ -84,6 +90,45 @@ class Registry:
                 raise TimeoutError(f"{instance_id} is still registered after {timeout} s")
             time.sleep(0.01)
         return time.monotonic() - started
+
+    def watch(
+        self, seconds: float, instance_ids: list[str], every: float = 0.02
+    ) -> list[dict[str, Any]]:
+        """Read each instance's remaining time to live (Redis's ``PTTL``) every ``every`` s
+        for ``seconds``; returns one row per reading: ``t`` (s since the start),
+        ``instance``, ``ttl_left`` (s; None once the key is gone). See :func:`renewals`."""
+        if seconds <= 0 or every <= 0:
+            raise ValueError(f"seconds and every must be positive, not {seconds!r}, {every!r}")
+        started = time.monotonic()
+        rows: list[dict[str, Any]] = []
+        while (now := time.monotonic() - started) <= seconds:
+            pipe = self.redis.pipeline(transaction=False)
+            for instance_id in instance_ids:
+                pipe.pttl(self.prefix + instance_id)
+            for instance_id, left in zip(instance_ids, pipe.execute(), strict=True):
+                rows.append(
+                    {
+                        "t": now,
+                        "instance": instance_id,
+                        "ttl_left": None if left < 0 else left / 1000,
+                    }
+                )
+            time.sleep(every)
+        return rows
+
+
+def renewals(rows: list[dict[str, Any]]) -> dict[str, int]:
+    """How many times each instance's key was renewed during :meth:`Registry.watch`: a
+    key's remaining TTL only ever goes down, unless someone sets it again."""
+    last: dict[str, float | None] = {}
+    counted: Counter[str] = Counter()
+    for row in rows:
+        before, left = last.get(row["instance"]), row["ttl_left"]
+        counted[row["instance"]] += 0
+        if before is not None and left is not None and left > before:
+            counted[row["instance"]] += 1
+        last[row["instance"]] = left
+    return dict(counted)
 
 
 class Client:
@@ -267,7 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     url = f"http://{HOST}:{args.port}"
     registry.register(args.instance, url)
     print(f"registered {args.instance} at {url} (pid {os.getpid()})", flush=True)
-    while not stopping.wait(args.ttl / 4):
+    while not stopping.wait(registry.heartbeat):
         registry.register(args.instance, url)
     registry.deregister(args.instance)
     server.should_exit = True
