@@ -122,7 +122,8 @@ def test_branch_names_become_safe_database_names():
 
 def test_origin_hits_table_counts_what_the_origin_saw(supervisor):
     rows = {row["policy"]: row for row in edge.origin_hits(supervisor, requests=12, articles=3)}
-    assert rows["no cache"]["origin hits"] == 12
+    assert (rows["no cache"]["origin hits"], rows["no cache"]["full responses"]) == (12, 12)
+    assert cache_control(0, 0) == "public, max-age=0, s-maxage=0"  # no stale-while-revalidate
     assert rows["hishel, s-maxage=60"]["origin hits"] == 3
     assert (rows["hishel, s-maxage=0"]["full responses"], rows["hishel, s-maxage=0"]["304s"]) == (
         3,

@@ -138,26 +138,42 @@ def storm_servers():
 
 
 def test_storm_errors_then_each_fix(storm_servers):
-    """3 instances × a pool of 5 against max_connections=10: at least 15 − 10 real "too many
-    clients" errors; NullPool with 2 instances at a time: 0 errors, ≤ 2 server connections;
-    PgBouncer: 0 errors, ≤ 4 server connections for 15 clients."""
+    """3 instances × a pool of 5, as an ordinary role, against max_connections=10: the role
+    has 10 − 3 (superuser_reserved_connections) slots, so at least 15 − 7 real refusals
+    ("remaining connection slots are reserved"); NullPool with 2 instances at a time: 0
+    errors, ≤ 2 server connections, the third instance waited; PgBouncer: 0 errors, ≤ 4
+    server connections for 15 clients, no instance waited."""
     cluster, bouncer = storm_servers
-    url = cluster.url()
-    burst = storm(url, instances=3, pool_size=5, monitor_url=url)
-    assert burst.too_many_clients >= 3 * 5 - 10 and burst.attempts == 15
-    assert burst.ok <= 10 - 1 and burst.other_errors == 0
-    assert "too many clients" in burst.messages[0]
-    bounded = storm(url, instances=3, pool_size=5, mode="null", concurrency=2, monitor_url=url)
+    slots = cluster.slots()
+    assert (slots["max_connections"], slots["ordinary role"]) == (10, 7), slots
+    url, monitor = cluster.app_url(), cluster.url()
+    with psycopg.connect(url) as conn:
+        assert conn.execute("SELECT current_user, rolsuper FROM pg_roles "
+                            "WHERE rolname = current_user").fetchone() == ("storm_app", False)  # fmt: skip
+    burst = storm(url, instances=3, pool_size=5, monitor_url=monitor)
+    assert burst.too_many_clients >= 3 * 5 - 7 and burst.attempts == 15
+    assert burst.ok <= 7 and burst.other_errors == 0
+    assert burst.messages and all(  # "too many clients" or "connection slots are reserved"
+        any(text in message for text in serverless.SLOT_ERRORS) for message in burst.messages
+    ), burst.messages
+    assert (burst.peak_instances, burst.waited) == (3, 0)
+    bounded = storm(url, instances=3, pool_size=5, mode="null", concurrency=2, monitor_url=monitor)
     assert (bounded.ok, bounded.too_many_clients, bounded.other_errors) == (15, 0, 0)
     assert 1 <= bounded.peak_server_connections <= 2
-    pooled = storm(bouncer.url(), instances=3, pool_size=5, monitor_url=url)
+    assert (bounded.peak_instances, bounded.waited) == (2, 1)
+    pooled = storm(bouncer.url(), instances=3, pool_size=5, monitor_url=monitor)
     assert (pooled.ok, pooled.too_many_clients, pooled.other_errors) == (15, 0, 0)
     assert 1 <= pooled.peak_server_connections <= 4
+    assert (pooled.peak_instances, pooled.waited) == (3, 0)
     pools = {row["database"]: row for row in bouncer.show("POOLS")}
-    assert pools["postgres"]["pool_mode"] == "transaction"
+    assert (
+        pools["postgres"]["pool_mode"] == "transaction" and pools["postgres"]["user"] == "storm_app"
+    )
     assert pools["postgres"]["sv_idle"] + pools["postgres"]["sv_active"] <= 4
     with pytest.raises(ValueError, match="mode"):
         storm(url, instances=1, mode="bounded")
+    with pytest.raises(ValueError, match="use one of POOLS"):
+        bouncer.show("POOLS; SHUTDOWN")
 
 
 def test_transaction_mode_breaks_session_state(storm_servers):
@@ -197,6 +213,15 @@ def test_transaction_mode_breaks_server_side_prepared_statements(storm_servers):
     with psycopg.connect(url, autocommit=True, prepare_threshold=None) as a, \
             psycopg.connect(url, autocommit=True, prepare_threshold=None) as b:  # fmt: skip
         assert [a.execute("SELECT 1").fetchone(), b.execute("SELECT 2").fetchone()] == [(1,), (2,)]
+    # prepared on one server connection, executed on the other: it does not exist there
+    pair = bouncer.url("pair")
+    with psycopg.connect(pair, autocommit=True, prepare_threshold=0) as a, \
+            psycopg.connect(pair, autocommit=True, prepare_threshold=None) as c:  # fmt: skip
+        assert a.execute("SELECT 1").fetchone() == (1,)  # prepared on the server a got
+        with c.transaction():  # c holds that server (the most recently released one)
+            c.execute("SELECT 0")
+            with pytest.raises(psycopg.errors.InvalidSqlStatementName, match="does not exist"):
+                a.execute("SELECT 1")
 
 
 def test_bad_settings_say_what_to_do(tmp_path):

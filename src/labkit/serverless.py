@@ -24,7 +24,9 @@ and counts the connections it opens: warm invocations open none.
 
 **The connection storm.** :class:`StormCluster` is a PostgreSQL with a small
 ``max_connections``; :func:`storm` starts N instances as processes, each with a pool of
-its own, against it, and counts the real ``too many clients`` errors. The fixes are
+its own, against it (as an ordinary role, :meth:`StormCluster.app_url`), and counts the
+connections PostgreSQL refuses for want of a slot (``too many clients``, or ``remaining
+connection slots are reserved``). The fixes are
 measured the same way: one connection per instance (``NullPool``) with a bounded number of
 instances at once, and :class:`PgBouncerServer` (transaction pooling) in front.
 
@@ -55,6 +57,9 @@ from labkit.errors import ServiceError
 from labkit.supervisor import HOST, PostgresServer, ProcessServer, Runner, write_private
 
 __all__ = [
+    "ADMIN_SHOW",
+    "SLOT_ERRORS",
+    "STORM_CONNECT_ARGS",
     "FunctionInstance",
     "LambdaContext",
     "PgBouncerServer",
@@ -403,16 +408,47 @@ def import_times(statement: str = "import labkit.serverless", python: str | None
 
 class StormCluster(PostgresServer):
     """A PostgreSQL cluster of its own with a small ``max_connections`` (the storm's target;
-    the course's own server is left alone)."""
+    the course's own server is left alone).
+
+    Applications connect as an ordinary LOGIN role (:attr:`app_user`, password generated at
+    run time; :meth:`app_url`), not as the superuser: an ordinary role gets only
+    ``max_connections - superuser_reserved_connections - reserved_connections`` slots
+    (:meth:`slots`), and past them PostgreSQL answers "remaining connection slots are
+    reserved ..." rather than "too many clients"."""
 
     name = "storm-pg"
     port_hint = 29432
+    app_user = "storm_app"
 
     def __init__(self, home: Path | str, *, max_connections: int = 20, password: str | None = None) -> None:  # fmt: skip
+        import secrets
+
         if max_connections < 5:
             raise ValueError(f"max_connections={max_connections}: use at least 5")
         super().__init__(home, password=password)
         self.max_connections = max_connections
+        self.app_password = secrets.token_urlsafe(16)
+
+    def app_url(self, database: str = "postgres") -> str:
+        """The URL of the ordinary role the instances (and PgBouncer) log in as."""
+        from urllib.parse import quote
+
+        return (f"postgresql://{self.app_user}:{quote(self.app_password, safe='')}"
+                f"@{HOST}:{self.port()}/{database}")  # fmt: skip
+
+    def slots(self) -> dict[str, int]:
+        """``max_connections``, the slots kept for superusers and for
+        ``pg_use_reserved_connections``, and what is left for an ordinary role."""
+        import psycopg
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            got = {name: int(conn.execute(query).fetchone()[0]) for name, query in (
+                ("max_connections", "SHOW max_connections"),
+                ("superuser_reserved_connections", "SHOW superuser_reserved_connections"),
+                ("reserved_connections", "SHOW reserved_connections"))}  # fmt: skip
+        got["ordinary role"] = (got["max_connections"] - got["superuser_reserved_connections"]
+                                - got["reserved_connections"])  # fmt: skip
+        return got
 
     def start(self, port: int) -> None:
         # The last setting in postgresql.conf wins: rewritten at each start, so that a
@@ -421,6 +457,18 @@ class StormCluster(PostgresServer):
         lines = [ln for ln in conf.read_text().splitlines() if not ln.startswith("max_connections = ")]  # fmt: skip
         conf.write_text("\n".join([*lines, f"max_connections = {self.max_connections}", ""]))
         super().start(port)
+        self._ensure_app_role(port)
+
+    def _ensure_app_role(self, port: int) -> None:
+        """Create (or give a new password to) the ordinary LOGIN role, quoted by psycopg."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url(port), autocommit=True) as conn:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (self.app_user,)).fetchone()  # fmt: skip
+            verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
+            conn.execute(sql.SQL("{} {} LOGIN NOSUPERUSER PASSWORD {}").format(
+                verb, sql.Identifier(self.app_user), sql.Literal(self.app_password)))  # fmt: skip
 
 
 def pgbouncer_binary() -> str:
@@ -436,6 +484,12 @@ def pgbouncer_binary() -> str:
             "then run this again."
         )
     return found
+
+
+#: The admin console's SHOW commands :meth:`PgBouncerServer.show` may send (constants).
+ADMIN_SHOW = {"POOLS": "SHOW POOLS", "SERVERS": "SHOW SERVERS", "CLIENTS": "SHOW CLIENTS",
+              "STATS": "SHOW STATS", "DATABASES": "SHOW DATABASES", "CONFIG": "SHOW CONFIG",
+              "VERSION": "SHOW VERSION"}  # fmt: skip
 
 
 class PgBouncerServer(ProcessServer):
@@ -485,7 +539,10 @@ class PgBouncerServer(ProcessServer):
         if self.upstream.pid() is None or upstream_port is None:
             raise ServiceError(f"{self.name}: its PostgreSQL is not running: start it first.")
         users = self.home / "userlist.txt"
-        write_private(users, f'"postgres" "{self.upstream.password}"\n')
+        lines = [f'"postgres" "{self.upstream.password}"']
+        if self._app_user():
+            lines.append(f'"{self._app_user()}" "{self.upstream.app_password}"')
+        write_private(users, "\n".join(lines) + "\n")
         self.runner.give(users)
         dbs = "\n".join(
             f"{name} = host={HOST} port={upstream_port} dbname=postgres pool_size={size}"
@@ -501,37 +558,57 @@ class PgBouncerServer(ProcessServer):
         )
         self.runner.give(self.ini)
 
+    def _app_user(self) -> str | None:
+        return getattr(self.upstream, "app_user", None)
+
     def url(self, database: str = "postgres") -> str:
+        """A client URL: as the upstream's ordinary role when it has one (a
+        :class:`StormCluster`), else as ``postgres``. PgBouncer logs in to PostgreSQL as
+        the same role."""
+        from urllib.parse import quote
+
+        if self._app_user():
+            user, password = self._app_user(), self.upstream.app_password
+        else:
+            user, password = "postgres", self.upstream.password or ""
+        return f"postgresql://{user}:{quote(password, safe='')}@{HOST}:{self.port()}/{database}"
+
+    def admin_url(self) -> str:
+        """The admin console (database ``pgbouncer``), as ``postgres`` (``admin_users``)."""
         from urllib.parse import quote
 
         password = quote(self.upstream.password or "", safe="")
-        return f"postgresql://postgres:{password}@{HOST}:{self.port()}/{database}"
+        return f"postgresql://postgres:{password}@{HOST}:{self.port()}/pgbouncer"
 
     def show(self, what: str = "POOLS") -> list[dict]:
         """The admin console's ``SHOW <what>`` (POOLS, SERVERS, CLIENTS, STATS, CONFIG,
         VERSION) as dicts."""
         import psycopg
 
-        if what.upper() not in {
-            "POOLS",
-            "SERVERS",
-            "CLIENTS",
-            "STATS",
-            "DATABASES",
-            "CONFIG",
-            "VERSION",
-        }:
-            raise ValueError(f"SHOW {what}: use POOLS, SERVERS, CLIENTS, STATS or DATABASES")
-        with psycopg.connect(self.url("pgbouncer"), autocommit=True, prepare_threshold=None) as conn:  # fmt: skip
-            cursor = conn.execute(f"SHOW {what.upper()}")
+        command = ADMIN_SHOW.get(what.upper())
+        if command is None:
+            raise ValueError(f"SHOW {what}: use one of {', '.join(ADMIN_SHOW)}")
+        with psycopg.connect(self.admin_url(), autocommit=True, prepare_threshold=None) as conn:  # fmt: skip
+            cursor = conn.execute(command)  # a constant from the allow-list, never built
             names = [column.name for column in cursor.description]
             return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
 
 
+#: The driver settings of every storm instance (psycopg's ``connect_args``): no server-side
+#: prepared statements, so that a transaction pooler without their support works.
+STORM_CONNECT_ARGS: dict[str, Any] = {"prepare_threshold": None, "connect_timeout": 10}
+
+#: PostgreSQL's refusals for want of a connection slot (SQLSTATE 53300): every role meets
+#: the first; an ordinary role meets the second once only reserved slots are left.
+SLOT_ERRORS = ("too many clients", "connection slots are reserved")
+
+
 @dataclass
 class StormResult:
-    """What a storm did: connection attempts that worked or failed, and how many server
-    connections PostgreSQL held at most (sampled)."""
+    """What a storm did: connection attempts that worked or were refused for want of a slot
+    (``too_many_clients``: SQLSTATE 53300, either message of :data:`SLOT_ERRORS`), how many
+    server connections PostgreSQL held at most (sampled), how many instances ran at most at
+    once and how many had to wait for a free place (``concurrency``)."""
 
     label: str
     instances: int
@@ -540,14 +617,18 @@ class StormResult:
     too_many_clients: int = 0
     other_errors: int = 0
     peak_server_connections: int = 0
+    peak_instances: int = 0
+    waited: int = 0
     seconds: float = 0.0
     messages: list[str] = field(default_factory=list)
 
     def row(self) -> dict:
         return {"setup": self.label, "instances": self.instances, "attempts": self.attempts,
-                "ok": self.ok, "too many clients": self.too_many_clients,
+                "ok": self.ok, "refused (no slot)": self.too_many_clients,
                 "other errors": self.other_errors,
                 "peak server connections": self.peak_server_connections,
+                "peak instances at once": self.peak_instances,
+                "instances that waited": self.waited,
                 "seconds": round(self.seconds, 2)}  # fmt: skip
 
 
@@ -561,7 +642,7 @@ def _storm_instance(mode: str, pool_size: int, hold_s: float) -> None:
     from sqlalchemy.exc import OperationalError
     from sqlalchemy.pool import NullPool
 
-    kwargs: dict[str, Any] = {"connect_args": {"prepare_threshold": None, "connect_timeout": 10}}
+    kwargs: dict[str, Any] = {"connect_args": dict(STORM_CONNECT_ARGS)}
     if mode == "null":
         kwargs["poolclass"] = NullPool
     else:
@@ -579,7 +660,8 @@ def _storm_instance(mode: str, pool_size: int, hold_s: float) -> None:
         except OperationalError as exc:
             message = str(exc.orig).strip().splitlines()[0]
             with lock:
-                key = "too_many_clients" if "too many clients" in message else "other_errors"
+                refused = any(text in message for text in SLOT_ERRORS)
+                key = "too_many_clients" if refused else "other_errors"
                 report[key] += 1
                 if message not in report["messages"]:
                     report["messages"].append(message)
@@ -629,32 +711,45 @@ def storm(
     their connections met.
 
     ``mode="pool"``: each instance checks out ``pool_size`` connections at once;
-    ``mode="null"``: one connection at a time (NullPool). ``concurrency=None`` starts them
-    all at once and lets none end before all have tried (a burst of traffic); an integer
-    runs at most that many at a time (the platform's reserved concurrency). ``monitor_url``
-    (the PostgreSQL itself) samples how many server connections it holds: one more
-    connection, counted out of the peak."""
+    ``mode="null"``: ``pool_size`` queries one after another, a connection each (NullPool).
+    ``concurrency=None`` starts them all at once and lets none end before all have tried (a
+    burst of traffic); an integer runs at most that many at a time (the platform's reserved
+    concurrency): the others wait for a place, counted in ``waited``. ``monitor_url`` (the
+    PostgreSQL itself) samples how many server connections it holds: one more connection,
+    counted out of the peak. ``progress=True`` prints one line per finished instance."""
     if mode not in ("pool", "null"):
         raise ValueError(f"mode {mode!r}: use 'pool' (a pool per instance) or 'null' (NullPool)")
     if instances < 1 or pool_size < 1 or (concurrency is not None and concurrency < 1):
         raise ValueError("instances, pool_size and concurrency must be at least 1")
     from concurrent.futures import ThreadPoolExecutor
 
-    from tqdm import tqdm  # a text bar: no widget for an executor to wait on
-
     result = StormResult(label or f"{mode} ×{instances}", instances)
     together = concurrency is None
-    workers = instances if together else concurrency
+    places = threading.Semaphore(instances if together else concurrency)
+    running = [0]
     reported = threading.Semaphore(0)
     release = threading.Event()
     env = {**os.environ, DATABASE_ENV: url}
     argv = [sys.executable, "-m", "labkit.serverless", "storm-instance", mode, str(pool_size), str(hold_s)]  # fmt: skip
     reports: list[dict] = []
     lock = threading.Lock()
-    # On stdout: progress, not an error (a notebook draws stderr in red).
-    bar = tqdm(total=instances, desc=result.label, disable=not progress, leave=False, file=sys.stdout)  # fmt: skip
 
     def run_instance(_: int) -> None:
+        if not places.acquire(blocking=False):  # every place taken: wait for one
+            with lock:
+                result.waited += 1
+            places.acquire()
+        with lock:
+            running[0] += 1
+            result.peak_instances = max(result.peak_instances, running[0])
+        try:
+            run_process()
+        finally:
+            with lock:
+                running[0] -= 1
+            places.release()
+
+    def run_process() -> None:
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         try:
@@ -673,7 +768,10 @@ def storm(
                 ) from None
             with lock:
                 reports.append(report)
-                bar.update(1)
+                if progress:  # one finished line per instance, on stdout (not red in a notebook)
+                    print(f"{result.label}: instance {len(reports)}/{instances} done, "
+                          f"{report['ok']} connected, {report['too_many_clients']} refused",
+                          flush=True)  # fmt: skip
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -689,7 +787,7 @@ def storm(
         time.sleep(0.05)
     started = time.perf_counter()
     try:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        with ThreadPoolExecutor(max_workers=instances) as pool:
             futures = [pool.submit(run_instance, i) for i in range(instances)]
             if together:
                 for _ in range(instances):
@@ -701,7 +799,6 @@ def storm(
     finally:
         release.set()
         stop.set()
-        bar.close()
         if sampler:
             sampler.join(5)
     result.seconds = time.perf_counter() - started
@@ -827,12 +924,12 @@ def storm_report(
     cluster = StormCluster(Path(home) / "storm-pg", max_connections=max_connections,
                            password=secrets.token_urlsafe(16))  # fmt: skip
     supervisor.up(cluster)
-    url = cluster.url()
+    url, monitor = cluster.app_url(), cluster.url()  # an ordinary role; the monitor as superuser
     results = [
-        storm(url, instances=instances, pool_size=pool_size, monitor_url=url,
+        storm(url, instances=instances, pool_size=pool_size, monitor_url=monitor,
               label="a pool per instance"),
         storm(url, instances=instances, pool_size=pool_size, mode="null",
-              concurrency=concurrency, monitor_url=url, label=f"NullPool, <= {concurrency} at once"),
+              concurrency=concurrency, monitor_url=monitor, label=f"NullPool, <= {concurrency} at once"),
     ]  # fmt: skip
     try:
         bouncer = PgBouncerServer(Path(home) / "pgbouncer", cluster, pool_size=pgbouncer_pool)
@@ -841,7 +938,7 @@ def storm_report(
         say(str(exc))
         return results
     results.append(storm(bouncer.url(), instances=instances, pool_size=pool_size,
-                         monitor_url=url, label="PgBouncer (transaction)"))  # fmt: skip
+                         monitor_url=monitor, label="PgBouncer (transaction)"))  # fmt: skip
     return results
 
 
