@@ -245,3 +245,101 @@ def test_statements_report_prints_the_step_table():
     assert list(table.index) == [4, 8]
     assert list(table["naive statements"]) == [1 + n + 2 * n + 4 * n for n in (4, 8)]
     assert list(table["DataLoader statements"]) == [3, 3]
+
+
+def test_a_subscription_gets_fresh_loaders_and_no_held_connection_per_message(blog, servers):
+    """strawberry builds a WebSocket's context once per connection: each message must still
+    get fresh loaders (a renamed author is seen renamed) and give its connection back while
+    the subscription waits (B's pool: 0 connections in use between messages)."""
+    token = login(servers["a"].url, email_of(1, blog), "pw-one")
+    with blog.connect() as conn:
+        old = conn.execute("SELECT name FROM users WHERE id = 1").fetchone()[0]
+    create = 'mutation { createPost(input: {title: "fresh", body: "b"}) { id } }'
+
+    async def scenario():
+        names, idle = [], []
+        async with graphql_api.Subscriber(servers["b"].ws_url, token) as sub:
+            await sub.subscribe("subscription { postCreated { id author { name } } }")
+            await asyncio.to_thread(
+                graphql_api.wait_for_subscribers, config.redis_url(), servers["channel"], 1
+            )
+            with graphql_api.Client(servers["a"].url) as client:
+                for new_name in ("Renamed Between Messages", old):
+                    await asyncio.to_thread(client.call, create, token=token)
+                    names.append((await sub.next())["data"]["postCreated"]["author"]["name"])
+                    idle.append(
+                        await asyncio.to_thread(graphql_api.connections_in_use, servers["b"])
+                    )
+                    with blog.connect() as conn:
+                        conn.execute("UPDATE users SET name = %s WHERE id = 1", (new_name,))
+                        conn.commit()
+        return names, idle
+
+    names, idle = asyncio.run(scenario())
+    assert names == [old, "Renamed Between Messages"]
+    assert idle == [0, 0]
+
+
+def test_aliases_and_tokens_are_limited_before_any_sql(blog):
+    """Many aliased copies of an expensive field, or a huge query text, are refused while
+    validating or parsing: an error, no data, 0 statements; within the limits the query runs."""
+    api = graphql_api.Api(blog.url)
+    many = " ".join(
+        f"a{i}: users(limit: 1000) {{ id }}" for i in range(graphql_api.DEFAULT_MAX_ALIASES + 1)
+    )
+    refused = asyncio.run(api.run("{ " + many + " }"))
+    assert refused.data is None and refused.statements == 0
+    assert f"aliases found. Allowed: {graphql_api.DEFAULT_MAX_ALIASES}" in refused.errors[0].message
+    few = " ".join(
+        f"a{i}: users(limit: 2) {{ id }}" for i in range(graphql_api.DEFAULT_MAX_ALIASES)
+    )
+    allowed = asyncio.run(api.run("{ " + few + " }"))
+    assert allowed.errors is None and allowed.statements == graphql_api.DEFAULT_MAX_ALIASES
+    huge = asyncio.run(
+        api.run("{ users(limit: 1) { " + "id " * graphql_api.DEFAULT_MAX_TOKENS + "} }")
+    )
+    assert huge.data is None and huge.statements == 0
+    assert "token" in huge.errors[0].message.lower(), huge.errors
+
+
+def test_login_does_not_block_the_event_loop(blog):
+    """argon2 runs in a worker thread: while two logins verify their passwords, a heartbeat
+    task on the same event loop keeps running (its longest pause stays well under one
+    verification, which it would last if argon2 ran on the loop)."""
+    hashed = gql_auth.hash_password("pw-one")
+    started = time.perf_counter()
+    gql_auth.verify_password(hashed, "pw-one")
+    one_verification = time.perf_counter() - started
+    api = graphql_api.Api(blog.url)
+    query = "mutation($e: String!, $p: String!) { login(email: $e, password: $p) }"
+
+    async def scenario():
+        engine = graphql_api.make_engine(blog.url, pooled=False)
+        beats, done = [], asyncio.Event()
+
+        async def heartbeat():
+            while not done.is_set():
+                beats.append(time.perf_counter())
+                await asyncio.sleep(0.002)
+
+        async def log_in(email, password):
+            context = api.context(engine)
+            result = await api.schema.execute(
+                query, {"e": email, "p": password}, context_value=context
+            )
+            await context.close()
+            return result
+
+        beating = asyncio.create_task(heartbeat())
+        await asyncio.sleep(0.01)
+        results = await asyncio.gather(
+            log_in(email_of(1, blog), "pw-one"), log_in("nobody@example.com", "pw-one")
+        )
+        done.set()
+        await beating
+        await engine.dispose()
+        return results, max(b - a for a, b in zip(beats, beats[1:], strict=False))
+
+    (ok, unknown), longest_pause = asyncio.run(scenario())
+    assert ok.errors is None and unknown.errors[0].message == "wrong e-mail or password"
+    assert longest_pause < one_verification / 2, (longest_pause, one_verification)

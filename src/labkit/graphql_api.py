@@ -50,14 +50,21 @@ import strawberry
 from graphql import GraphQLError
 from sqlalchemy import Column, ForeignKey, Integer, MetaData, Table, Text, event, insert, select
 from strawberry.dataloader import DataLoader
-from strawberry.extensions import QueryDepthLimiter, SchemaExtension
+from strawberry.extensions import (
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+    SchemaExtension,
+)
 from strawberry.types import Info
 
 from labkit import gql_auth
 from labkit.blog import Comment, Post, User
 
 __all__ = [
+    "DEFAULT_MAX_ALIASES",
     "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_TOKENS",
     "DEFAULT_MAX_PAGE",
     "Api",
     "Client",
@@ -67,6 +74,7 @@ __all__ = [
     "Outcome",
     "Subscriber",
     "build_schema",
+    "connections_in_use",
     "create_app",
     "make_engine",
     "nested_query",
@@ -81,6 +89,8 @@ __all__ = [
 
 DEFAULT_MAX_PAGE = 1000
 DEFAULT_MAX_DEPTH = 6
+DEFAULT_MAX_ALIASES = 10  # aliased fields per operation (a0: users ..., a1: users ...)
+DEFAULT_MAX_TOKENS = 1000  # lexical tokens per operation (names, braces, arguments ...)
 COUNTER_KEY = "labkit_graphql_request"
 
 credentials = Table(
@@ -263,10 +273,21 @@ class Context:
 
     async def close(self) -> None:
         """Give the connection back (the request is over)."""
-        if self._conn is not None:
-            self._conn.sync_connection.info.pop(COUNTER_KEY, None)
-            await self._conn.close()
-            self._conn = None
+        async with self._lock:  # never under a statement another resolver is running
+            if self._conn is not None:
+                self._conn.sync_connection.info.pop(COUNTER_KEY, None)
+                await self._conn.close()
+                self._conn = None
+
+    async def renew(self) -> None:
+        """Start a new unit of work on this context: give the connection back and replace
+        the loaders (empty caches). A WebSocket's context lives as long as the connection
+        (strawberry builds it once per connection), so a subscription calls this for each
+        message: no cached row outlives a message, and no connection is held while the
+        subscription waits."""
+        await self.close()
+        if self.loaders is not None:
+            self.loaders = Loaders(self)
 
 
 # --------------------------------------------------------------------------- DataLoaders
@@ -471,11 +492,13 @@ class Mutation:
             .join(credentials, credentials.c.user_id == User.id)
             .where(User.email == email)
         )
+        # argon2 spends tens of milliseconds of CPU on purpose: run it in a worker thread, so
+        # that the event loop keeps serving every other request meanwhile.
         if not rows:
-            gql_auth.dummy_verify(password)  # the same time as a wrong password
-        if not rows or not gql_auth.verify_password(rows[0].password_hash, password):
-            raise GraphQLError("wrong e-mail or password", extensions={"code": "UNAUTHENTICATED"})
-        return gql_auth.issue_token(rows[0].id, info.context.key)
+            await asyncio.to_thread(gql_auth.dummy_verify, password)  # a wrong password's time
+        elif await asyncio.to_thread(gql_auth.verify_password, rows[0].password_hash, password):
+            return gql_auth.issue_token(rows[0].id, info.context.key)
+        raise GraphQLError("wrong e-mail or password", extensions={"code": "UNAUTHENTICATED"})
 
     @strawberry.mutation(description="A new post by the signed-in user (published at once).")
     async def create_post(self, info: Info, input: NewPost) -> PostNode:
@@ -559,7 +582,12 @@ class Subscription:
                 if message["type"] != "message":
                     continue
                 fields = json.loads(message["data"])
+                # This context is the WebSocket connection's, built once for its lifetime:
+                # each message is its own unit of work, with fresh loaders and no
+                # connection held while we wait for the next one.
+                await info.context.renew()
                 yield PostNode(**fields)
+                await info.context.renew()
         finally:
             await pubsub.unsubscribe(info.context.channel)
             await pubsub.aclose()
@@ -581,13 +609,25 @@ class RequestScope(SchemaExtension):
         return {"sqlStatements": context.statements} if isinstance(context, Context) else {}
 
 
-def build_schema(*, max_depth: int = DEFAULT_MAX_DEPTH) -> strawberry.Schema:
-    """The API's schema, with a depth limit checked while validating (before any SQL)."""
+def build_schema(
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    max_aliases: int = DEFAULT_MAX_ALIASES,
+    max_tokens: int = DEFAULT_MAX_TOKENS,
+) -> strawberry.Schema:
+    """The API's schema, with abuse limits checked before any resolver runs (so a refused
+    query sends no SQL): nesting depth, aliases (many aliased copies of one expensive field
+    in one request) and tokens (the size of the query text, checked while parsing)."""
     return strawberry.Schema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
-        extensions=[lambda: QueryDepthLimiter(max_depth=max_depth), RequestScope],
+        extensions=[
+            lambda: MaxTokensLimiter(max_token_count=max_tokens),
+            lambda: QueryDepthLimiter(max_depth=max_depth),
+            lambda: MaxAliasesLimiter(max_alias_count=max_aliases),
+            RequestScope,
+        ],
     )
 
 
@@ -706,6 +746,9 @@ def create_app(environ: dict[str, str] | None = None):
             from sqlalchemy import text
 
             await conn.execute(text("SELECT 1"))
+        # The dummy hash an unknown e-mail is checked against is made now, not by the first
+        # unknown e-mail (which would then take twice a wrong password's time).
+        await asyncio.to_thread(gql_auth.dummy_verify, "warm-up")
         if environ.get(ENV_REDIS):
             import redis.asyncio as aioredis
 
@@ -718,7 +761,8 @@ def create_app(environ: dict[str, str] | None = None):
             await state["engine"].dispose()
 
     async def health(request):
-        return JSONResponse({"instance": instance, "pid": os.getpid()})
+        in_use = state["engine"].pool.checkedout()  # connections held by requests right now
+        return JSONResponse({"instance": instance, "pid": os.getpid(), "connectionsInUse": in_use})
 
     naive, batched = View(batched=False), View(batched=True)
     return Starlette(
@@ -895,6 +939,20 @@ class Subscriber:
         await self._ws.close()
 
 
+def connections_in_use(server: GraphQLServer, *, settle: float = 5) -> int:
+    """How many database connections ``server``'s requests hold (its ``/health``), waiting
+    up to ``settle`` seconds for the count to fall to 0 (a request gives its connection back
+    just after its response is sent)."""
+    import httpx
+
+    deadline = time.monotonic() + settle
+    while True:
+        in_use = httpx.get(f"http://127.0.0.1:{server.port}/health").json()["connectionsInUse"]
+        if in_use == 0 or time.monotonic() > deadline:
+            return in_use
+        time.sleep(0.02)
+
+
 def wait_for_subscribers(redis_url: str, channel: str, count: int, timeout: float = 10) -> int:
     """Wait until ``count`` clients listen on ``channel`` (``PUBSUB NUMSUB``): a post
     published before a subscriber listens is not delivered to it (pub/sub keeps nothing)."""
@@ -931,8 +989,16 @@ def plot_statements(frame, *, title: str = "Statements per request"):
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for column in frame.columns:
         ax.plot(frame.index, frame[column], marker="o", label=column)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    plain = FuncFormatter(lambda value, _: f"{value:,.0f}")  # 1,000, not 10³
+    ax.set_xticks(list(frame.index))  # a tick at each measured N
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(plain)
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("users in the database (N)")
     ax.set_ylabel("SQL statements per request")
     ax.set_title(title)
