@@ -1,5 +1,5 @@
 """A production GraphQL API over the blog (strawberry-graphql): pagination with a page-size
-cap, mutations, naive resolvers or per-request DataLoaders, a depth limit, JWT
+cap, mutations, naive resolvers or per-request DataLoaders, depth, alias and token limits, JWT
 authentication, field- and operation-level rules, and subscriptions over WebSocket driven
 by Redis pub/sub, so that every server instance hears every new post.
 
