@@ -75,6 +75,9 @@ def test_kill_points_are_refused_in_this_process_and_checked(orders, bus):
     with pytest.raises(ValueError, match="mode must be"):
         outbox.writer_process("/tmp/x", mode="both", database="d", stream="s", group="g",
                               inbox="i")  # fmt: skip
+    relay = outbox.relay_process("/tmp/x", database="d", stream="s", group="g")
+    argv = relay.command(None)
+    assert argv[argv.index("--poll") + 1] == str(outbox.RELAY_POLL_S)  # the lesson prints it
 
 
 def test_fault_injection_loses_events_with_dual_write_and_none_with_the_outbox(

@@ -45,7 +45,9 @@ def conn(consumer_db):
 
 def test_a_group_delivers_each_entry_to_one_consumer_and_keeps_it_pending_until_acked(bus):
     sent = [bus.publish("OrderPlaced", {"order_id": i}, event_id=f"o{i}") for i in range(4)]
+    assert [m.deliveries for m in sent] == [0, 0, 0, 0]  # published, not delivered yet
     first = bus.read("a", count=2)
+    assert [m.deliveries for m in first] == [1, 1]
     second = bus.read("b", count=10)
     assert [m.event_id for m in first + second] == [m.event_id for m in sent]
     assert bus.read("a") == []  # nothing new: ">" never hands out an entry twice
@@ -53,6 +55,13 @@ def test_a_group_delivers_each_entry_to_one_consumer_and_keeps_it_pending_until_
     assert bus.ack(*first) == 2
     assert [p.stream_id for p in bus.pending()] == [m.stream_id for m in second]
     assert first[0].data == {"order_id": 0} and first[0].type == "OrderPlaced"
+    # Redis does not redeliver a pending entry by itself: only a claim or a re-read of the
+    # consumer's own history (from id 0) brings it back.
+    assert bus.read("b") == []
+    [[_, history]] = bus.client.xreadgroup(bus.group, "b", {bus.stream: "0"}, count=10)
+    assert [(i if isinstance(i, str) else i.decode()) for i, _ in history] == [
+        m.stream_id for m in second
+    ]
 
 
 def test_create_group_is_idempotent_and_reads_existing_entries(bus):
@@ -150,7 +159,9 @@ def test_a_killed_consumers_entry_is_reclaimed_and_applied_exactly_once(
         while worker.pid() is not None and time.monotonic() < deadline:
             time.sleep(0.02)
         assert worker.pid() is None, "the consumer should have killed itself"
+        assert worker.record.exists()  # what a SIGKILL leaves behind...
         supervisor.down(worker)
+        assert not worker.record.exists()  # ...and down() removes: no stale record next run
     pending = bus.pending()
     assert [p.consumer for p in pending] == ["c1", "c1"]  # 'boom' and 'after' (same batch)
     applied_by_c1 = streams.effects(conn)

@@ -50,6 +50,7 @@ from labkit import streams
 __all__ = [
     "KILL_POINTS",
     "MODES",
+    "RELAY_POLL_S",
     "FaultResult",
     "fault_injection",
     "fault_table",
@@ -68,6 +69,8 @@ __all__ = [
 #: the relay, after XADD and before marking the row sent).
 KILL_POINTS = ("before_commit", "after_commit", "after_publish")
 MODES = ("dual-write", "outbox")
+#: How long the relay sleeps after a pass that found nothing to publish (seconds).
+RELAY_POLL_S = 0.02
 EVENT_TYPE = "OrderPlaced"
 _CHILD = "LABKIT_OUTBOX_WORKER"  # set in the processes allowed to kill themselves
 
@@ -204,9 +207,7 @@ def unsent(conn: Any) -> list[str]:
 
 
 def _process(home: Path | str, argv: list[str], name: str, ready: str):
-    from labkit.supervisor import ProcessServer
-
-    return ProcessServer(
+    return streams.WorkerProcess(
         home, lambda _port: argv, name=name, ready_text=ready, needs_port=False,
         env={_CHILD: "1"},
     )  # fmt: skip
@@ -233,7 +234,7 @@ def relay_process(
     stream: str,
     group: str,
     kill_at: str | None = None,
-    poll_s: float = 0.02,
+    poll_s: float = RELAY_POLL_S,
 ):
     """A :class:`labkit.supervisor.ProcessServer` running ``python -m labkit.outbox relay``:
     :func:`relay_once` in a loop (``poll_s`` between empty passes). With
@@ -296,7 +297,7 @@ class FaultResult:
     lost: int  # committed orders whose event no consumer ever received
     delivered_twice: int  # stream entries beyond the first for one event
     applied_twice: int  # events whose effect the (idempotent) consumer applied more than once
-    ghosts: int  # events delivered for an order that was never committed
+    ghosts: int  # "ghosts": events delivered for an order that was never committed
     seconds: float
 
 
@@ -375,8 +376,6 @@ def _one_run(supervisor, home, mode, point, repeats, orders, orders_db, bus, bar
     relay_kwargs = {"database": orders_db.name, "stream": bus.stream, "group": bus.group}
     relay_home = home / "relay"
     relay_is_victim = mode == "outbox" and point == "after_publish"
-    if mode == "outbox" and not relay_is_victim:
-        supervisor.up(relay_process(relay_home, **relay_kwargs))
     kills = 0
     for order_id in range(1, repeats + 1):
         if relay_is_victim:
@@ -399,12 +398,14 @@ def _one_run(supervisor, home, mode, point, repeats, orders, orders_db, bus, bar
         bar.update()
         if relay_is_victim:  # restarted: it publishes the unmarked row again, and marks it
             _drain_outbox(supervisor, relay_process(relay_home, **relay_kwargs), orders)
-    if mode == "outbox":  # the relay that kept running empties the outbox, then stops
+    if mode == "outbox":  # a relay empties what the killed writers committed, then stops
         _drain_outbox(supervisor, relay_process(relay_home, **relay_kwargs), orders)
     return kills
 
 
 def _drain_outbox(supervisor: Any, relay: Any, orders: Any) -> None:
+    if relay.pid() is None and not unsent(orders):
+        return  # no relay to stop, nothing to publish: starting one would only cost time
     supervisor.up(relay)
     _wait_until(lambda: not unsent(orders), "the relay to empty the outbox")
     supervisor.down(relay)
@@ -487,7 +488,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     writer.add_argument("--mode", choices=MODES, required=True)
     relay = commands.add_parser("relay", help="publish the outbox's unsent rows, in a loop")
     relay.add_argument("--kill-at", choices=KILL_POINTS)
-    relay.add_argument("--poll", type=float, default=0.02)
+    relay.add_argument("--poll", type=float, default=RELAY_POLL_S)
     table = commands.add_parser("table", help="run the fault injection and print the table")
     table.add_argument("--repeats", type=int, default=3, help="SIGKILLs per mode and point (K)")
     for command in (writer, relay):

@@ -6,6 +6,8 @@ consumers, reclaim of a crashed consumer's messages, and a dead-letter stream.
 >>> bus = streams.EventBus(ns.client, ns.key("orders"), "shipping", max_deliveries=3)
 >>> bus.reset()                                   # delete both streams, create the group
 >>> sent = bus.publish("OrderPlaced", {"order_id": 1}, event_id="order-1")
+>>> sent.deliveries                                # published, not yet delivered
+0
 >>> [m.event_id for m in bus.read("worker-1")]    # delivered, pending until acked
 ['order-1']
 >>> [p.times_delivered for p in bus.pending()]
@@ -18,7 +20,10 @@ The pieces, in the order the lesson builds them:
   that crashed before marking it sent) is two stream entries with one ``event_id``.
 - :meth:`EventBus.read` is ``XREADGROUP ... >``: each entry goes to one consumer of the
   group and stays in the group's pending entries list (PEL) until :meth:`EventBus.ack`
-  (``XACK``). A consumer that dies before acking loses nothing: at-least-once delivery.
+  (``XACK``). A consumer that dies before acking loses nothing: at-least-once delivery. Redis
+  never hands a pending entry out again by itself (``>`` serves only new entries): it comes
+  back when a consumer claims it (``XCLAIM``/``XAUTOCLAIM``, :meth:`EventBus.reclaim`) or when
+  its own consumer re-reads its history (``XREADGROUP ... 0``).
 - :func:`handle_once` makes a consumer idempotent: in ONE PostgreSQL transaction it inserts
   ``(consumer, event_id)`` into ``processed_messages`` (primary key) and applies the effect,
   so a redelivered or republished event finds its mark and changes nothing.
@@ -26,7 +31,9 @@ The pieces, in the order the lesson builds them:
   (crashed) consumer's PEL move to this one. Each claim counts a delivery; an entry
   delivered ``max_deliveries`` times and still not acked (a poison message) is copied to the
   dead-letter stream and acked instead of being delivered again (the count comes from
-  ``XPENDING``).
+  ``XPENDING``). ``XAUTOCLAIM`` counts its claim before our code sees the entry, so at that
+  moment ``XPENDING`` says ``max_deliveries + 1``; the dead letter records
+  ``max_deliveries``, the deliveries actually handed to a handler.
 - :meth:`EventBus.process` is one round of a worker's loop: reclaim, read, handle, ack.
 
 ``python -m labkit.streams consume ...`` runs a consumer as a process of its own (started
@@ -52,6 +59,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from labkit.supervisor import ProcessServer
+
 __all__ = [
     "CRASH_POINTS",
     "DEFAULT_MAX_DELIVERIES",
@@ -60,6 +69,7 @@ __all__ = [
     "PendingEntry",
     "Reclaimed",
     "Round",
+    "WorkerProcess",
     "consumer_process",
     "effects",
     "handle_once",
@@ -84,7 +94,9 @@ class Message:
     """One stream entry as a consumer sees it.
 
     ``stream_id`` is the entry's id in the stream (Redis picks it); ``event_id`` is the
-    producer's id of the event, the key an idempotent consumer deduplicates on."""
+    producer's id of the event, the key an idempotent consumer deduplicates on.
+    ``deliveries``: how many times the group has delivered it (``XPENDING``'s count; 0 for
+    an event :meth:`EventBus.publish` just sent, 1 for a first read)."""
 
     stream_id: str
     event_id: str
@@ -195,10 +207,11 @@ class EventBus:
 
     # -- producing
     def publish(self, event_type: str, data: dict, *, event_id: str | None = None) -> Message:
-        """``XADD`` one event (``event_id`` defaults to a new UUID); returns it as sent."""
+        """``XADD`` one event (``event_id`` defaults to a new UUID); returns it as sent
+        (``deliveries=0``: nobody has read it yet)."""
         message = Message("", event_id or str(uuid.uuid4()), event_type, data)
         stream_id = self.client.xadd(self.stream, message.fields())
-        return Message(_text(stream_id), message.event_id, event_type, data)
+        return Message(_text(stream_id), message.event_id, event_type, data, deliveries=0)
 
     # -- consuming
     def read(self, consumer: str, *, count: int = 10, block_ms: int | None = None) -> list[Message]:
@@ -235,7 +248,10 @@ class EventBus:
         """``XAUTOCLAIM``: take over entries pending for at least ``min_idle_ms`` (whoever holds
         them, e.g. a consumer that crashed). Each claim is one more delivery; entries now
         delivered more than ``max_deliveries`` times go to the dead-letter stream (with
-        ``XADD`` + ``XACK`` in one ``MULTI``) instead of being handed out again."""
+        ``XADD`` + ``XACK`` in one ``MULTI``) instead of being handed out again. (The claim
+        that finds a poison entry is its delivery ``max_deliveries + 1``, counted by
+        ``XAUTOCLAIM`` itself; the dead letter's ``deliveries`` field says
+        ``max_deliveries``: the deliveries that reached a handler.)"""
         found = Reclaimed()
         start = "0-0"
         while True:
@@ -401,6 +417,17 @@ def effects(conn: Any) -> dict[str, int]:
 # --------------------------------------------------------------------------- consumer process
 
 
+class WorkerProcess(ProcessServer):
+    """A :class:`labkit.supervisor.ProcessServer` for a worker that may end by itself (a
+    consumer or relay told to SIGKILL itself): :meth:`stop` also removes the pid record of a
+    worker already dead, so that ``Supervisor.down`` leaves nothing stale for the next run."""
+
+    def stop(self) -> bool:
+        stopped = super().stop()
+        self.record.unlink(missing_ok=True)  # down() was called: whatever ran is gone
+        return stopped
+
+
 def consumer_process(
     home: Path | str,
     *,
@@ -420,8 +447,6 @@ def consumer_process(
     ``database``, marking events processed under the GROUP's name (the service: whichever
     of its instances handles a redelivered event finds the mark). With ``crash_on=<event_type>`` it SIGKILLs itself at ``crash_at`` while
     handling the first event of that type. Start it with ``Supervisor().up(...)``."""
-    from labkit.supervisor import ProcessServer
-
     if crash_at not in CRASH_POINTS:
         raise ValueError(f"crash_at must be one of {CRASH_POINTS} (got {crash_at!r})")
     argv = [sys.executable, "-m", "labkit.streams", "consume", "--stream", stream,
@@ -431,7 +456,7 @@ def consumer_process(
         argv += ["--crash-on", crash_on, "--crash-at", crash_at]
     if min_idle_ms is not None:
         argv += ["--min-idle-ms", str(min_idle_ms)]
-    return ProcessServer(
+    return WorkerProcess(
         home, lambda _port: argv, name=f"consumer {consumer}", ready_text="consumer ready",
         needs_port=False,
     )  # fmt: skip
