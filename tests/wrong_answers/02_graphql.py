@@ -16,6 +16,7 @@ REQUIREMENTS = [
     # Task 1
     Requirement("t1-authors", NB, LOADER, "Read the posts of all the authors in `author_ids`", "test_load_posts_by_author"),
     Requirement("t1-one-statement", NB, LOADER, "with one statement", "test_load_posts_by_author"),
+    Requirement("t1-columns", NB, LOADER, "that selects only `POST_COLUMNS`", "test_load_posts_by_author"),
     Requirement("t1-key-order", NB, LOADER, "return one list per author, in the order of `author_ids`", "test_load_posts_by_author"),
     Requirement("t1-id-order", NB, LOADER, "ordered by post id", "test_load_posts_by_author"),
     Requirement("t1-empty", NB, LOADER, "An author without posts gets an empty list.", "test_load_posts_by_author"),
@@ -25,7 +26,8 @@ REQUIREMENTS = [
     Requirement("t2-two-statements", NB, CONTEXT_CELL, "must then send 2 statements, whatever the number of users", "test_make_context"),
     # Task 3
     Requirement("t3-owner", NB, EMAIL, "return the user's e-mail (`user.private_email`) only when the request's viewer is that user", "test_email_for"),
-    Requirement("t3-anonymous", NB, EMAIL, "and `None` for every other viewer and without a token", "test_email_for"),
+    Requirement("t3-anonymous", NB, EMAIL, "and `None` (not an error) for every other viewer and without a token", "test_email_for"),
+    Requirement("t3-bad-token", NB, EMAIL, "A bad token (forged or expired) must fail with `viewer()`'s error, never be read as no token.", "test_email_for"),
     # Task 4
     Requirement("t4-auth", NB, EDIT, "Without a valid token, fail with `info.context.require_viewer()`'s error", "test_edit_post"),
     Requirement("t4-auth-first", NB, EDIT, "before sending any statement", "test_edit_post"),
@@ -39,9 +41,11 @@ REQUIREMENTS = [
     Requirement("t5-within", NB, SCHEMA, "and a query within the limit runs as before", "test_build_schema"),
     # Task 6
     Requirement("t6-announce", NB, SUBSCRIPTION, "publish the post on `CHANNEL` as JSON with exactly the keys `id`, `title` and `author_id`", "test_post_created"),
+    Requirement("t6-types", NB, SUBSCRIPTION, "(`id` and `author_id` as JSON numbers, `title` as a string)", "test_post_created"),
     Requirement("t6-messages", NB, SUBSCRIPTION, "yield a `PostType` for each message (its `\"type\"` is `\"message\"`; skip the subscription confirmations), decoded from the JSON", "test_post_created"),
     Requirement("t6-channel", NB, SUBSCRIPTION, "subscribe to `CHANNEL` (with `r.pubsub()`)", "test_post_created"),
     Requirement("t6-close", NB, SUBSCRIPTION, "When the generator is closed, the subscription must end", "test_post_created"),
+    Requirement("t6-connection", NB, SUBSCRIPTION, "and its Redis connection must be closed, not left open and idle", "test_post_created"),
 ]  # fmt: skip
 
 CONTEXT = {
@@ -164,6 +168,16 @@ CASES = [
                   "        result.append([post_from(row) for row in rows])\n"
                   "    return result\n"},
          "course", "test_load_posts_by_author"),
+    case("selects every column of the posts table, bodies too", "t1-columns",
+         {LOADER: "async def load_posts_by_author(context, author_ids: list[int]) -> list[list[PostType]]:\n"
+                  "    rows = await context.fetch(\n"
+                  "        select(Post.__table__).where(Post.author_id.in_(author_ids)).order_by(Post.id)\n"
+                  "    )\n"
+                  "    grouped = {author_id: [] for author_id in author_ids}\n"
+                  "    for row in rows:\n"
+                  "        grouped[row.author_id].append(post_from(row))\n"
+                  "    return [grouped[author_id] for author_id in author_ids]\n"},
+         "outside review", "test_load_posts_by_author"),
     case("returns the lists in the order of sorted ids", "t1-key-order",
          {LOADER: loader(RIGHT_SELECT, result="    return [posts[author_id] for author_id in sorted(author_ids)]\n")},
          "course", "test_load_posts_by_author"),
@@ -215,6 +229,18 @@ CASES = [
                        "        return None\n"
                        "    return user.private_email\n")},
          "course", "test_email_for"),
+    case("require_viewer(): an anonymous request gets one error per user", "t3-anonymous",
+         {EMAIL: email("    if info.context.require_viewer() == user.id:\n"
+                       "        return user.private_email\n"
+                       "    return None\n")},
+         "outside review", "test_email_for"),
+    case("a bad token is read as no token", "t3-bad-token",
+         {EMAIL: email("    try:\n"
+                       "        viewer = info.context.viewer()\n"
+                       "    except GraphQLError:\n"
+                       "        viewer = None\n"
+                       "    return user.private_email if viewer == user.id else None\n")},
+         "outside review", "test_email_for"),
     # ------------------------------------------------------------------ task 4
     case("reads the viewer without requiring one: anonymous gets 'forbidden'", "t4-auth",
          {EDIT: edit("    viewer = info.context.viewer()\n", MISSING, FORBIDDEN, WRITE)},
@@ -237,6 +263,19 @@ CASES = [
                 + f"    row = await info.context.write(\n        {WRITE}\n    )\n"
                 + FORBIDDEN + "    return post_from(row)\n"},
          "course", "test_edit_post"),
+    case("lets the viewer whose id is the post's id edit it too", "t4-author-only",
+         {EDIT: "async def edit_post(info: Info, post_id: int, title: str) -> PostType:\n"
+                "    viewer = info.context.require_viewer()\n"
+                "    rows = await info.context.fetch(select(*POST_COLUMNS).where(Post.id == post_id))\n"
+                "    if not rows:\n"
+                '        raise GraphQLError(f"no post with id {post_id}")\n'
+                "    if viewer not in (rows[0].author_id, rows[0].id):\n"
+                '        raise GraphQLError(f"forbidden: post {post_id} is not yours")\n'
+                "    row = await info.context.write(\n"
+                "        update(Post).where(Post.id == post_id).values(title=title).returning(*POST_COLUMNS)\n"
+                "    )\n"
+                "    return post_from(row)\n"},
+         "outside review", "test_edit_post"),
     case("an UPDATE without WHERE: every post gets the title", "t4-that-post",
          {EDIT: edit(AUTH, MISSING, FORBIDDEN,
                      "update(Post).values(title=title).returning(*POST_COLUMNS)")},
@@ -263,6 +302,20 @@ CASES = [
              "async def announce(r, post: PostType) -> None:\n"
              '    await r.publish(CHANNEL, json.dumps({"id": post.id, "title": post.title, "author": post.author_id}))\n'))},
          "course", "test_post_created"),
+    case("announces the ids as strings (and reads them back with int())", "t6-types",
+         {SUBSCRIPTION: stream(
+             "    async with r.pubsub() as pubsub:\n"
+             "        await pubsub.subscribe(CHANNEL)\n"
+             "        async for message in pubsub.listen():\n"
+             '            if message["type"] != "message":\n'
+             "                continue\n"
+             '            data = json.loads(message["data"])\n'
+             '            yield PostType(id=int(data["id"]), title=data["title"], author_id=int(data["author_id"]))\n',
+             announce=(
+                 "async def announce(r, post: PostType) -> None:\n"
+                 '    payload = {"id": str(post.id), "title": post.title, "author_id": str(post.author_id)}\n'
+                 "    await r.publish(CHANNEL, json.dumps(payload))\n"))},
+         "outside review", "test_post_created"),
     case("yields the subscription confirmation too", "t6-messages",
          {SUBSCRIPTION: stream("    async with r.pubsub() as pubsub:\n"
                                "        await pubsub.subscribe(CHANNEL)\n"
@@ -283,6 +336,22 @@ CASES = [
                                '        if message["type"] == "message":\n'
                                '            yield PostType(**json.loads(message["data"]))\n')},
          "course", "test_post_created"),
+    case("unsubscribes when closed, but never closes the pub/sub's connection", "t6-connection",
+         {SUBSCRIPTION: stream("    pubsub = r.pubsub()\n"
+                               "    await pubsub.subscribe(CHANNEL)\n"
+                               "    try:\n"
+                               "        async for message in pubsub.listen():\n"
+                               '            if message["type"] != "message":\n'
+                               "                continue\n"
+                               '            data = json.loads(message["data"])\n'
+                               '            yield PostType(id=data["id"], title=data["title"], author_id=data["author_id"])\n'
+                               "    finally:\n"
+                               "        await pubsub.unsubscribe(CHANNEL)\n",
+                               announce=(
+                                   "async def announce(r, post: PostType) -> None:\n"
+                                   '    payload = {"id": post.id, "title": post.title, "author_id": post.author_id}\n'
+                                   "    await r.publish(CHANNEL, json.dumps(payload))\n"))},
+         "outside review", "test_post_created"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
