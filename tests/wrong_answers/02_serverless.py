@@ -15,7 +15,9 @@ T1, T2, T3, T4, T5 = (
 
 REQUIREMENTS = [
     # Task 1
-    Requirement("engine-once", NB, ENGINE_CELL, "creates the engine with `new_engine(...)` on its first call only", T1),
+    Requirement("engine-new-engine", NB, ENGINE_CELL, "creates the engine with `new_engine(...)`", T1),
+    Requirement("engine-once", NB, ENGINE_CELL, "on its first call only", T1),
+    Requirement("engine-lazy", NB, ENGINE_CELL, "running the cell creates no engine", T1),
     Requirement("engine-module", NB, ENGINE_CELL, "keeps it in the module-level variable `ENGINE`", T1),
     Requirement("engine-pool-one", NB, ENGINE_CELL, "its pool holds one connection (`pool_size=1`)", T1),
     Requirement("handler-path", NB, HANDLER, 'the id is in `event["pathParameters"]["id"]`', T1),
@@ -35,6 +37,8 @@ REQUIREMENTS = [
     Requirement("etag-304", NB, COND, "answer 304 with an empty body", T3),
     Requirement("etag-list", NB, COND, "`if-none-match` may list several tags separated by commas; it matches when any of them does", T3),
     Requirement("etag-star", NB, COND, "or when it is `*`", T3),
+    Requirement("etag-spaces", NB, COND, "There may be any number of spaces around each comma, or none", T3),
+    Requirement("etag-whole", NB, COND, "Tags are compared whole", T3),
     Requirement("etag-weak", NB, COND, "It uses the weak comparison", T3),
     Requirement("etag-200", NB, COND, "Otherwise (no header, or only other tags) answer 200 with the body", T3),
     # Task 4
@@ -52,6 +56,8 @@ REQUIREMENTS = [
     Requirement("invoke-bound", NB, INVOKE, "running up to `limit` invocations at once (never more", T5),
     Requirement("invoke-use-limit", NB, INVOKE, "and use that many", T5),
     Requirement("invoke-order", NB, INVOKE, "return the results in the order of `events`", T5),
+    Requirement("invoke-refill", NB, INVOKE, "As soon as an invocation finishes, the next event starts", T5),
+    Requirement("invoke-error", NB, INVOKE, "If a handler raises, `invoke_all` raises that error once the invocations already running have finished; it must never hang", T5),
 ]  # fmt: skip
 
 CONTEXT = {
@@ -59,6 +65,7 @@ CONTEXT = {
         "A Lambda instance imports your module once",
         "Complete `get_engine()` and `handler(event, context)`.",
         "`json_response` is in the setup cell",
+        "Creating the engine at import time, outside any function, is common advice too",
     ],
     (NB, "task2"): ["Where instances come and go by the hundred"],
     (NB, "task3"): [
@@ -245,6 +252,84 @@ CASES = [
          "        futures = [pool.submit(handler, event, LambdaContext()) for event in events]\n"
          "        return [f.result() for f in as_completed(futures)]\n"
          "\n\nfrom concurrent.futures import as_completed\n", T5),
+    case("raises a handler's error while the others still run", "invoke-error", INVOKE,
+         "def invoke_all(handler, events, limit):\n"
+         "    pool = ThreadPoolExecutor(max_workers=limit)\n"
+         "    futures = [pool.submit(handler, event, LambdaContext()) for event in events]\n"
+         "    try:\n"
+         "        return [f.result() for f in futures]\n"
+         "    finally:\n"
+         "        pool.shutdown(wait=False, cancel_futures=True)\n", T5),
+]  # fmt: skip
+
+
+def reviewed(name, breaks, answer, source):
+    """A wrong answer written by an outside reviewer, kept as they wrote it."""
+    return {"name": name, "breaks": breaks, "notebook": NB, "answers": {answer: source},
+            "loses": [TASK_TEST[answer]], "source": "outside review"}  # fmt: skip
+
+
+TASK_TEST = {ENGINE_CELL: T1, HANDLER: T1, FN: T2, COND: T3, POLICY: T4, SAFE: T5, INVOKE: T5}
+
+# Written by an outside reviewer from the student version and the task text only (they never
+# saw the tests). Each of these once earned full marks (or misleading feedback); kept as they
+# wrote them.
+CASES += [
+    reviewed("engine created when the module is imported", "engine-lazy", ENGINE_CELL,
+             "ENGINE = new_engine(DATABASE_URL, pool_size=1)  # created when the module is imported\n"
+             "\n\ndef get_engine():\n    return ENGINE\n"),
+    reviewed("create_engine instead of new_engine", "engine-new-engine", ENGINE_CELL,
+             "ENGINE = None\n\n\ndef get_engine():\n    global ENGINE\n    if ENGINE is None:\n"
+             "        ENGINE = create_engine(DATABASE_URL, pool_size=1)\n    return ENGINE\n"),
+    reviewed("NullPool for the warm engine", "engine-pool-one", ENGINE_CELL,
+             "ENGINE = None\n\n\ndef get_engine():\n    global ENGINE\n    if ENGINE is None:\n"
+             "        ENGINE = new_engine(DATABASE_URL, poolclass=NullPool)\n    return ENGINE\n"),
+    reviewed("splits if-none-match on comma-space only", "etag-spaces", COND,
+             "def conditional_response(request_headers, body):\n"
+             "    etag = make_etag(body)\n"
+             '    headers = {"etag": etag}\n'
+             '    if_none_match = request_headers.get("if-none-match")\n'
+             "    if if_none_match is not None:\n"
+             '        tags = [tag.removeprefix("W/") for tag in if_none_match.split(", ")]\n'
+             '        if "*" in tags or etag in tags:\n'
+             '            return HTTPStatus.NOT_MODIFIED, headers, b""\n'
+             "    return HTTPStatus.OK, headers, body\n"),
+    reviewed("looks for the digest as a substring of the header", "etag-whole", COND,
+             "def conditional_response(request_headers, body):\n"
+             "    etag = make_etag(body)\n"
+             '    headers = {"etag": etag}\n'
+             '    if_none_match = request_headers.get("if-none-match", "")\n'
+             "    if if_none_match.strip() == \"*\" or etag.strip('\"') in if_none_match:\n"
+             '        return HTTPStatus.NOT_MODIFIED, headers, b""\n'
+             "    return HTTPStatus.OK, headers, body\n"),
+    reviewed("at most four workers, whatever the limit", "invoke-use-limit", INVOKE,
+             "def invoke_all(handler, events, limit):\n"
+             "    with ThreadPoolExecutor(max_workers=min(limit, 4)) as pool:\n"
+             "        return list(pool.map(lambda event: handler(event, LambdaContext()), events))\n"),
+    reviewed("a semaphore released outside finally", "invoke-error", INVOKE,
+             "def invoke_all(handler, events, limit):\n"
+             "    slots = threading.Semaphore(limit)\n"
+             "    results = [None] * len(events)\n"
+             "\n"
+             "    def run(i, event):\n"
+             "        slots.acquire()\n"
+             "        results[i] = handler(event, LambdaContext())\n"
+             "        slots.release()\n"
+             "\n"
+             "    threads = [threading.Thread(target=run, args=(i, e)) for i, e in enumerate(events)]\n"
+             "    for t in threads:\n"
+             "        t.start()\n"
+             "    for t in threads:\n"
+             "        t.join()\n"
+             "    return results\n"),
+    reviewed("chunks of limit events, each waited for", "invoke-refill", INVOKE,
+             "def invoke_all(handler, events, limit):\n"
+             "    results = []\n"
+             "    with ThreadPoolExecutor(max_workers=limit) as pool:\n"
+             "        for start in range(0, len(events), limit):\n"
+             "            chunk = events[start : start + limit]\n"
+             "            results.extend(pool.map(lambda event: handler(event, LambdaContext()), chunk))\n"
+             "    return results\n"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
@@ -293,16 +378,38 @@ ALTERNATIVES = [
             INVOKE: (
                 "def invoke_all(handler, events, limit):\n"
                 "    gate = threading.BoundedSemaphore(limit)\n"
-                "    results = [None] * len(events)\n"
+                "    results, errors = [None] * len(events), []\n"
                 "    def run(i, event):\n"
                 "        with gate:\n"
-                "            results[i] = handler(event, LambdaContext())\n"
+                "            try:\n"
+                "                results[i] = handler(event, LambdaContext())\n"
+                "            except Exception as error:\n"
+                "                errors.append(error)\n"
                 "    threads = [threading.Thread(target=run, args=(i, e)) for i, e in enumerate(events)]\n"
                 "    for t in threads:\n"
                 "        t.start()\n"
                 "    for t in threads:\n"
                 "        t.join()\n"
+                "    if errors:\n"
+                "        raise errors[0]\n"
                 "    return results\n"
+            ),
+        },
+    },
+    {
+        "name": "an outside reviewer's: a worker per event, a semaphore of limit slots",
+        "notebook": NB,
+        "answers": {
+            INVOKE: (
+                "def invoke_all(handler, events, limit):\n"
+                "    with ThreadPoolExecutor(max_workers=len(events) or 1) as pool:\n"
+                "        slots = threading.BoundedSemaphore(limit)\n"
+                "\n"
+                "        def run(event):\n"
+                "            with slots:\n"
+                "                return handler(event, LambdaContext())\n"
+                "\n"
+                "        return list(pool.map(run, events))\n"
             ),
         },
     },
