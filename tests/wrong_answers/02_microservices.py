@@ -25,7 +25,9 @@ REQUIREMENTS = [
     r9("ship-only-new", SHIP, "ship only if the mark is new", "test_ship_once"),
     r9("ship-event-id", SHIP, "the message id `message.event_id`", "test_ship_once"),
     r9("ship-consumer", SHIP, "under the consumer name `CONSUMER`", "test_ship_once"),
+    r9("ship-concurrent", SHIP, "even when two deliveries of the event run at the same time", "test_ship_once"),
     r9("ship-one-transaction", SHIP, "the mark and the shipment in one transaction", "test_ship_once"),
+    r9("ship-raises", SHIP, "let the exception propagate", "test_ship_once"),
     r9("ship-returns", SHIP, "Return `True` if the order was shipped now, `False` if the event had been processed already", "test_ship_once"),
     # Task 2
     r9("order-row", PLACE, "insert the order into `orders` (`id`, `item`, `quantity`)", "test_place_order"),
@@ -34,32 +36,40 @@ REQUIREMENTS = [
     r9("event-payload", PLACE, '`payload` the JSON object `{"order_id": ..., "item": ..., "quantity": ...}`', "test_place_order"),
     r9("event-unpublished", PLACE, "leave `published_at` empty", "test_place_order"),
     r9("order-one-transaction", PLACE, "both in one transaction: either both rows are committed, or neither", "test_place_order"),
+    r9("order-raises", PLACE, "if an insert fails, let its exception propagate", "test_place_order"),
     r9("order-returns", PLACE, "Return the event id", "test_place_order"),
     r9("order-no-publish", PLACE, "Do not publish anything", "test_place_order"),
     # Task 3
     r9("relay-unsent", RELAY, "take the unsent rows (`published_at IS NULL`)", "test_relay_once"),
     r9("relay-oldest", RELAY, "oldest first (by `id`)", "test_relay_once"),
     r9("relay-batch", RELAY, "at most `batch` of them", "test_relay_once"),
-    r9("relay-skip-locked", RELAY, "locked with `FOR UPDATE SKIP LOCKED`", "test_relay_once"),
+    r9("relay-lock-batch", RELAY, "lock only those", "test_relay_once"),
+    r9("relay-skip-locked", RELAY, "with `FOR UPDATE SKIP LOCKED`, so that a second relay running at the same time skips them", "test_relay_once"),
     r9("relay-publish", RELAY, "publish each with `bus.publish(event_type, payload, event_id=event_id)`", "test_relay_once"),
-    r9("relay-mark", RELAY, "then mark them sent (`published_at = now()`)", "test_relay_once"),
+    r9("relay-mark", RELAY, "mark them sent (`published_at = now()`) in the same transaction", "test_relay_once"),
     r9("relay-returns", RELAY, "return how many rows were published", "test_relay_once"),
-    r9("relay-publish-first", RELAY, "Never mark a row sent before it was published", "test_relay_once"),
+    r9("relay-publish-first", RELAY, "Never commit a row as sent before it was published", "test_relay_once"),
+    r9("relay-raises", RELAY, "if publishing fails, let the exception propagate", "test_relay_once"),
     # Task 4
     r9("claim-idle", CLAIM, "have left pending for at least `min_idle_ms` milliseconds", "test_claim_stuck"),
-    r9("claim-pages", CLAIM, 'call it again from the cursor it returned until that cursor is `"0-0"`', "test_claim_stuck"),
+    r9("claim-pages", CLAIM, 'call it again from the cursor it returned until that cursor is `"0-0"`, whatever the size of the pages', "test_claim_stuck"),
     r9("claim-returns", CLAIM, "return the claimed `(entry_id, fields)` pairs, in the order claimed", "test_claim_stuck"),
     # Task 5
+    r9("rescue-own-count", RESCUE, "For each entry, read how many times it has been delivered from `XPENDING`", "test_rescue"),
     r9("rescue-threshold", RESCUE, "If it was delivered more than `MAX_DELIVERIES` times", "test_rescue"),
     r9("rescue-dead-letter", RESCUE, "add its fields, unchanged, to the stream `DEAD_LETTER` and `XACK` it", "test_rescue"),
+    r9("rescue-atomic", RESCUE, "both in one `MULTI` (with `r.pipeline()`)", "test_rescue"),
     r9("rescue-dead-unhandled", RESCUE, "do not handle it", "test_rescue"),
     r9("rescue-handle", RESCUE, "Otherwise call `handle_entry(entry_id, fields)`", "test_rescue"),
     r9("rescue-ack", RESCUE, "`XACK` the entry if it returned", "test_rescue"),
-    r9("rescue-keep-failed", RESCUE, "if it raised, leave the entry pending, to be retried", "test_rescue"),
+    r9("rescue-any-exception", RESCUE, "if it raised any exception", "test_rescue"),
+    r9("rescue-keep-failed", RESCUE, "leave the entry pending, to be retried", "test_rescue"),
+    r9("rescue-go-on", RESCUE, "go on with the next entry", "test_rescue"),
     r9("rescue-returns", RESCUE, 'Return `{"handled": [...], "dead": [...]}`: the entry ids handled and dead-lettered', "test_rescue"),
     # Task 6
     r9("saga-in-order", SAGA, "Run the actions in order", "test_run_saga"),
-    r9("saga-stop", SAGA, "If an action raises an exception, stop", "test_run_saga"),
+    r9("saga-stop", SAGA, "stop: run the compensations", "test_run_saga"),
+    r9("saga-any-exception", SAGA, "If an action raises an exception (any exception, not only `StepFailed`)", "test_run_saga"),
     r9("saga-completed-only", SAGA, "run the compensations of the steps whose actions completed", "test_run_saga"),
     r9("saga-reverse", SAGA, "in reverse order", "test_run_saga"),
     r9("saga-skip-none", SAGA, "skip `None`", "test_run_saga"),
@@ -87,11 +97,11 @@ CONTEXT = {
         "A consumer that reads an entry (`XREADGROUP`) and dies before its `XACK`",
         "Complete `claim_stuck(r, consumer, min_idle_ms)`, run by a healthy instance",
         "Once claimed, the entries are pending on `consumer`",
+        "(No entry is ever deleted from `STREAM` here",
     ],
     (NB, "task5"): [
         "A poison message fails every time it is handled",
         "Complete `rescue(r, claimed)`: `claimed` holds the",
-        "For each entry, read how many times it has been delivered from `XPENDING`",
     ],
     (NB, "task6"): [
         "Placing an order spans services: reserve stock, charge the payment, confirm the order.",
@@ -227,6 +237,315 @@ SAGA_NO_STOP = """def run_saga(steps) -> dict:
     return {"status": "compensated", "failed": failed, "compensated": undone}
 """
 
+
+# Written by the outside review (verbatim), from the student notebook and the task text.
+OUTSIDE = {
+    "w1c_check_then_act": """def ship_once(conn, message) -> bool:
+    seen = conn.execute(
+        "SELECT 1 FROM processed_messages WHERE consumer = %s AND message_id = %s",
+        (CONSUMER, message.event_id),
+    ).fetchone()
+    if seen:
+        return False
+    with conn.transaction():
+        conn.execute(
+            "INSERT INTO shipments (order_id, event_id) VALUES (%s, %s)",
+            (message.data["order_id"], message.event_id),
+        )
+        conn.execute(
+            "INSERT INTO processed_messages (consumer, message_id) VALUES (%s, %s) "
+            "ON CONFLICT DO NOTHING",
+            (CONSUMER, message.event_id),
+        )
+    return True
+""",
+    "w2b_separate_outbox_first": """def place_order(conn, order_id: int, item: str, quantity: int) -> str:
+    event_id = f"order-{order_id}"
+    conn.execute(
+        "INSERT INTO outbox (event_id, event_type, payload) VALUES (%s, 'OrderPlaced', %s)",
+        (event_id, json.dumps({"order_id": order_id, "item": item, "quantity": quantity})),
+    )
+    conn.execute(
+        "INSERT INTO orders (id, item, quantity) VALUES (%s, %s, %s)",
+        (order_id, item, quantity),
+    )
+    return event_id
+""",
+    "w3f_order_by_event_id": """def relay_once(conn, bus, batch: int = 100) -> int:
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
+            "ORDER BY event_id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (batch,),
+        ).fetchall()
+        for _, event_id, event_type, payload in rows:
+            bus.publish(event_type, payload, event_id=event_id)
+        if rows:
+            conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)",
+                ([row[0] for row in rows],),
+            )
+    return len(rows)
+""",
+    "w3q_lock_all_slice": """def relay_once(conn, bus, batch: int = 100) -> int:
+    with conn.transaction():
+        cursor = conn.execute(
+            "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
+            "ORDER BY id FOR UPDATE SKIP LOCKED"
+        )
+        rows = cursor.fetchmany(batch)
+        for _, event_id, event_type, payload in rows:
+            bus.publish(event_type, payload, event_id=event_id)
+        if rows:
+            conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)",
+                ([row[0] for row in rows],),
+            )
+    return len(rows)
+""",
+    "w4c_stop_on_short_page": """def claim_stuck(r, consumer: str, min_idle_ms: int) -> list:
+    claimed = []
+    start = "0-0"
+    while True:
+        reply = r.xautoclaim(STREAM, GROUP, consumer, min_idle_ms, start_id=start)
+        start, entries = reply[0], reply[1]
+        claimed.extend((entry_id, fields) for entry_id, fields in entries if fields)
+        if start == "0-0" or not entries:
+            return claimed
+""",
+    "w4f_count_small_pages": """def claim_stuck(r, consumer: str, min_idle_ms: int) -> list:
+    claimed = []
+    start = "0-0"
+    while True:
+        reply = r.xautoclaim(STREAM, GROUP, consumer, min_idle_ms, start_id=start, count=100)
+        start, entries = reply[0], reply[1]
+        claimed.extend((entry_id, fields) for entry_id, fields in entries if fields)
+        if len(entries) < 100:
+            return claimed
+""",
+    "w4j_one_big_call": """def claim_stuck(r, consumer: str, min_idle_ms: int) -> list:
+    cursor, entries = r.xautoclaim(
+        STREAM, GROUP, consumer, min_idle_ms, start_id="0-0", count=10000
+    )[:2]
+    return [(entry_id, fields) for entry_id, fields in entries if fields]
+""",
+    "w5d_fields_changed": """def rescue(r, claimed: list) -> dict:
+    result = {"handled": [], "dead": []}
+    for entry_id, fields in claimed:
+        info = r.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+        times = info[0]["times_delivered"] if info else 1
+        if times > MAX_DELIVERIES:
+            with r.pipeline() as pipe:
+                pipe.xadd(DEAD_LETTER, {**fields, "original_id": entry_id, "deliveries": times})
+                pipe.xack(STREAM, GROUP, entry_id)
+                pipe.execute()
+            result["dead"].append(entry_id)
+            continue
+        try:
+            handle_entry(entry_id, fields)
+        except Exception:
+            continue
+        r.xack(STREAM, GROUP, entry_id)
+        result["handled"].append(entry_id)
+    return result
+""",
+    "w5e_no_multi": """def rescue(r, claimed: list) -> dict:
+    result = {"handled": [], "dead": []}
+    for entry_id, fields in claimed:
+        info = r.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+        times = info[0]["times_delivered"] if info else 1
+        if times > MAX_DELIVERIES:
+            r.xadd(DEAD_LETTER, fields)
+            r.xack(STREAM, GROUP, entry_id)
+            result["dead"].append(entry_id)
+            continue
+        try:
+            handle_entry(entry_id, fields)
+        except Exception:
+            continue
+        r.xack(STREAM, GROUP, entry_id)
+        result["handled"].append(entry_id)
+    return result
+""",
+    "w5g_wrong_pending_range": """def rescue(r, claimed: list) -> dict:
+    result = {"handled": [], "dead": []}
+    for entry_id, fields in claimed:
+        info = r.xpending_range(STREAM, GROUP, "-", "+", 1)
+        times = info[0]["times_delivered"] if info else 1
+        if times > MAX_DELIVERIES:
+            with r.pipeline() as pipe:
+                pipe.xadd(DEAD_LETTER, fields)
+                pipe.xack(STREAM, GROUP, entry_id)
+                pipe.execute()
+            result["dead"].append(entry_id)
+            continue
+        try:
+            handle_entry(entry_id, fields)
+        except Exception:
+            continue
+        r.xack(STREAM, GROUP, entry_id)
+        result["handled"].append(entry_id)
+    return result
+""",
+    "w5h_break_on_failure": """def rescue(r, claimed: list) -> dict:
+    result = {"handled": [], "dead": []}
+    for entry_id, fields in claimed:
+        info = r.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+        times = info[0]["times_delivered"] if info else 1
+        if times > MAX_DELIVERIES:
+            with r.pipeline() as pipe:
+                pipe.xadd(DEAD_LETTER, fields)
+                pipe.xack(STREAM, GROUP, entry_id)
+                pipe.execute()
+            result["dead"].append(entry_id)
+            continue
+        try:
+            handle_entry(entry_id, fields)
+        except Exception:
+            break
+        r.xack(STREAM, GROUP, entry_id)
+        result["handled"].append(entry_id)
+    return result
+""",
+    "w5i_catch_valueerror_only": """def rescue(r, claimed: list) -> dict:
+    result = {"handled": [], "dead": []}
+    for entry_id, fields in claimed:
+        info = r.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+        times = info[0]["times_delivered"] if info else 1
+        if times > MAX_DELIVERIES:
+            with r.pipeline() as pipe:
+                pipe.xadd(DEAD_LETTER, fields)
+                pipe.xack(STREAM, GROUP, entry_id)
+                pipe.execute()
+            result["dead"].append(entry_id)
+            continue
+        try:
+            handle_entry(entry_id, fields)
+        except ValueError:
+            continue
+        r.xack(STREAM, GROUP, entry_id)
+        result["handled"].append(entry_id)
+    return result
+""",
+    "w5p_hardcoded_3": """def rescue(r, claimed: list) -> dict:
+    result = {"handled": [], "dead": []}
+    for entry_id, fields in claimed:
+        info = r.xpending_range(STREAM, GROUP, entry_id, entry_id, 1)
+        times = info[0]["times_delivered"] if info else 1
+        if times > 3:
+            with r.pipeline() as pipe:
+                pipe.xadd(DEAD_LETTER, fields)
+                pipe.xack(STREAM, GROUP, entry_id)
+                pipe.execute()
+            result["dead"].append(entry_id)
+            continue
+        try:
+            handle_entry(entry_id, fields)
+        except Exception:
+            continue
+        r.xack(STREAM, GROUP, entry_id)
+        result["handled"].append(entry_id)
+    return result
+""",
+    "w6d_catch_stepfailed_only": """def run_saga(steps) -> dict:
+    done = []
+    for name, action, compensation in steps:
+        try:
+            action()
+        except StepFailed:
+            compensated = []
+            for done_name, done_compensation in reversed(done):
+                if done_compensation is not None:
+                    done_compensation()
+                    compensated.append(done_name)
+            return {"status": "compensated", "failed": name, "compensated": compensated}
+        done.append((name, compensation))
+    return {"status": "completed", "failed": None, "compensated": []}
+""",
+}
+
+OUTSIDE_ALTERNATIVES = {
+    "w3b_mark_then_publish_same_txn": """def relay_once(conn, bus, batch: int = 100) -> int:
+    with conn.transaction():
+        rows = conn.execute(
+            "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
+            "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+            (batch,),
+        ).fetchall()
+        conn.execute(
+            "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)",
+            ([row[0] for row in rows],),
+        )
+        for _, event_id, event_type, payload in rows:
+            bus.publish(event_type, payload, event_id=event_id)
+    return len(rows)
+""",
+    "w4m_no_deleted_filter": """def claim_stuck(r, consumer: str, min_idle_ms: int) -> list:
+    claimed = []
+    start = "0-0"
+    while True:
+        reply = r.xautoclaim(STREAM, GROUP, consumer, min_idle_ms, start_id=start)
+        start = reply[0]
+        claimed.extend(reply[1])
+        if start == "0-0":
+            return claimed
+""",
+}
+
+SHIP_SWALLOWS = """def ship_once(conn, message) -> bool:
+    try:
+        with conn.transaction():
+            marked = conn.execute(
+                "INSERT INTO processed_messages (consumer, message_id) VALUES (%s, %s) "
+                "ON CONFLICT DO NOTHING RETURNING message_id",
+                (CONSUMER, message.event_id),
+            ).fetchone()
+            if marked is None:
+                return False
+            conn.execute(
+                "INSERT INTO shipments (order_id, event_id) VALUES (%s, %s)",
+                (message.data["order_id"], message.event_id),
+            )
+    except psycopg.Error:
+        return False
+    return True
+"""
+
+PLACE_SWALLOWS = """def place_order(conn, order_id: int, item: str, quantity: int) -> str:
+    try:
+        with conn.transaction():
+            conn.execute(
+                "INSERT INTO orders (id, item, quantity) VALUES (%s, %s, %s)",
+                (order_id, item, quantity),
+            )
+            conn.execute(
+                "INSERT INTO outbox (event_id, event_type, payload) VALUES (%s, 'OrderPlaced', %s)",
+                (f"order-{order_id}",
+                 json.dumps({"order_id": order_id, "item": item, "quantity": quantity})),
+            )
+    except psycopg.Error:
+        pass
+    return f"order-{order_id}"
+"""
+
+RELAY_SWALLOWS = """def relay_once(conn, bus, batch: int = 100) -> int:
+    try:
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT id, event_id, event_type, payload FROM outbox WHERE published_at IS NULL "
+                "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (batch,),
+            ).fetchall()
+            for _, event_id, event_type, payload in rows:
+                bus.publish(event_type, payload, event_id=event_id)
+            conn.execute(
+                "UPDATE outbox SET published_at = now() WHERE id = ANY(%s)", ([row[0] for row in rows],)
+            )
+    except Exception:
+        return 0
+    return len(rows)
+"""
+
 CASES = [
     # ------------------------------------------------------------------ task 1
     case("ship-row", "ships the stream entry id instead of the event id",
@@ -331,6 +650,26 @@ CASES = [
     case("saga-completed-result", "reports success as status ok",
          ('    return {"status": "completed", "failed": None, "compensated": []}',
           '    return {"status": "ok", "failed": None, "compensated": []}')),
+    # ------------------------------------------------------------------ outside review
+    case("ship-concurrent", "checks for the mark, then ships and marks ON CONFLICT DO NOTHING: two deliveries at once both ship", answer=OUTSIDE["w1c_check_then_act"], source="outside review"),
+    case("order-one-transaction", "two autocommitted inserts, outbox first: a refused order leaves its event", answer=OUTSIDE["w2b_separate_outbox_first"], source="outside review"),
+    case("relay-oldest", "orders by event_id: 'order-10' comes before 'order-8'", answer=OUTSIDE["w3f_order_by_event_id"], source="outside review"),
+    case("relay-lock-batch", "locks every unsent row and publishes fetchmany(batch): a second relay finds nothing", answer=OUTSIDE["w3q_lock_all_slice"], source="outside review"),
+    case("claim-pages", "stops at the first empty page, before the cursor is 0-0", answer=OUTSIDE["w4c_stop_on_short_page"], source="outside review"),
+    case("claim-pages", "stops at the first page shorter than COUNT", answer=OUTSIDE["w4f_count_small_pages"], source="outside review"),
+    case("claim-pages", "one XAUTOCLAIM with COUNT 10000", answer=OUTSIDE["w4j_one_big_call"], source="outside review"),
+    case("rescue-dead-letter", "adds original_id and deliveries to the dead-lettered fields", answer=OUTSIDE["w5d_fields_changed"], source="outside review"),
+    case("rescue-atomic", "XADD then XACK, two round trips: a crash between leaves the entry in both streams", answer=OUTSIDE["w5e_no_multi"], source="outside review"),
+    case("rescue-own-count", "reads the delivery count of the group's first pending entry for every entry", answer=OUTSIDE["w5g_wrong_pending_range"], source="outside review"),
+    case("rescue-go-on", "stops at the first entry whose handler raised", answer=OUTSIDE["w5h_break_on_failure"], source="outside review"),
+    case("rescue-any-exception", "catches ValueError only", answer=OUTSIDE["w5i_catch_valueerror_only"], source="outside review"),
+    case("rescue-threshold", "compares with 3 instead of MAX_DELIVERIES", answer=OUTSIDE["w5p_hardcoded_3"], source="outside review"),
+    case("saga-any-exception", "catches StepFailed only", answer=OUTSIDE["w6d_catch_stepfailed_only"], source="outside review"),
+    # ------------------------------------------------------------------ let it raise
+    case("ship-raises", "returns False when the shipment fails (rolled back, but the caller thinks it was a duplicate)",
+         answer=SHIP_SWALLOWS),
+    case("order-raises", "returns the event id when the transaction failed", answer=PLACE_SWALLOWS),
+    case("relay-raises", "returns 0 when publishing failed", answer=RELAY_SWALLOWS),
 ]  # fmt: skip
 
 ALTERNATIVES = [
@@ -395,5 +734,17 @@ ALTERNATIVES = [
     return {"status": "completed", "failed": None, "compensated": []}
 """
         },
+    },
+    {
+        "name": "relay_once marks the rows before publishing them, in the same transaction (outside "
+        "review: nothing is committed before the publishes, and a failed publish rolls the marks back)",
+        "notebook": NB,
+        "answers": {RELAY: OUTSIDE_ALTERNATIVES["w3b_mark_then_publish_same_txn"]},
+    },
+    {
+        "name": "claim_stuck keeps a deleted entry's (None, None) (outside review: no entry of STREAM "
+        "is ever deleted, as the task says)",
+        "notebook": NB,
+        "answers": {CLAIM: OUTSIDE_ALTERNATIVES["w4m_no_deleted_filter"]},
     },
 ]
