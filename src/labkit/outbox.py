@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from labkit import streams
+from labkit.supervisor import ProcessServer
 
 __all__ = [
     "KILL_POINTS",
@@ -207,7 +208,7 @@ def unsent(conn: Any) -> list[str]:
 
 
 def _process(home: Path | str, argv: list[str], name: str, ready: str):
-    return streams.WorkerProcess(
+    return ProcessServer(
         home, lambda _port: argv, name=name, ready_text=ready, needs_port=False,
         env={_CHILD: "1"},
     )  # fmt: skip

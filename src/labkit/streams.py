@@ -69,7 +69,6 @@ __all__ = [
     "PendingEntry",
     "Reclaimed",
     "Round",
-    "WorkerProcess",
     "consumer_process",
     "effects",
     "handle_once",
@@ -417,17 +416,6 @@ def effects(conn: Any) -> dict[str, int]:
 # --------------------------------------------------------------------------- consumer process
 
 
-class WorkerProcess(ProcessServer):
-    """A :class:`labkit.supervisor.ProcessServer` for a worker that may end by itself (a
-    consumer or relay told to SIGKILL itself): :meth:`stop` also removes the pid record of a
-    worker already dead, so that ``Supervisor.down`` leaves nothing stale for the next run."""
-
-    def stop(self) -> bool:
-        stopped = super().stop()
-        self.record.unlink(missing_ok=True)  # down() was called: whatever ran is gone
-        return stopped
-
-
 def consumer_process(
     home: Path | str,
     *,
@@ -456,7 +444,7 @@ def consumer_process(
         argv += ["--crash-on", crash_on, "--crash-at", crash_at]
     if min_idle_ms is not None:
         argv += ["--min-idle-ms", str(min_idle_ms)]
-    return WorkerProcess(
+    return ProcessServer(
         home, lambda _port: argv, name=f"consumer {consumer}", ready_text="consumer ready",
         needs_port=False,
     )  # fmt: skip

@@ -908,6 +908,9 @@ class ProcessServer(Server):
     def stop(self) -> bool:
         pid = self.pid()
         if pid is None:
+            # Nothing runs (a worker may end by itself, e.g. one told to SIGKILL itself):
+            # forget its record too, so that the next start finds nothing stale.
+            self.record.unlink(missing_ok=True)
             return False
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGTERM)  # its own session: the group holds its children
