@@ -125,3 +125,25 @@ def test_database_prefix_isolates_workers(monkeypatch):
     database = db.fresh_database("test_prefix")
     assert database.name == "zz_test_prefix"
     db.drop_database("test_prefix")
+
+
+def test_login_role_is_ordinary_and_stable():
+    """login_role makes an ordinary role (no superuser, no BYPASSRLS) whose password is the
+    same at every call, and which can log in to a database it was granted."""
+    import psycopg
+
+    first = db.login_role("test_reader")
+    second = db.login_role("test_reader")
+    assert first == second and first.name.endswith("labkit_test_reader")
+    assert "password" not in repr(first) and first.password not in repr(first)
+    with db.connect(autocommit=True) as conn:
+        flags = conn.execute(
+            "SELECT rolsuper, rolbypassrls, rolcreaterole, rolcanlogin FROM pg_roles "
+            "WHERE rolname = %s",
+            (first.name,),
+        ).fetchone()
+    assert flags == (False, False, False, True)
+    with psycopg.connect(first.url("postgres")) as conn:
+        assert conn.execute("SELECT current_user").fetchone() == (first.name,)
+    with pytest.raises(ValueError):
+        db.login_role('x"; DROP ROLE postgres; --')

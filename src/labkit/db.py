@@ -46,10 +46,12 @@ __all__ = [
     "engine",
     "explain",
     "fresh_database",
+    "login_role",
     "qualified_name",
     "record_queries",
     "sqlalchemy_url",
     "template_lock",
+    "Role",
 ]
 
 _NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -228,6 +230,66 @@ def template_lock(template: str) -> Iterator[Any]:
             yield conn
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key(template),))
+
+
+# --------------------------------------------------------------------------- roles
+
+
+@dataclass(frozen=True)
+class Role:
+    """An ordinary LOGIN role made by :func:`login_role`: its name and password, and URLs."""
+
+    name: str
+    password: str = field(repr=False)
+
+    def url(self, database: str) -> str:
+        """The ``postgresql://`` URL of ``database`` (a full name) as this role."""
+        from urllib.parse import quote
+
+        parts = urlsplit(_with_database(admin_url(), database))
+        host = parts.hostname or "127.0.0.1"
+        netloc = f"{quote(self.name, safe='')}:{quote(self.password, safe='')}@{host}"
+        if parts.port:
+            netloc += f":{parts.port}"
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def engine(self, database: str, **kwargs: Any):
+        """A SQLAlchemy engine on ``database`` (a full name) as this role."""
+        from sqlalchemy import create_engine
+
+        return create_engine(sqlalchemy_url(self.url(database)), **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Role(name={self.name!r})"
+
+
+def login_role(name: str) -> Role:
+    """Create (once) the ordinary role ``labkit_<name>`` (with ``LABKIT_DB_PREFIX``): LOGIN,
+    NOSUPERUSER, NOCREATEDB, NOCREATEROLE, NOBYPASSRLS, owning nothing.
+
+    Its password is derived from the server's admin password and the role's name (HMAC), so
+    it is the same for every notebook and process that asks, and is never written down. Two
+    callers at once are serialized by an advisory lock. Grant it privileges yourself."""
+    import hmac
+
+    from psycopg import sql
+
+    full = qualified_name(f"labkit_{name}", "role name")
+    secret = (urlsplit(admin_url()).password or "labkit").encode()
+    password = hmac.new(secret, full.encode(), hashlib.sha256).hexdigest()[:32]
+    with connect(autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key("role:" + full),))
+        try:
+            exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (full,)).fetchone()
+            verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
+            conn.execute(
+                sql.SQL(
+                    "{} {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}"
+                ).format(verb, sql.Identifier(full), sql.Literal(password))
+            )
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("role:" + full),))
+    return Role(full, password)
 
 
 # --------------------------------------------------------------------------- query recorder
