@@ -1,0 +1,220 @@
+"""labkit.tenancy against a real PostgreSQL: row-based tenancy (filtered reads and bulk
+writes, stamped inserts, foreign writes refused, the statement-log check), schema per tenant
+(hostile names refused with nothing created, Alembic per schema with its version table in
+the schema, the bulk path building the same tables) and moving one tenant, atomically."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import delete, func, select, text, update
+
+from labkit import db, tenancy
+from labkit.db import Statement
+from labkit.tenancy import Project, Task, TenantError, TenantNameError
+
+
+@pytest.fixture(scope="module")
+def engine():
+    database = db.fresh_database("s12a_test_tenancy")
+    engine = database.engine()
+    tenancy.create_shared(engine)
+    tenancy.load_shared(engine, tenants=4, projects=3, tasks=5)
+    yield engine
+    engine.dispose()
+    db.drop_database("s12a_test_tenancy")
+
+
+def counts(engine) -> dict[int, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT tenant_id, count(*) FROM tasks GROUP BY 1")).all()
+    return dict(rows)
+
+
+def test_reads_and_bulk_writes_are_filtered_and_inserts_stamped(engine):
+    """A tenant's session sees its rows only (joins too), a bulk UPDATE/DELETE changes its
+    rows only, a new row is stamped, and a row of another tenant is refused at flush; the
+    statement log of the workload holds no unfiltered statement."""
+    before = counts(engine)
+    with db.record_queries(engine) as log, tenancy.session_for(engine, 2) as session:
+        seen = session.scalars(select(Task)).all()
+        joined = session.execute(
+            select(Task.tenant_id, Project.tenant_id).join(
+                Project, (Project.tenant_id == Task.tenant_id) & (Project.id == Task.project_id)
+            )
+        ).all()
+        project = Project(name="Website")
+        session.add(project)
+        session.flush()
+        session.add(Task(project_id=project.id, title="launch"))
+        seen[0].title = "renamed"
+        changed = session.execute(update(Task).values(done=True)).rowcount
+        removed = session.execute(delete(Task).where(Task.title == "launch")).rowcount
+        seen_tenants, stamped = {t.tenant_id for t in seen}, project.tenant_id
+        session.commit()
+    assert seen_tenants == {2} and len(seen) == before[2] == 15
+    assert set(joined) == {(2, 2)} and len(joined) == 15
+    assert stamped == 2
+    assert (changed, removed) == (16, 1)
+    assert counts(engine) == before
+    assert tenancy.unfiltered_statements(log.statements, 2) == []
+    assert len(log.statements) >= 6
+    with engine.connect() as conn:
+        done = dict(
+            conn.execute(text("SELECT tenant_id, bool_and(done) FROM tasks GROUP BY 1")).all()
+        )
+    assert done == {1: False, 2: True, 3: False, 4: False}
+    with tenancy.session_for(engine, 2) as session:
+        session.add(Task(tenant_id=3, project_id=7, title="planted"))
+        with pytest.raises(TenantError, match="tenant 3"):
+            session.flush()
+        session.rollback()
+        other = session.get(Task, (3, 40))  # another tenant's key: filtered out
+        assert other is None
+        moved = session.scalars(select(Task)).first()
+        moved.tenant_id = 1
+        with pytest.raises(TenantError):
+            session.flush()
+    with pytest.raises(TenantError, match="session_for"):
+        tenancy.TenantSession(engine).scalars(select(Task)).all()
+
+
+def test_the_statement_log_check_catches_forgotten_filters(engine):
+    """Raw SQL, a Core statement on the table, a filter for another tenant, a join with one
+    side unfiltered, an insert for another tenant: each is reported; filtered ones are not."""
+    with db.record_queries(engine) as log, tenancy.session_for(engine, 1) as session:
+        session.execute(text("SELECT count(*) FROM tasks WHERE NOT done")).scalar()
+        session.execute(Task.__table__.select().where(Task.__table__.c.id == 1)).all()
+        session.scalars(select(Task).where(Task.id == 1)).all()
+    flagged = tenancy.unfiltered_statements(log.statements, 1)
+    assert [s.sql.split()[0] for s in flagged] == ["SELECT", "SELECT"]
+    assert "count(*)" in flagged[0].sql and len(log.statements) == 3
+
+    def check(sql, params=None):
+        return tenancy.unfiltered_statements([Statement(sql, params or {}, 0.0, 0)], 5) == []
+
+    assert check("SELECT * FROM tasks WHERE tenant_id = 5")
+    assert not check("SELECT * FROM tasks WHERE tenant_id = 6")
+    assert check("SELECT * FROM tasks AS t WHERE t.tenant_id = %(x)s", {"x": 5})
+    assert not check("SELECT * FROM tasks AS t WHERE t.tenant_id = %(x)s", {"x": 4})
+    assert not check(
+        "SELECT * FROM tasks JOIN projects ON projects.id = tasks.project_id "
+        "WHERE tasks.tenant_id = 5"
+    )
+    assert check("SELECT * FROM tenants WHERE id = 6")  # not a tenant-owned table
+    assert check(
+        "INSERT INTO tasks (tenant_id, title) VALUES (%(tenant_id)s, 'a')", {"tenant_id": 5}
+    )
+    assert not check(
+        "INSERT INTO tasks (tenant_id, title) VALUES (%(tenant_id)s, 'a')", {"tenant_id": 2}
+    )
+    assert not check("INSERT INTO tasks (title) VALUES ('a')")
+
+
+HOSTILE = [
+    'acme"; DROP SCHEMA public CASCADE; --',
+    "acme'; SELECT 1; --",
+    "pg_catalog",
+    "pg_toast",
+    "public",
+    "information_schema",
+    "tenant",
+    "x" * 64,
+    "Acme",
+    "ácme",
+    "acme\n",
+    "",
+    "1acme",
+    "acme corp",
+    None,
+]
+
+
+def test_hostile_names_are_refused_before_reaching_the_server(engine):
+    """Every hostile name raises TenantNameError (a ValueError) saying what to use, and no
+    schema or table is created; a 63-byte name is accepted."""
+    schemas_before = tenancy.tenant_schemas(engine)
+    with engine.connect() as conn:
+        tables_before = conn.execute(text("SELECT count(*) FROM pg_class")).scalar()
+    for name in HOSTILE:
+        with pytest.raises(TenantNameError) as refused, engine.begin() as conn:
+            tenancy.provision_schema(conn, name)
+        assert isinstance(refused.value, ValueError)
+        assert (
+            "refused" in str(refused.value)
+            or "reserved" in str(refused.value)
+            or ("bytes" in str(refused.value) or "string" in str(refused.value))
+        )
+    assert tenancy.tenant_schemas(engine) == schemas_before
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM pg_class")).scalar() == tables_before
+    assert tenancy.check_schema_name("a" * 63) == "a" * 63
+
+
+def test_provisioning_runs_alembic_per_schema_and_the_bulk_path_matches(engine):
+    """Alembic leaves its version table in the tenant's schema (none in public); the bulk
+    path builds the same columns and indexes at the same revision; an existing schema is
+    refused; a tenant engine reads its own schema and a plain engine cannot read 'tenant'."""
+    with engine.begin() as conn:
+        tenancy.provision_schema(conn, "s12a_alpha")
+        tenancy.provision_schema(conn, "s12a_bravo", migrate=False)
+        with pytest.raises(TenantError, match="exists already"):
+            tenancy.provision_schema(conn, "s12a_alpha")
+    with engine.connect() as conn:
+        versions = (
+            conn.execute(
+                text(
+                    "SELECT table_schema FROM information_schema.tables WHERE table_name = 'alembic_version'"
+                )
+            )
+            .scalars()
+            .all()
+        )
+        alpha = tenancy.schema_fingerprint(conn, "s12a_alpha")
+        assert alpha == tenancy.schema_fingerprint(conn, "s12a_bravo")
+        tenancy.load_schema_data(conn, "s12a_alpha", projects=2, tasks=3)
+        conn.commit()
+    assert sorted(versions) == ["s12a_alpha", "s12a_bravo"]
+    assert alpha["version"] == "tenant_0002"
+    assert (
+        "tasks_open_idx",
+        "CREATE INDEX tasks_open_idx ON tasks USING btree (project_id) WHERE (NOT done)",
+    ) in alpha["indexes"]
+    with tenancy.tenant_engine(engine, "s12a_alpha").connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tenancy.schema_tasks)).scalar() == 6
+    with tenancy.tenant_engine(engine, "s12a_bravo").connect() as conn:
+        assert conn.execute(select(func.count()).select_from(tenancy.schema_tasks)).scalar() == 0
+    with (
+        pytest.raises(Exception, match='relation "tenant.tasks" does not exist'),
+        engine.connect() as conn,
+    ):
+        conn.execute(select(tenancy.schema_tasks))
+    cost = tenancy.catalog_cost(engine)
+    assert cost["pg_class_rows"] > 400 and cost["database_bytes"] > cost["pg_class_bytes"] > 0
+
+
+def test_moving_a_tenant_is_atomic_and_counted(engine):
+    """A move copies every table (counts equal), empties the tenant's shared rows, leaves
+    the others alone and records the schema; a move that fails half-way (its schema exists)
+    changes nothing."""
+    before = counts(engine)
+    with engine.begin() as conn:
+        conn.execute(text("CREATE SCHEMA s12a_taken"))
+    with pytest.raises(TenantError, match="exists already"):
+        tenancy.move_tenant_to_schema(engine, 3, "s12a_taken")
+    assert counts(engine) == before
+    moved = tenancy.move_tenant_to_schema(engine, 3, "s12a_moved")
+    assert moved == {"projects": 3, "tasks": before[3]}
+    after = counts(engine)
+    assert 3 not in after and {k: v for k, v in before.items() if k != 3} == after
+    with tenancy.tenant_engine(engine, "s12a_moved").connect() as conn:
+        titles = conn.execute(select(func.count()).select_from(tenancy.schema_tasks)).scalar()
+        conn.execute(tenancy.schema_projects.insert().values(name="after the move"))
+        assert conn.execute(select(func.max(tenancy.schema_projects.c.id))).scalar() > 9
+    assert titles == before[3]
+    with engine.connect() as conn:
+        assert (
+            conn.execute(text("SELECT schema_name FROM tenants WHERE id = 3")).scalar()
+            == "s12a_moved"
+        )
+    with pytest.raises(TenantError, match="lives in schema"):
+        tenancy.move_tenant_to_schema(engine, 3, "s12a_again")
