@@ -1,0 +1,150 @@
+"""labkit.rls against a real PostgreSQL: the multi-tenant schema and its data, the role and
+table facts read from the catalog under real policies, LIKE patterns and ORDER BY clauses
+executed by the server, and the table of measured attacks."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from labkit import db, rls
+
+MATCH = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::int"
+
+
+@pytest.fixture(scope="module")
+def tenants():
+    """A database with 3 tenants × 6 invoices, owned by an ordinary owner role, enabled and
+    forced RLS on invoices, and an application role with GRANTs only."""
+    demo = db.fresh_database("test_rls")
+    report = rls.load_tenants(demo, tenants=3, invoices_per_tenant=6, members_per_tenant=2)
+    owner, app = db.login_role("test_rls_owner"), db.login_role("test_rls_app")
+    with demo.connect(autocommit=True) as conn:
+        for table in ("tenants", "invoices", "members"):
+            conn.execute(
+                sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                    sql.Identifier(table), sql.Identifier(owner.name)
+                )
+            )
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE ON invoices TO {}").format(
+                sql.Identifier(app.name)
+            )
+        )
+        conn.execute("ALTER TABLE invoices ENABLE ROW LEVEL SECURITY")
+        conn.execute(
+            f"CREATE POLICY tenant_isolation ON invoices USING ({MATCH}) WITH CHECK ({MATCH})"
+        )
+    yield demo, report, owner, app
+    db.drop_database("test_rls")
+
+
+def test_load_tenants_writes_what_it_reports(tenants):
+    """Rows per table and per tenant as reported; the LIKE special names belong to tenant 1;
+    bad sizes are refused with a message naming the fix."""
+    demo, report, _, _ = tenants
+    with demo.connect() as conn:
+        per_tenant = dict(
+            conn.execute(
+                "SELECT tenant_id, count(*) FROM invoices GROUP BY 1 ORDER BY 1"
+            ).fetchall()
+        )
+        members = conn.execute("SELECT count(*) FROM members").fetchone()[0]
+        specials = conn.execute(
+            "SELECT DISTINCT tenant_id FROM invoices WHERE customer NOT LIKE 'Customer %'"
+        ).fetchall()
+    assert per_tenant == report.per_tenant == {1: 6, 2: 6, 3: 6}
+    assert (report.invoices, report.members, members) == (18, 6, 6)
+    assert specials == [(1,)]
+    with pytest.raises(ValueError, match="at least 2"):
+        rls.load_tenants(demo, tenants=1)
+    with pytest.raises(ValueError, match="invoices_per_tenant"):
+        rls.load_tenants(demo, invoices_per_tenant=2)
+
+
+def test_role_and_table_facts_read_the_catalog(tenants):
+    """role_facts tells the superuser, the owner and the application role apart (on an engine,
+    a session and a psycopg connection); table_security and policies read the flags and the
+    USING / WITH CHECK expressions; the owner sees every row until FORCE."""
+    demo, report, owner, app = tenants
+    from sqlalchemy.orm import Session
+
+    admin = demo.engine()
+    try:
+        assert rls.role_facts(admin)["superuser"] is True
+        with Session(owner.engine(demo.name)) as session:
+            assert rls.role_facts(session) == {
+                "user": owner.name, "superuser": False, "bypassrls": False, "owner": True
+            }  # fmt: skip
+        with psycopg.connect(app.url(demo.name)) as conn:
+            assert rls.role_facts(conn)["owner"] is False
+            conn.execute("SELECT set_config('app.tenant_id', '2', true)")
+            seen = conn.execute("SELECT id, tenant_id FROM invoices").fetchall()
+        assert len(seen) == 6 and rls.foreign_rows(seen, 2) == 0
+        assert rls.table_security(admin) == {"enabled": True, "forced": False}
+        with owner.engine(demo.name).connect() as conn:
+            assert len(conn.exec_driver_sql("SELECT id FROM invoices").all()) == report.invoices
+        [policy] = rls.policies(admin)
+        assert policy["policy"] == "tenant_isolation" and policy["command"] == "ALL"
+        assert "current_setting" in policy["using"] and "NULLIF" in policy["with_check"]
+        assert rls.policies(admin, "members") == []
+        with pytest.raises(ValueError, match="load_tenants"):
+            rls.table_security(admin, "no_such_table")
+    finally:
+        admin.dispose()
+
+
+def test_like_pattern_matches_the_term_itself(tenants):
+    """Escaped patterns find the one customer holding %, _ or a backslash; the unescaped term
+    '%' matches every invoice of the tenant. Non-text terms are refused."""
+    demo, report, _, _ = tenants
+    with demo.connect() as conn:
+
+        def count(pattern):
+            query = "SELECT count(*) FROM invoices WHERE tenant_id = 1 AND customer ILIKE %s"
+            return conn.execute(query, (pattern,)).fetchone()[0]
+
+        assert {t: count(rls.like_pattern(t)) for t in ("%", "_", "\\", "organic")} == {
+            "%": 1, "_": 1, "\\": 1, "organic": 1
+        }  # fmt: skip
+        assert count("%%%") == report.per_tenant[1]
+    with pytest.raises(ValueError, match="text"):
+        rls.like_pattern(5)
+
+
+def test_order_by_quotes_an_allowed_column_and_refuses_the_rest(tenants):
+    """order_by sorts by the chosen column with id breaking ties, in either direction; columns
+    outside the allowlist (hostile or merely unknown) raise ValueError before any SQL."""
+    demo, _, _, _ = tenants
+    with demo.connect() as conn:
+        for descending in (False, True):
+            query = sql.SQL("SELECT amount_cents, id FROM invoices {}").format(
+                rls.order_by("amount_cents", descending=descending)
+            )
+            rows = conn.execute(query).fetchall()
+            assert rows == sorted(rows, key=lambda r: (-r[0] if descending else r[0], r[1]))
+        custom = rls.order_by("email", allowed=["email"]).as_string(conn)
+        assert custom == 'ORDER BY "email" ASC, "id"'
+    for hostile in ("id; DROP TABLE invoices", 'id"', "ID", "tenant_id"):
+        with pytest.raises(ValueError, match="choose one of"):
+            rls.order_by(hostile)
+
+
+def test_attack_table_records_frames_and_plots():
+    """Measures land in their cells, a missing one is NA, an unknown defence is refused, and
+    the chart has one bar per attack and defence."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    table = rls.AttackTable()
+    assert table.record("raw SQL", "app-level filter", 40) == 40
+    table.record("raw SQL", "PostgreSQL RLS", 0)
+    table.record("superuser", "PostgreSQL RLS", 40)
+    frame = table.frame()
+    assert frame.loc["raw SQL"].tolist() == [40, 0]
+    assert frame["app-level filter"].isna().tolist() == [False, True]
+    assert table.seen("superuser", "PostgreSQL RLS") == 40
+    with pytest.raises(ValueError, match="unknown defence"):
+        table.record("raw SQL", "firewall", 1)
+    assert len(table.bars().patches) == 4
