@@ -1,0 +1,87 @@
+"""labkit.monitoring: Prometheus quantiles as PromQL computes them, the alert's states, and
+real statements counted by the metrics, pg_stat_statements and pg_stat_database."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from prometheus_client import CollectorRegistry
+from sqlalchemy import text
+
+from labkit import db, monitoring
+from labkit.monitoring import AlertRule, QueryMetrics, histogram_quantile
+
+INF = float("inf")
+
+
+def test_histogram_quantile_interpolates_like_prometheus():
+    """Linear inside the bucket; the first bucket starts at 0; +Inf gives the top bound."""
+    buckets = [(0.1, 50), (0.5, 90), (1.0, 100), (INF, 100)]
+    assert histogram_quantile(0.5, buckets) == pytest.approx(0.1)
+    assert histogram_quantile(0.25, buckets) == pytest.approx(0.05)
+    assert histogram_quantile(0.95, buckets) == pytest.approx(0.75)
+    assert histogram_quantile(0.99, [(0.1, 10), (INF, 20)]) == 0.1
+    assert math.isnan(histogram_quantile(0.95, [(0.1, 0), (INF, 0)]))
+    assert monitoring.bucket_delta([(0.1, 5), (INF, 7)], [(0.1, 6), (INF, 10)]) == [
+        (0.1, 1),
+        (INF, 3),
+    ]
+    with pytest.raises(ValueError, match=r"\+Inf"):
+        histogram_quantile(0.5, [(0.1, 3)])
+
+
+def test_alert_needs_for_ticks_and_clears_at_once():
+    rule = AlertRule("p95", threshold=0.05, for_ticks=2)
+    states = [rule.evaluate(v) for v in (0.01, 0.06, 0.07, 0.08, 0.05, float("nan"), 0.2)]
+    assert states == ["inactive", "pending", "firing", "firing", "inactive", "inactive", "pending"]
+
+
+def test_metrics_and_server_statistics_count_real_statements():
+    """Counter and histogram per operation on a fresh registry; the alert fires on injected
+    pg_sleep and clears; pg_stat_statements and pg_stat_database deltas see the same calls."""
+    database = db.fresh_database("test_s13b_monitor")
+    engine = database.engine()
+    try:
+        metrics = QueryMetrics(CollectorRegistry())
+        metrics.instrument(engine)
+        with pytest.raises(ValueError, match="Duplicated"):
+            QueryMetrics(metrics.registry)
+        before = monitoring.statements_snapshot(database)
+        stats = monitoring.database_snapshot(database)
+        rule = AlertRule("slow", threshold=0.03, for_ticks=1)
+
+        def workload(tick):
+            with engine.connect() as conn:
+                for _ in range(10):
+                    conn.execute(text("SELECT 1"))
+                if tick == 2:  # 2 slow of the window's 22: the p95 lands among them
+                    conn.execute(text("SELECT pg_sleep(0.06)"))
+                    conn.execute(text("SELECT pg_sleep(0.06)"))
+
+        board = monitoring.watch(
+            metrics.registry, rule, workload, ticks=6, window=2, progress=False
+        )
+        assert list(board["state"]) == [
+            "inactive",
+            "inactive",
+            "firing",
+            "firing",
+            "inactive",
+            "inactive",
+        ]
+        assert list(board["queries"]) == [10, 10, 12, 10, 10, 10]
+        assert metrics.count("SELECT") == 62
+        assert metrics.buckets()[-1] == (INF, 62)
+        assert 'db_queries_total{operation="SELECT"} 62.0' in metrics.exposition()
+        metrics.uninstrument(engine)
+        engine.dispose()
+        delta = monitoring.snapshot_delta(before, monitoring.statements_snapshot(database))
+        assert delta["query"][0].startswith("SELECT pg_sleep") and delta["calls"][0] == 2
+        assert int(delta[delta["query"] == "SELECT $1"]["calls"].sum()) == 60
+        assert not delta["query"].str.contains("pg_stat_").any()
+        after = monitoring.wait_for_counters(database, {"xact_commit": stats["xact_commit"] + 6})
+        assert after["xact_commit"] - stats["xact_commit"] >= 6
+    finally:
+        engine.dispose()
+        db.drop_database("test_s13b_monitor")
