@@ -1,0 +1,241 @@
+"""A load test in two parts: a bulk load with ``COPY`` (reported as rows per second), then a
+concurrent read/write workload of threads (throughput, and p50/p95/p99 latency).
+
+:func:`copy_rows` streams generated rows into a table with psycopg's ``COPY ... FROM
+STDIN`` (text format, sent in chunks): one statement, no per-row round trip.
+
+:func:`run_workload` runs a ``request(rng, state)`` function — one application request,
+written by the caller — from ``threads`` threads, ``requests_per_thread`` times each. Every
+thread has its own random generator (seeded, so the mix of requests is the same at every
+run) and its own ``state`` dict (a place for per-thread counters); the request uses its own
+connections (a session per request, from a pool at least as large as ``threads``). The
+result holds each request's kind (what ``request`` returned) and latency.
+
+>>> import random
+>>> result = run_workload(lambda rng, state: "read" if rng.random() < 0.8 else "write",
+...                       threads=2, requests_per_thread=100, progress=False)
+>>> result.count, sum(result.kinds.count(k) for k in ("read", "write"))
+(200, 200)
+>>> list(result.percentiles().index)
+['read', 'write', 'all']
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "CopyReport",
+    "WorkloadResult",
+    "copy_rows",
+    "generate_rows",
+    "plot_latency",
+    "run_workload",
+]
+
+
+@dataclass(frozen=True)
+class CopyReport:
+    """What one :func:`copy_rows` call loaded, and how fast."""
+
+    table: str
+    rows: int
+    seconds: float
+    megabytes: float
+
+    @property
+    def rows_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("inf")
+
+    def __str__(self) -> str:
+        return (f"{self.rows:,} rows into {self.table} in {self.seconds:.2f} s: "
+                f"{self.rows_per_s:,.0f} rows/s ({self.megabytes:.0f} MB of COPY text)")  # fmt: skip
+
+
+def generate_rows(first_id: int, count: int, accounts: int) -> Iterator[tuple[int, int, int, str]]:
+    """Ledger entries ``(id, account_id, amount, memo)`` with ids ``first_id ...``: the same
+    rows at every run (a function of the id), spread over ``accounts`` accounts."""
+    for i in range(first_id, first_id + count):
+        yield i, i % accounts + 1, (i * 7919) % 10_000 - 5_000, f"entry {i}"
+
+
+def _chunks(rows: int, chunk_rows: int, accounts: int, first_id: int) -> Iterator[bytes]:
+    for start in range(0, rows, chunk_rows):
+        n = min(chunk_rows, rows - start)
+        lines = [f"{i}\t{a}\t{m}\t{memo}\n" for i, a, m, memo in generate_rows(first_id + start, n, accounts)]  # fmt: skip
+        yield "".join(lines).encode()
+
+
+def copy_rows(
+    url: str,
+    *,
+    table: str = "entries",
+    rows: int = 1_000_000,
+    accounts: int = 10_000,
+    first_id: int = 1,
+    chunk_rows: int = 50_000,
+    progress: bool = True,
+) -> CopyReport:
+    """Load ``rows`` generated ledger entries (:func:`generate_rows`) into ``table``'s
+    columns ``(id, account_id, amount, memo)`` with one ``COPY ... FROM STDIN`` in one
+    transaction, chunk by chunk (a tqdm bar counts the rows). The table must exist."""
+    import psycopg
+    from psycopg import sql
+    from tqdm.auto import tqdm
+
+    if rows < 1 or chunk_rows < 1 or accounts < 1:
+        raise ValueError("rows, chunk_rows and accounts must be at least 1")
+    copy = sql.SQL("COPY {} (id, account_id, amount, memo) FROM STDIN").format(
+        sql.Identifier(table)
+    )
+    sent = 0
+    bar = tqdm(total=rows, desc=f"COPY {table}", unit="rows", unit_scale=True, file=sys.stdout,
+               disable=not progress)  # fmt: skip
+    with psycopg.connect(url) as conn:
+        started = time.perf_counter()
+        with conn.cursor() as cur, cur.copy(copy) as stream:
+            for chunk in _chunks(rows, chunk_rows, accounts, first_id):
+                stream.write(chunk)
+                sent += len(chunk)
+                bar.update(chunk.count(b"\n"))
+        conn.commit()
+        seconds = time.perf_counter() - started
+    bar.close()
+    return CopyReport(table, rows, seconds, sent / 1e6)
+
+
+# --------------------------------------------------------------------------- the workload
+
+
+@dataclass
+class WorkloadResult:
+    """Each request's kind and latency (ms), the wall-clock time of the whole run, the
+    errors raised, and each thread's ``state`` dict."""
+
+    kinds: list[str] = field(default_factory=list)
+    latencies_ms: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    threads: int = 0
+    errors: list[BaseException] = field(default_factory=list)
+    states: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def count(self) -> int:
+        return len(self.kinds)
+
+    @property
+    def throughput(self) -> float:
+        """Requests per second over the whole run."""
+        return self.count / self.seconds if self.seconds else 0.0
+
+    def latencies(self, kind: str | None = None) -> list[float]:
+        return [ms for k, ms in zip(self.kinds, self.latencies_ms, strict=True) if kind in (None, k)]  # fmt: skip
+
+    def percentiles(self):
+        """A pandas DataFrame: requests, p50/p95/p99/max latency (ms) per kind, and "all"."""
+        import numpy as np
+        import pandas as pd
+
+        rows = {}
+        for kind in [*sorted(set(self.kinds)), None]:
+            values = np.array(self.latencies(kind))
+            if values.size:
+                p50, p95, p99 = np.percentile(values, [50, 95, 99])
+                rows[kind or "all"] = {"requests": int(values.size), "p50_ms": p50,
+                                       "p95_ms": p95, "p99_ms": p99, "max_ms": values.max()}  # fmt: skip
+        return pd.DataFrame.from_dict(rows, orient="index").round(2)
+
+
+def run_workload(
+    request: Callable[[random.Random, dict[str, Any]], str],
+    *,
+    threads: int = 8,
+    requests_per_thread: int = 500,
+    seed: int = 13,
+    progress: bool = True,
+) -> WorkloadResult:
+    """Call ``request(rng, state)`` ``requests_per_thread`` times from each of ``threads``
+    threads started together; each call's return value is its kind ("read", "write", ...).
+    A request that raises is counted in ``errors`` (the thread goes on); the run's time is
+    from the common start to the last thread's end."""
+    from tqdm.auto import tqdm
+
+    if threads < 1 or requests_per_thread < 1:
+        raise ValueError("threads and requests_per_thread must be at least 1")
+    result = WorkloadResult(threads=threads)
+    result.states = [{} for _ in range(threads)]
+    lock = threading.Lock()
+    start = threading.Barrier(threads + 1)
+    bar = tqdm(total=threads * requests_per_thread, desc="requests", unit="req", file=sys.stdout,
+               disable=not progress)  # fmt: skip
+
+    def worker(index: int) -> None:
+        rng = random.Random(seed * 1_000 + index)
+        state = result.states[index]
+        kinds, latencies, errors = [], [], []
+        start.wait()
+        for n in range(1, requests_per_thread + 1):
+            began = time.perf_counter()
+            try:
+                kind = request(rng, state)
+            except Exception as exc:  # counted, not lost: the caller asserts there are none
+                errors.append(exc)
+                kind = "error"
+            latencies.append((time.perf_counter() - began) * 1000)
+            kinds.append(str(kind))
+            if n % 50 == 0 or n == requests_per_thread:
+                with lock:
+                    bar.update(50 if n % 50 == 0 else n % 50)
+        with lock:
+            result.kinds += kinds
+            result.latencies_ms += latencies
+            result.errors += errors
+
+    pool = [threading.Thread(target=worker, args=(i,), name=f"load-{i}") for i in range(threads)]
+    for thread in pool:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in pool:
+        thread.join()
+    result.seconds = time.perf_counter() - began
+    bar.close()
+    return result
+
+
+def plot_latency(result: WorkloadResult, title: str = "Latency under load"):
+    """Left: a histogram of latencies per kind (log scale). Right: p50/p95/p99 per kind."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if not result.count:
+        raise ValueError("no requests to plot: run run_workload(...) first")
+    table = result.percentiles()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    values = np.array(result.latencies_ms)
+    bins = np.logspace(np.log10(max(values.min(), 0.01)), np.log10(values.max()), 40)
+    for kind in sorted(set(result.kinds)):
+        left.hist(result.latencies(kind), bins=bins, alpha=0.6, label=kind)
+    left.set_xscale("log")
+    left.set_xlabel("latency (ms, log scale)")
+    left.set_ylabel("requests")
+    left.legend()
+    left.set_title(title)
+    names = ["p50_ms", "p95_ms", "p99_ms"]
+    x = np.arange(len(table.index))
+    for i, name in enumerate(names):
+        right.bar(x + (i - 1) * 0.27, table[name], width=0.27, label=name[:3])
+    right.set_xticks(x, table.index)
+    right.set_ylabel("ms")
+    right.set_title(
+        f"{result.count:,} requests, {result.threads} threads: {result.throughput:,.0f}/s"
+    )
+    right.legend()
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,379 @@
+"""A streaming read replica of a PostgreSQL cluster of the lesson's own, and the measures
+that reading from it needs: where each server stands (LSNs), how far the replica lags
+under a write load, and how many statements each server answered.
+
+:class:`ReplicaPair` starts a primary (:class:`~labkit.supervisor.PostgresServer`) and a
+replica copied from it with ``pg_basebackup -R`` (:class:`~labkit.supervisor.PostgresReplica`),
+both through the caller's :class:`~labkit.supervisor.Supervisor` on free loopback ports. A
+server given by ``DATABASE_URL`` is never touched. The application logs in as an ordinary
+role (``labkit_app``: not a superuser, owning nothing) that the pair creates with a password
+generated at run time.
+
+>>> import tempfile
+>>> from labkit.supervisor import Supervisor
+>>> with tempfile.TemporaryDirectory() as home, Supervisor(say=lambda m: None) as sup:
+...     pair = ReplicaPair(home, supervisor=sup).up()
+...     with psycopg.connect(pair.url("primary"), autocommit=True) as w:
+...         _ = w.execute("CREATE TABLE notes (id int PRIMARY KEY)")
+...         _ = w.execute("INSERT INTO notes VALUES (1)")
+...         lsn = current_lsn(w)
+...     with psycopg.connect(pair.url("replica", role="app"), autocommit=True) as r:
+...         waited = wait_for_replay(r, lsn)
+...         seen = r.execute("SELECT count(*) FROM notes").fetchone()[0]
+...     status = replication_status(pair.url("primary"))
+>>> seen, status[0]["state"], pair.primary.pid() is None
+(1, 'streaming', True)
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+from psycopg import sql
+
+from labkit.errors import ServiceError
+from labkit.supervisor import HOST, PostgresReplica, PostgresServer, Supervisor
+
+__all__ = [
+    "LagSample",
+    "LagSampler",
+    "ReplicaPair",
+    "current_lsn",
+    "plot_lag",
+    "replication_status",
+    "reset_statements",
+    "statement_calls",
+    "wait_for_replay",
+    "write_load",
+]
+
+APP_USER = "labkit_app"
+
+
+class ReplicaPair:
+    """A primary and one streaming replica, in ``home/primary`` and ``home/replica``.
+
+    :meth:`up` starts both (idempotent), creates ``database`` on the primary with the
+    ``pg_stat_statements`` extension, the ordinary LOGIN role ``app_user`` with privileges
+    on the tables the superuser creates later (``ALTER DEFAULT PRIVILEGES``), and waits
+    until the replica streams. :meth:`down` stops the replica, then the primary.
+
+    As root, ``home`` is made reachable (0755) by the unprivileged user PostgreSQL runs
+    as; each cluster's own folder stays private to that user."""
+
+    def __init__(
+        self,
+        home: Path | str,
+        *,
+        supervisor: Supervisor,
+        database: str = "shop",
+        app_user: str = APP_USER,
+    ) -> None:
+        if not app_user.startswith("labkit_"):
+            raise ValueError(f"app_user={app_user!r}: the course's roles start with 'labkit_'")
+        self.home = Path(home)
+        self.supervisor = supervisor
+        self.database = database
+        self.app_user = app_user
+        self.app_password = secrets.token_urlsafe(16)
+        self.primary = PostgresServer(self.home / "primary", password=secrets.token_urlsafe(16))
+        self.primary.name = "primary"
+        self.replica = PostgresReplica(self.home / "replica", self.primary)
+
+    def url(self, server: str = "primary", *, role: str = "admin", driver: str = "") -> str:
+        """The URL of ``server`` ("primary" or "replica") as ``role`` ("admin": the
+        superuser, for set-up and monitoring only; "app": the application's ordinary role).
+        ``driver="psycopg"`` gives SQLAlchemy's ``postgresql+psycopg://``."""
+        target = {"primary": self.primary, "replica": self.replica}.get(server)
+        if target is None:
+            raise ValueError(f"server must be 'primary' or 'replica' (got {server!r})")
+        if role == "admin":
+            user, password = "postgres", self.primary.password or ""
+        elif role == "app":
+            user, password = self.app_user, self.app_password
+        else:
+            raise ValueError(f"role must be 'admin' or 'app' (got {role!r})")
+        scheme = f"postgresql+{driver}" if driver else "postgresql"
+        return (f"{scheme}://{user}:{quote(password, safe='')}@{HOST}:{target.port()}"
+                f"/{self.database}")  # fmt: skip
+
+    def up(self, timeout: float = 30) -> ReplicaPair:
+        """Start the primary, prepare its database and role, start the replica, and wait
+        (up to ``timeout`` s) until the primary lists it as streaming."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        if self.primary.runner.as_user:  # as root, PostgreSQL's user must reach the clusters
+            os.chmod(self.home, 0o755)  # (each cluster's own folder stays private)
+        self.supervisor.up(self.primary)
+        maintenance = self.primary.url()
+        with psycopg.connect(maintenance, autocommit=True) as conn:
+            exists = conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (self.app_user,)
+            ).fetchone()
+            conn.execute(
+                sql.SQL("{} {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS PASSWORD {}")
+                .format(sql.SQL("ALTER ROLE" if exists else "CREATE ROLE"),
+                        sql.Identifier(self.app_user), sql.Literal(self.app_password))
+            )  # fmt: skip
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(self.database)))
+        with psycopg.connect(self.url("primary"), autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            app = sql.Identifier(self.app_user)
+            conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(app))
+            conn.execute(
+                sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT SELECT, INSERT, "
+                        "UPDATE, DELETE ON TABLES TO {}").format(app)
+            )  # fmt: skip
+            conn.execute(
+                sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT "
+                        "ON SEQUENCES TO {}").format(app)
+            )  # fmt: skip
+        self.supervisor.up(self.replica)
+        deadline = time.monotonic() + timeout
+        while not any(row["state"] == "streaming" for row in replication_status(maintenance)):
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"the replica did not stream within {timeout:.0f} s: read "
+                    f"{self.replica.log} for the reason."
+                )
+            time.sleep(0.05)
+        return self
+
+    def catch_up(self, timeout: float = 120) -> float:
+        """Wait until the replica has replayed everything the primary has written so far;
+        returns the seconds waited."""
+        with psycopg.connect(self.url("primary"), autocommit=True) as w:
+            lsn = current_lsn(w)
+        with psycopg.connect(self.url("replica"), autocommit=True) as r:
+            return wait_for_replay(r, lsn, timeout=timeout)
+
+    def down(self) -> None:
+        """Stop the replica, then the primary (their folders stay for the caller to remove)."""
+        self.supervisor.down(self.replica)
+        self.supervisor.down(self.primary)
+
+
+# --------------------------------------------------------------------------- positions
+
+
+def current_lsn(conn: psycopg.Connection) -> str:
+    """The primary's WAL write position (``pg_current_wal_lsn()``). Read right after a
+    commit, in the same session, it is at or past the end of that commit's record."""
+    return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
+
+
+def wait_for_replay(
+    conn: psycopg.Connection, lsn: str, *, timeout: float = 10, poll: float = 0.0005
+) -> float:
+    """Wait until the replica behind ``conn`` has replayed WAL up to ``lsn``
+    (``pg_last_wal_replay_lsn() >= lsn``); returns the seconds waited.
+
+    Raises ``TimeoutError`` after ``timeout`` s (is the replica streaming? see
+    :func:`replication_status`) and ``ValueError`` on a server that is not a replica."""
+    started = time.perf_counter()
+    while True:
+        caught_up = conn.execute(
+            "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn", (lsn,)
+        ).fetchone()[0]
+        if caught_up is None:
+            raise ValueError(
+                "pg_last_wal_replay_lsn() is NULL: this connection is not to a replica. "
+                "Pass a connection to the replica."
+            )
+        if caught_up:
+            return time.perf_counter() - started
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(
+                f"the replica has not replayed up to {lsn} after {timeout:.0f} s: check that "
+                "it streams (pg_stat_replication on the primary)."
+            )
+        time.sleep(poll)
+
+
+_STATUS = """
+SELECT application_name, state, sync_state,
+       sent_lsn::text, write_lsn::text, flush_lsn::text, replay_lsn::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS bytes_behind,
+       extract(epoch FROM write_lag) * 1000 AS write_lag_ms,
+       extract(epoch FROM flush_lag) * 1000 AS flush_lag_ms,
+       extract(epoch FROM replay_lag) * 1000 AS replay_lag_ms
+FROM pg_stat_replication
+"""
+
+
+def replication_status(url: str) -> list[dict[str, Any]]:
+    """``pg_stat_replication`` on the primary at ``url`` (a superuser URL: other roles see
+    no LSNs), one dict per replica, with ``bytes_behind`` (``pg_wal_lsn_diff`` of the
+    primary's position and the replica's replay position) and the lags in milliseconds
+    (None when the replica is idle and caught up)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(_STATUS)
+        names = [c.name for c in cur.description]
+        return [
+            {k: (float(v) if k.endswith("_ms") and v is not None else v) for k, v in zip(names, row, strict=True)}
+            for row in cur.fetchall()
+        ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- lag under load
+
+
+@dataclass(frozen=True)
+class LagSample:
+    """One reading of ``pg_stat_replication``, ``t`` seconds after sampling began."""
+
+    t: float
+    bytes_behind: int
+    write_lag_ms: float | None
+    flush_lag_ms: float | None
+    replay_lag_ms: float | None
+
+
+@dataclass
+class LagSampler:
+    """Read the replica's lag on the primary every ``interval`` s in a background thread,
+    while the ``with`` block runs (a write load, say); :attr:`samples` holds the readings.
+
+    >>> with LagSampler(url) as sampler:            # doctest: +SKIP
+    ...     write_load(app_url, transactions=200)
+    >>> max(s.bytes_behind for s in sampler.samples)  # doctest: +SKIP
+    """
+
+    url: str
+    interval: float = 0.02
+    samples: list[LagSample] = field(default_factory=list)
+    error: BaseException | None = None
+
+    def __post_init__(self) -> None:
+        if self.interval <= 0:
+            raise ValueError(f"interval must be positive (got {self.interval})")
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        try:
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                started = time.perf_counter()
+                while True:
+                    row = conn.execute(
+                        "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
+                        "extract(epoch FROM write_lag) * 1000, extract(epoch FROM flush_lag) * 1000, "
+                        "extract(epoch FROM replay_lag) * 1000 FROM pg_stat_replication LIMIT 1"
+                    ).fetchone()  # fmt: skip
+                    if row is not None:
+                        behind, *lags = row
+                        self.samples.append(LagSample(
+                            time.perf_counter() - started, int(behind or 0),
+                            *(None if v is None else float(v) for v in lags)))  # fmt: skip
+                    if self._stop.wait(self.interval):
+                        return
+        except BaseException as exc:  # reported by __exit__, not lost in the thread
+            self.error = exc
+
+    def __enter__(self) -> LagSampler:
+        self.samples.clear()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+        if self.error is not None:
+            raise ServiceError(f"the lag sampler failed: {self.error}") from self.error
+
+    def table(self):
+        """The samples as a pandas DataFrame (one row per reading)."""
+        import pandas as pd
+
+        return pd.DataFrame([s.__dict__ for s in self.samples])
+
+
+def write_load(
+    url: str,
+    *,
+    table: str = "events",
+    transactions: int = 100,
+    rows_per_transaction: int = 500,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Insert ``transactions`` batches of ``rows_per_transaction`` rows (~200 bytes of
+    ``payload`` each) into ``table``, one commit per batch: a steady write load. The table
+    must exist with a ``payload text`` column (its other columns with defaults). Returns
+    rows, seconds and the WAL bytes written (measured on the primary)."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    if transactions < 1 or rows_per_transaction < 1:
+        raise ValueError("transactions and rows_per_transaction must be at least 1")
+    name = sql.Identifier(table)
+    with psycopg.connect(url, autocommit=True) as conn:
+        first = current_lsn(conn)
+        insert = sql.SQL(
+            "INSERT INTO {} (payload) SELECT repeat(md5(g::text), 6) || g "
+            "FROM generate_series(1, %s) AS g"
+        ).format(name)
+        started = time.perf_counter()
+        for _ in tqdm(range(transactions), desc="write load", unit="txn", file=sys.stdout,
+                      disable=not progress):  # fmt: skip
+            conn.execute(insert, (rows_per_transaction,))
+        seconds = time.perf_counter() - started
+        wal = conn.execute(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (first,)
+        ).fetchone()[0]
+    return {"rows": transactions * rows_per_transaction, "seconds": seconds, "wal_bytes": int(wal)}
+
+
+def plot_lag(samples: list[LagSample], title: str = "Replica lag under a write load"):
+    """Bytes behind (top) and write/flush/replay lag in ms (bottom) over time."""
+    import matplotlib.pyplot as plt
+
+    if not samples:
+        raise ValueError("no samples to plot: run the load inside `with LagSampler(...)`")
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    t = [s.t for s in samples]
+    top.plot(t, [s.bytes_behind / 1024 for s in samples], color="tab:red")
+    top.set_ylabel("replay behind (KiB)")
+    top.set_title(title)
+    for attr, label in (("write_lag_ms", "write"), ("flush_lag_ms", "flush"), ("replay_lag_ms", "replay")):  # fmt: skip
+        bottom.plot(t, [getattr(s, attr) if getattr(s, attr) is not None else float("nan")
+                        for s in samples], label=f"{label} lag")  # fmt: skip
+    bottom.set_ylabel("lag (ms)")
+    bottom.set_xlabel("seconds since sampling began")
+    bottom.legend(loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- statements
+
+
+def reset_statements(url: str) -> None:
+    """Empty ``pg_stat_statements`` on the server at ``url`` (a primary or a replica)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_stat_statements_reset()")
+
+
+def statement_calls(url: str, contains: str) -> int:
+    """How many times the server at ``url`` ran statements whose normalized text contains
+    ``contains`` (case-insensitive), from its own ``pg_stat_statements``: the server's count,
+    independent of what the client believes it sent."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        return int(conn.execute(
+            "SELECT coalesce(sum(calls), 0) FROM pg_stat_statements "
+            "WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) "
+            "AND strpos(lower(query), lower(%s)) > 0", (contains,)
+        ).fetchone()[0])  # fmt: skip
