@@ -71,6 +71,7 @@ __all__ = [
     "TenantNameError",
     "TenantScoped",
     "TenantSession",
+    "catalog_comparison",
     "catalog_cost",
     "check_schema_name",
     "create_shared",
@@ -78,6 +79,7 @@ __all__ = [
     "load_schema_data",
     "migrate_schema",
     "move_tenant_to_schema",
+    "plot_catalog",
     "provision_schema",
     "schema_fingerprint",
     "schema_projects",
@@ -140,7 +142,7 @@ class Task(TenantScoped, Base):
     id: Mapped[int] = mapped_column(Identity())
     project_id: Mapped[int]
     title: Mapped[str] = mapped_column(Text)
-    done: Mapped[bool] = mapped_column(Boolean, default=False)
+    done: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     __table_args__ = (
         PrimaryKeyConstraint("tenant_id", "id", name="tasks_pkey"),
         # A task may only point at a project of its own tenant.
@@ -562,6 +564,95 @@ def catalog_cost(bind) -> dict[str, int]:
             )
         ).one()
     return dict(row._mapping)
+
+
+def catalog_comparison(
+    sizes: Iterable[int],
+    *,
+    prefix: str = "s12a_catalog",
+    projects: int = 3,
+    tasks: int = 5,
+    alembic_sample: int = 10,
+    batch: int = 100,
+    progress: bool = True,
+):
+    """Hold the same tenants both ways and measure the catalog at each size in ``sizes``
+    (increasing): a database ``<prefix>_rows`` with shared tables (``tenants`` rows), and a
+    database ``<prefix>_schemas`` with one schema per tenant, each with ``projects`` ×
+    ``tasks`` rows. The first ``alembic_sample`` schemas are provisioned through Alembic
+    (timed one by one); the rest through the same tables from ``SCHEMA_METADATA`` with the
+    version stamped, ``batch`` tenants per transaction (timed per batch).
+
+    Returns ``(frame, timings)``: one row per (layout, tenants) with :func:`catalog_cost`'s
+    columns, and the seconds per tenant of each provisioning path."""
+    import sys
+
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from labkit import db
+
+    sizes = sorted(sizes)
+    rows_engine = db.fresh_database(f"{prefix}_rows").engine()
+    schemas_engine = db.fresh_database(f"{prefix}_schemas").engine()
+    create_shared(rows_engine)
+    records, alembic_s, bulk_s = [], [], []
+    done = 0
+    bar = tqdm(total=sizes[-1], desc="tenants", file=sys.stdout, disable=not progress)
+    try:
+        for size in sizes:
+            load_shared(
+                rows_engine, tenants=size - done, projects=projects, tasks=tasks, first=done + 1
+            )
+            while done < size:
+                if done < alembic_sample:
+                    with schemas_engine.begin() as conn:
+                        name = f"tenant_{done + 1}"
+                        alembic_s.append(provision_schema(conn, name))
+                        load_schema_data(conn, name, projects=projects, tasks=tasks)
+                    done += 1
+                    bar.update(1)
+                    continue
+                count = min(batch, size - done)
+                started = time.perf_counter()
+                with schemas_engine.begin() as conn:
+                    for number in range(done + 1, done + count + 1):
+                        provision_schema(conn, f"tenant_{number}", migrate=False)
+                        load_schema_data(conn, f"tenant_{number}", projects=projects, tasks=tasks)
+                bulk_s.append((time.perf_counter() - started) / count)
+                done += count
+                bar.update(count)
+            for layout, engine in (
+                ("row-based", rows_engine),
+                ("schema per tenant", schemas_engine),
+            ):
+                records.append({"layout": layout, "tenants": size, **catalog_cost(engine)})
+    finally:
+        bar.close()
+        rows_engine.dispose()
+        schemas_engine.dispose()
+    timings = {
+        "alembic_ms_per_tenant": 1000 * sum(alembic_s) / len(alembic_s) if alembic_s else None,
+        "alembic_tenants": len(alembic_s),
+        "bulk_ms_per_tenant": 1000 * sum(bulk_s) / len(bulk_s) if bulk_s else None,
+        "bulk_tenants": done - len(alembic_s),
+    }
+    return pd.DataFrame(records), timings
+
+
+def plot_catalog(frame):
+    """Bars of pg_class rows and database size per layout and number of tenants."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    pivot = frame.pivot(index="tenants", columns="layout", values="pg_class_rows")
+    pivot.plot.bar(ax=axes[0], rot=0)
+    axes[0].set(title="pg_class rows (tables, indexes, sequences)", ylabel="rows")
+    size = frame.pivot(index="tenants", columns="layout", values="database_bytes") / 1e6
+    size.plot.bar(ax=axes[1], rot=0)
+    axes[1].set(title="database size", ylabel="MB")
+    fig.tight_layout()
+    return fig
 
 
 # --------------------------------------------------------------------------- moving a tenant
