@@ -449,11 +449,13 @@ def rotate(
     context: str,
     row_key: str = "id",
     batch_size: int = 100,
+    app_user: str | None = "key-rotation",
 ) -> Iterator[RotationBatch]:
     """Re-encrypt ``table.column`` under the active key, ``batch_size`` rows per short
     transaction, yielding a :class:`RotationBatch` after each (for progress). ``connect``
     returns a new psycopg connection. Rows locked by a writer are skipped and picked up by
-    a later batch; a row changed meanwhile is left to its writer (compare-and-set)."""
+    a later batch; a row changed meanwhile is left to its writer (compare-and-set). Each
+    batch names ``app_user`` for the audit log (``set_config('app.user_id', ..., true)``)."""
     import time
 
     from psycopg import sql
@@ -476,6 +478,8 @@ def rotate(
         while True:
             started = time.perf_counter()
             with conn.transaction():
+                if app_user:
+                    conn.execute("SELECT set_config('app.user_id', %s, true)", (app_user,))
                 rows = conn.execute(pick, (active, batch_size)).fetchall()
                 updates = [
                     (cipher.reencrypt(env, aad(context, key)), key, env) for key, env in rows

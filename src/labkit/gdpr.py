@@ -429,9 +429,12 @@ def erase_subject(
 
 
 def find_traces(conn, needles: Mapping[str, str]):
-    """Rows, per table and needle, whose text contains the needle (case-insensitive):
-    every table outside the system schemas is searched whole (``t::text``), the audit
-    log included. Returns a DataFrame (table, needle, rows), one row per pair."""
+    """Rows, per table and needle, whose text holds the needle as a whole token
+    (case-insensitive; ``10.0.0.1`` does not match inside ``10.0.0.12``): every table
+    outside the system schemas is searched whole (``t::text``), the audit log included.
+    Run it as a role that can read every table. Returns a DataFrame (table, needle, rows)."""
+    import re
+
     import pandas as pd
     from psycopg import sql
 
@@ -439,14 +442,16 @@ def find_traces(conn, needles: Mapping[str, str]):
         "SELECT schemaname, tablename FROM pg_tables "
         "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
     ).fetchall()
+    query = sql.SQL("SELECT count(*) FROM {} AS t WHERE t::text ~* %s")
     found = []
     for schema, table in tables:
-        ident = sql.Identifier(schema, table)
         for label, needle in needles.items():
-            query = sql.SQL(
-                "SELECT count(*) FROM {} AS t WHERE strpos(lower(t::text), lower(%s)) > 0"
-            )
-            rows = conn.execute(query.format(ident), (needle,)).fetchone()[0]
+            if not needle:
+                raise ValueError(f"the needle {label!r} is empty: it would match every row")
+            pattern = r"(^|[^[:alnum:]])" + re.escape(needle) + r"($|[^[:alnum:]])"
+            rows = conn.execute(query.format(sql.Identifier(schema, table)), (pattern,)).fetchone()[
+                0
+            ]
             found.append({"table": f"{schema}.{table}", "needle": label, "rows": rows})
     return pd.DataFrame(found, columns=["table", "needle", "rows"])
 
