@@ -32,7 +32,7 @@ def redis_client():
 @pytest.fixture(scope="module")
 def demo():
     database = db.fresh_database("s12b_test_isolation")
-    info = isolation.load_demo(database, tenants=4, rows=500, noisy_rows=4_000)
+    info = isolation.load_demo(database, tenants=4, rows=500, noisy_rows=3_000)
     with database.connect() as conn:
         plans = isolation.load_plans(conn)
     yield database, info, plans
@@ -122,7 +122,7 @@ def test_semaphore_bounds_holders_and_expires_a_dead_holders_lease(redis_client)
 
 
 def test_statement_timeout_is_per_transaction_and_per_plan(demo):
-    """With timeouts, a starter tenant's 0.4 s statement is cancelled by its 200 ms
+    """With timeouts, a starter tenant's 0.3 s statement is cancelled by its 100 ms
     timeout, a pro tenant's is not, and the setting ends with the transaction."""
     database, info, plans = demo
     starter, pro = info["noisy"], 1
@@ -130,10 +130,10 @@ def test_statement_timeout_is_per_transaction_and_per_plan(demo):
     gateway = Gateway(plans, timeouts=True)
     with database.connect(autocommit=True) as conn:
         with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
-            gateway.execute(conn, starter, "SELECT pg_sleep(0.4)", ())
+            gateway.execute(conn, starter, "SELECT pg_sleep(0.3)", ())
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
-        assert gateway.execute(conn, pro, "SELECT pg_sleep(0.25), 1", ())[0][1] == 1
-        assert Gateway(plans).execute(conn, starter, "SELECT pg_sleep(0.25), 2", ())[0][1] == 2
+        assert gateway.execute(conn, pro, "SELECT pg_sleep(0.15), 1", ())[0][1] == 1
+        assert Gateway(plans).execute(conn, starter, "SELECT pg_sleep(0.15), 2", ())[0][1] == 2
     with pytest.raises(ValueError, match="tenants table"):
         gateway.plan(99)
     with pytest.raises(ValueError, match="'read' or 'report'"):

@@ -72,8 +72,8 @@ CREATE TABLE IF NOT EXISTS usage (
 #: Usage per tenant per hour: counters summed, storage as the hour's snapshot.
 USAGE_PER_HOUR = """
 SELECT tenant_id, hour,
-       coalesce(sum(value) FILTER (WHERE metric = 'queries'), 0) AS queries,
-       coalesce(sum(value) FILTER (WHERE metric = 'rows'), 0) AS rows,
+       coalesce(sum(value) FILTER (WHERE metric = 'queries'), 0)::bigint AS queries,
+       coalesce(sum(value) FILTER (WHERE metric = 'rows'), 0)::bigint AS rows,
        max(value) FILTER (WHERE metric = 'storage_bytes') AS storage_bytes
 FROM usage
 GROUP BY tenant_id, hour
@@ -251,8 +251,8 @@ def human_bytes(size: float | None) -> str:
 ADMIN_QUERY = """
 SELECT t.id AS tenant, t.name, t.plan, p.statement_timeout_ms AS timeout_ms,
        p.max_concurrent, p.reports_per_s,
-       coalesce(sum(u.value) FILTER (WHERE u.metric = 'queries'), 0) AS queries,
-       coalesce(sum(u.value) FILTER (WHERE u.metric = 'rows'), 0) AS rows,
+       coalesce(sum(u.value) FILTER (WHERE u.metric = 'queries'), 0)::bigint AS queries,
+       coalesce(sum(u.value) FILTER (WHERE u.metric = 'rows'), 0)::bigint AS rows,
        (SELECT s.value FROM usage s WHERE s.tenant_id = t.id AND s.metric = 'storage_bytes'
         ORDER BY s.hour DESC LIMIT 1) AS storage_bytes
 FROM tenants t
