@@ -98,6 +98,23 @@ def test_policy_gap_stops_erasure(shop):
             conn.rollback()
 
 
+def test_find_traces_matches_whole_tokens_only(shop):
+    """An IP that is a prefix of another is not found inside it; the full one is, in
+    any case; an empty needle is refused."""
+    database, *_ = shop
+    with database.connect() as conn:
+        conn.execute("CREATE TABLE probe (ip inet, note text)")
+        conn.execute("INSERT INTO probe VALUES ('10.0.0.12', 'Ada Lovelace Jr')")
+        found = gdpr.find_traces(
+            conn, {"short": "10.0.0.1", "full": "10.0.0.12", "n": "ADA lovelace"}
+        )
+        with pytest.raises(ValueError, match="would match every row"):
+            gdpr.find_traces(conn, {"empty": ""})
+        conn.rollback()
+    probe = found[found["table"] == "public.probe"].set_index("needle")["rows"].to_dict()
+    assert probe == {"short": 0, "full": 1, "n": 1}
+
+
 def test_retention_job_counts_before_and_after(shop):
     """Rows past 365 days: due > 0 before, 0 after; newer rows untouched; a second
     scheduled run changes nothing."""

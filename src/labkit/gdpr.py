@@ -440,7 +440,7 @@ def find_traces(conn, needles: Mapping[str, str]):
 
     tables = conn.execute(
         "SELECT schemaname, tablename FROM pg_tables "
-        "WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1, 2"
+        "WHERE schemaname <> 'information_schema' AND schemaname NOT LIKE 'pg\\_%' ORDER BY 1, 2"
     ).fetchall()
     query = sql.SQL("SELECT count(*) FROM {} AS t WHERE t::text ~* %s")
     found = []
