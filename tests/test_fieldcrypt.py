@@ -144,7 +144,8 @@ def test_copied_tampered_and_unknown_key_values_are_refused(shop):
 
 
 def test_rotation_reaches_zero_old_key_rows_while_reads_keep_working(shop):
-    """Add k2, make it active, rotate in batches of 7: old-key rows count down to 0, a
+    """Add k2, make it active, rotate in batches of 7: a row a writer holds is skipped (not
+    waited for) and re-encrypted once released, old-key rows count down to 0, a
     concurrent reader decrypts every row on every pass with 0 errors, and k1 can then be
     dropped with every row still readable."""
     database, engine = shop
@@ -171,19 +172,27 @@ def test_rotation_reaches_zero_old_key_rows_while_reads_keep_working(shop):
             except Exception as exc:  # counted, then asserted empty
                 errors.append(exc)
 
+    first = min(k for k, _ in rows)
+    writer = database.connect()  # a writer holds the first row (by id) while rotation starts
+    writer.execute("SELECT 1 FROM customers WHERE id = %s FOR UPDATE", (first,))
     thread = threading.Thread(target=reader)
     thread.start()
     try:
-        batches = list(
-            fieldcrypt.rotate(
-                database.connect, "customers", "email", context="customers.email", batch_size=7
-            )
+        batches = fieldcrypt.rotate(
+            database.connect, "customers", "email", context="customers.email", batch_size=7
         )
+        done = [next(batches)]
+        with database.connect() as conn:
+            held = conn.execute("SELECT email FROM customers WHERE id = %s", (first,)).fetchone()
+        writer.rollback()
+        done += list(batches)
     finally:
+        writer.close()
         stop.set()
         thread.join()
-    assert [b.rewritten for b in batches] == [7, 7, 7, 7, 7, 5]
-    assert [b.remaining for b in batches] == [33, 26, 19, 12, 5, 0]
+    assert held[0].startswith("v1:k1:")  # skipped, not waited for
+    assert [b.rewritten for b in done] == [7, 7, 7, 7, 7, 5]
+    assert [b.remaining for b in done] == [33, 26, 19, 12, 5, 0]
     assert errors == [] and reads[0] >= 1
     with database.connect() as conn:
         assert fieldcrypt.key_counts(conn, "customers", "email") == {"k2": 40}

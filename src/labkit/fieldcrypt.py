@@ -454,7 +454,9 @@ def rotate(
     """Re-encrypt ``table.column`` under the active key, ``batch_size`` rows per short
     transaction, yielding a :class:`RotationBatch` after each (for progress). ``connect``
     returns a new psycopg connection. Rows locked by a writer are skipped and picked up by
-    a later batch; a row changed meanwhile is left to its writer (compare-and-set). Each
+    a later batch (the job never waits on the application); it returns when no row is left
+    under another key. The UPDATE compares the old envelope too, so it never overwrites a
+    value it did not read. Each
     batch names ``app_user`` for the audit log (``set_config('app.user_id', ..., true)``)."""
     import time
 
@@ -489,10 +491,13 @@ def rotate(
                         cur.executemany(write, updates)
             remaining = conn.execute(left, (active,)).fetchone()[0]
             conn.commit()
-            if not rows:
+            if rows:
+                number += 1
+                yield RotationBatch(number, len(rows), remaining, time.perf_counter() - started)
+            elif remaining == 0:
                 return
-            number += 1
-            yield RotationBatch(number, len(rows), remaining, time.perf_counter() - started)
+            else:  # every row left is locked by a writer: let it commit, then pick again
+                time.sleep(0.05)
 
 
 # --------------------------------------------------------------------------- the guide's design
