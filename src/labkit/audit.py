@@ -234,19 +234,31 @@ def changes_per_user_per_day(conn, *, days: int = 14):
 
 
 def plot_dashboard(table, *, title: str = "Audit trail: changes per user per day"):
-    """A stacked bar chart of :func:`changes_per_user_per_day`'s table."""
+    """:func:`changes_per_user_per_day`'s table as a heat map: one row per user, one column
+    per day, each cell labelled with its count (colour on a log scale, so a spike such as
+    a key rotation does not hide the ordinary days)."""
     import matplotlib.pyplot as plt
+    import numpy as np
 
-    fig, ax = plt.subplots(figsize=(9, 3.6))
-    bottom = None
-    labels = [d.strftime("%m-%d") for d in table.index]
-    for user in table.columns:
-        values = table[user].to_numpy()
-        ax.bar(labels, values, bottom=bottom, label=user)
-        bottom = values if bottom is None else bottom + values
-    ax.set_ylabel("changes logged")
-    ax.set_title(title)
-    ax.legend(title="app user", fontsize=8, ncols=2)
+    counts = table.T.to_numpy()
+    fig, ax = plt.subplots(figsize=(min(12, 2.5 + 0.6 * counts.shape[1]), 0.9 + 0.45 * len(counts)))
+    ax.imshow(np.log1p(counts), cmap="Blues", aspect="auto", vmin=0)
+    ax.set_xticks(range(counts.shape[1]), [d.strftime("%m-%d") for d in table.index])
+    ax.set_yticks(range(len(counts)), list(table.columns))
     ax.tick_params(axis="x", labelrotation=45)
+    top = np.log1p(counts.max()) if counts.size else 0
+    for (row, col), value in np.ndenumerate(counts):
+        if value:
+            dark = np.log1p(value) > 0.6 * top
+            ax.text(
+                col,
+                row,
+                f"{value:,}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
+    ax.set_title(title)
     fig.tight_layout()
     return fig
