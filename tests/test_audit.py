@@ -7,49 +7,72 @@ from __future__ import annotations
 
 import psycopg
 import pytest
+from psycopg import sql
 
 from labkit import audit, db
 
 DB = "s11b_test_audit"
 
 
-@pytest.fixture
-def logged():
+@pytest.fixture(scope="module")
+def database():
     database = db.fresh_database(DB)
     app = db.login_role("s11b_app")
     with database.connect(autocommit=True) as conn:
         audit.install(conn)
         audit.install(conn)  # idempotent
-        conn.execute(
-            "CREATE TABLE accounts (id int PRIMARY KEY, owner text, balance int, pin text)"
-        )
-        conn.execute(f'GRANT SELECT, INSERT, UPDATE, DELETE ON accounts TO "{app.name}"')
-        audit.track(conn, "accounts", key="id", masked=["pin"])
         audit.grant_reader(conn, app.name)
     yield database, app
     db.drop_database(DB)
+
+
+@pytest.fixture
+def logged(database, request):
+    """A tracked table of this test's own (``pin`` masked): its name is returned third."""
+    database_, app = database
+    table = "accounts_" + request.node.name.split("_")[1]
+    with database_.connect(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id int PRIMARY KEY, owner text, balance int, pin text)"
+            ).format(sql.Identifier(table))
+        )
+        conn.execute(
+            sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                sql.Identifier(table), sql.Identifier(app.name)
+            )
+        )
+        audit.track(conn, table, key="id", masked=["pin"])
+    return database_, app, table
+
+
+def q(text: str, table: str):
+    """``text`` with ``{t}`` replaced by the quoted table name."""
+    return sql.SQL(text).format(t=sql.Identifier(table))
 
 
 def test_trigger_records_who_when_and_changed_columns_for_raw_sql(logged):
     """Raw SQL by the app role, in transactions naming two app users: one entry per row
     change, the UPDATE holds only the changed columns, the masked column never shows its
     value, a no-op UPDATE adds nothing, and the app user does not leak past its transaction."""
-    database, app = logged
+    database, app, table = logged
     with psycopg.connect(app.url(database.name)) as conn:
         with conn.transaction():
             audit.set_app_user(conn, "alice")
             conn.execute(
-                "INSERT INTO accounts VALUES (1, 'Ada', 100, '1234'), (2, 'Bob', 5, '0000')"
+                q("INSERT INTO {t} VALUES (1, 'Ada', 100, '1234'), (2, 'Bob', 5, '0000')", table)
             )
         with conn.transaction():
             audit.set_app_user(conn, "bob")
-            conn.execute("UPDATE accounts SET balance = 90, pin = '9999' WHERE id = 1")
-            conn.execute("UPDATE accounts SET balance = balance WHERE id = 2")  # no change
-            conn.execute("DELETE FROM accounts WHERE id = 2")
-        conn.execute("UPDATE accounts SET owner = 'Ada L.' WHERE id = 1")  # no app user
+            conn.execute(q("UPDATE {t} SET balance = 90, pin = '9999' WHERE id = 1", table))
+            conn.execute(q("UPDATE {t} SET balance = balance WHERE id = 2", table))  # no change
+            conn.execute(q("DELETE FROM {t} WHERE id = 2", table))
+        conn.execute(q("UPDATE {t} SET owner = 'Ada L.' WHERE id = 1", table))  # no app user
         conn.commit()
         rows = conn.execute(
-            "SELECT app_user, db_user, op, row_key, old, new, at <= now() FROM audit.log ORDER BY id"
+            "SELECT app_user, db_user, op, row_key, old, new FROM audit.log "
+            "WHERE table_name = %s ORDER BY id",
+            (table,),
         ).fetchall()
     assert [(r[0], r[2], r[3]) for r in rows] == [
         ("alice", "INSERT", "1"),
@@ -69,31 +92,34 @@ def test_log_is_append_only_and_redaction_is_controlled_and_logged(logged):
     """The app role cannot UPDATE, DELETE, TRUNCATE or INSERT into the log, nor call
     audit.redact; the owner's direct UPDATE is refused too; audit.redact needs a reason,
     masks the values and logs a REDACT entry."""
-    database, app = logged
+    database, app, table = logged
     with database.connect(autocommit=True) as owner:
-        owner.execute("INSERT INTO accounts VALUES (7, 'Grace', 1, '1111')")
-        owner.execute("UPDATE accounts SET owner = 'Grace H.' WHERE id = 7")
+        owner.execute(q("INSERT INTO {t} VALUES (7, 'Grace', 1, '1111')", table))
+        owner.execute(q("UPDATE {t} SET owner = 'Grace H.' WHERE id = 7", table))
     with psycopg.connect(app.url(database.name), autocommit=True) as conn:
         for statement in (
             "UPDATE audit.log SET app_user = 'nobody'",
             "DELETE FROM audit.log",
             "TRUNCATE audit.log",
-            "INSERT INTO audit.log (table_name, op) VALUES ('accounts', 'INSERT')",
-            "SELECT audit.redact('accounts', ARRAY['7'], NULL, 'x')",
+            "INSERT INTO audit.log (table_name, op) VALUES ('x', 'INSERT')",
+            "SELECT audit.redact('x', ARRAY['7'], NULL, 'x')",
         ):
             with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
                 conn.execute(statement)
-        assert conn.execute("SELECT count(*) FROM audit.log").fetchone()[0] == 2
+        mine = "SELECT count(*) FROM audit.log WHERE table_name = %s"
+        assert conn.execute(mine, (table,)).fetchone()[0] == 2
     with database.connect(autocommit=True) as owner:
         with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
-            owner.execute("DELETE FROM audit.log")
+            owner.execute("DELETE FROM audit.log WHERE table_name = %s", (table,))
         with pytest.raises(psycopg.errors.RaiseException, match="needs a reason"):
-            audit.redact(owner, "accounts", [7], reason=" ")
+            audit.redact(owner, table, [7], reason=" ")
         with owner.transaction():
             audit.set_app_user(owner, "dpo")
-            assert audit.redact(owner, "accounts", [7], reason="DSR-1") == 2
+            assert audit.redact(owner, table, [7], reason="DSR-1") == 2
         rows = owner.execute(
-            "SELECT op, app_user, row_key, old, new FROM audit.log ORDER BY id"
+            "SELECT op, app_user, row_key, old, new FROM audit.log WHERE table_name = %s "
+            "ORDER BY id",
+            (table,),
         ).fetchall()
     assert "Grace" not in str(rows[:2]) and rows[0][2] == "[redacted]"
     assert rows[1][3] == {"owner": "[redacted]"}
@@ -102,21 +128,23 @@ def test_log_is_append_only_and_redaction_is_controlled_and_logged(logged):
 
 
 def test_dashboard_counts_changes_per_user_per_day(logged):
-    """Entries imported for earlier days by the owner and today's changes: the pivot has
-    one row per day and one column per user; REDACT entries are not counted."""
-    database, _ = logged
+    """Entries imported for earlier days by the owner and today's changes: one row per day,
+    one column per user (other tests' users share the log; carol's and dave's are this
+    test's own); REDACT entries are not counted."""
+    database, _, table = logged
     with database.connect(autocommit=True) as conn:
         conn.execute(
             "INSERT INTO audit.log (at, app_user, table_name, op, row_key) "
-            "SELECT now() - make_interval(days => d), u, 'accounts', 'UPDATE', '1' "
-            "FROM generate_series(1, 3) d, unnest(ARRAY['alice', 'bob']) u, generate_series(1, d) n"
+            "SELECT now() - make_interval(days => d), u, %s, 'UPDATE', '1' "
+            "FROM generate_series(1, 3) d, unnest(ARRAY['carol', 'dave']) u, generate_series(1, d) n",
+            (table,),
         )
         with conn.transaction():
-            audit.set_app_user(conn, "alice")
-            conn.execute("INSERT INTO accounts VALUES (1, 'Ada', 1, '1'), (2, 'Bo', 1, '2')")
-            audit.redact(conn, "accounts", [1], reason="test")
-        table = audit.changes_per_user_per_day(conn, days=7)
-    assert list(table.columns) == ["alice", "bob"]
-    assert table["alice"].tolist() == [3, 2, 1, 2]
-    assert table["bob"].tolist() == [3, 2, 1, 0]
-    assert audit.plot_dashboard(table).axes[0].get_title().startswith("Audit trail")
+            audit.set_app_user(conn, "carol")
+            conn.execute(q("INSERT INTO {t} VALUES (1, 'Ada', 1, '1'), (2, 'Bo', 1, '2')", table))
+            audit.redact(conn, table, [1], reason="test")
+        board = audit.changes_per_user_per_day(conn, days=7)
+    assert {"carol", "dave"} <= set(board.columns)
+    assert board["carol"].tolist() == [3, 2, 1, 2]
+    assert board["dave"].tolist() == [3, 2, 1, 0]
+    assert audit.plot_dashboard(board).axes[0].get_title().startswith("Audit trail")
