@@ -13,11 +13,11 @@ next). Each limit is optional, so the lesson can add them one at a time.
 
 >>> from labkit import cache, db
 >>> r = cache.redis_client()
->>> limiter = RateLimiter(r, namespace="doctest:isolation:")
+>>> limiter = RateLimiter(r, namespace="s12b:doctest:")
 >>> _ = limiter.reset()
 >>> [limiter.allow("t1:report", rate_per_s=0.01, burst=2).allowed for _ in range(4)]
 [True, True, False, False]
->>> slots = ConcurrencyLimiter(r, namespace="doctest:isolation:")
+>>> slots = ConcurrencyLimiter(r, namespace="s12b:doctest:")
 >>> first, second = slots.try_acquire("t1", limit=1), slots.try_acquire("t1", limit=1)
 >>> bool(first), second
 (True, None)

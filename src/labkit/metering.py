@@ -15,7 +15,7 @@ page overhead, no indexes, TOASTed values at their compressed size), and
 :func:`record_storage` stores that as the hour's ``storage_bytes``.
 
 >>> from labkit import db
->>> demo = db.fresh_database("doctest_metering")
+>>> demo = db.fresh_database("s12b_doctest_metering")
 >>> with demo.connect(autocommit=True) as conn:
 ...     create_usage_table(conn)
 ...     meter = UsageMeter()
@@ -26,7 +26,7 @@ page overhead, no indexes, TOASTed values at their compressed size), and
 ...     ).fetchall()
 >>> flushed, totals
 (4, [(1, 'queries', 4), (1, 'rows', 32), (2, 'queries', 1), (2, 'rows', 5)])
->>> db.drop_database("doctest_metering")
+>>> db.drop_database("s12b_doctest_metering")
 
 **The admin table** (:func:`admin_table`) joins ``tenants`` and ``plans`` (see
 :func:`labkit.isolation.load_demo`) with the usage. **The export**
