@@ -63,6 +63,8 @@ def test_pair_streams_and_the_replica_refuses_writes_even_from_the_app_role(pair
         pair.url("replica", role="postgres")
     with pytest.raises(ValueError, match="labkit_"):
         ReplicaPair(pair.home, supervisor=pair.supervisor, app_user="app")
+    with pytest.raises(ValueError, match="lower-case letters"):
+        ReplicaPair(pair.home, supervisor=pair.supervisor, database="shop; DROP")
 
 
 def test_reads_right_after_a_write_are_stale_until_the_lsn_is_replayed(pair):

@@ -28,6 +28,7 @@ generated at run time.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import threading
 import time
@@ -77,6 +78,11 @@ class ReplicaPair:
         database: str = "shop",
         app_user: str = APP_USER,
     ) -> None:
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
+            raise ValueError(
+                f"database={database!r}: use lower-case letters, digits and underscores "
+                "(at most 63 characters)"
+            )
         if not app_user.startswith("labkit_"):
             raise ValueError(f"app_user={app_user!r}: the course's roles start with 'labkit_'")
         self.home = Path(home)
