@@ -9,7 +9,8 @@ counting semaphore in Redis, a sorted set of leases, so several application serv
 one limit and a crashed holder's slot expires), and runs the statement in a transaction
 whose ``statement_timeout`` is set with ``set_config(..., true)`` (``SET LOCAL``: it ends
 with the transaction, so a pooled connection never carries one tenant's timeout to the
-next). Each limit is optional, so the lesson can add them one at a time.
+next), sent in psycopg's pipeline mode so the setting costs no extra round trip. Each
+limit is optional, so the lesson can add them one at a time.
 
 >>> from labkit import cache, db
 >>> r = cache.redis_client()
@@ -181,8 +182,8 @@ def load_demo(
     seed: int = 12,
 ) -> dict[str, Any]:
     """Create plans, tenants (the last one, on ``starter``, is the noisy one; the others are
-    on ``pro``), ``orders``
-    (``rows`` per tenant, ``noisy_rows`` for the noisy one) and ``customers``.
+    on ``pro``), ``orders`` (``rows`` per tenant, ``noisy_rows`` for the noisy one) and
+    ``customers``; the data comes from ``random()`` after ``setseed``, the same every run.
 
     Idempotent on a fresh database; returns ``{"tenants": [...], "noisy": id,
     "orders": {tenant: rows}, "customers": {tenant: rows}}``."""
