@@ -21,7 +21,7 @@ A guard trigger also refuses UPDATE, DELETE and TRUNCATE from the owner, except 
 remove personal data from old entries, which logs itself as a ``REDACT`` entry.
 
 >>> from labkit import db
->>> demo = db.fresh_database("doctest_audit")
+>>> demo = db.fresh_database("s11b_doctest_audit")
 >>> with demo.connect(autocommit=True) as conn:
 ...     install(conn)
 ...     _ = conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text, secret text)")
@@ -33,7 +33,7 @@ remove personal data from old entries, which logs itself as a ``REDACT`` entry.
 ...     rows = conn.execute("SELECT app_user, op, old, new FROM audit.log ORDER BY id").fetchall()
 >>> rows[1]
 ('alice', 'UPDATE', {'body': 'hello', 'secret': '[masked]'}, {'body': 'hi', 'secret': '[masked]'})
->>> db.drop_database("doctest_audit")
+>>> db.drop_database("s11b_doctest_audit")
 """
 
 from __future__ import annotations

@@ -24,14 +24,14 @@ that references customers and has no policy stops the erasure. **Traces**
 >>> for var in (fieldcrypt.KEYS_VAR, fieldcrypt.ACTIVE_VAR, fieldcrypt.BLIND_INDEX_VAR):
 ...     os.environ.pop(var, None)
 >>> fieldcrypt.add_key("k1"); fieldcrypt.set_blind_index_key()
->>> demo = db.fresh_database("doctest_gdpr")
+>>> demo = db.fresh_database("s11b_doctest_gdpr")
 >>> shop = build_shop(demo, customers=20, progress=False)
 >>> shop.customers, shop.orders > 0
 (20, True)
 >>> with demo.connect() as conn:
 ...     referencing_tables(conn, "customers")
 [('logins', 'customer_id'), ('orders', 'customer_id'), ('tickets', 'customer_id')]
->>> db.drop_database("doctest_gdpr")
+>>> db.drop_database("s11b_doctest_gdpr")
 """
 
 from __future__ import annotations
