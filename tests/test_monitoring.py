@@ -49,15 +49,15 @@ def test_metrics_and_server_statistics_count_real_statements():
             QueryMetrics(metrics.registry)
         before = monitoring.statements_snapshot(database)
         stats = monitoring.database_snapshot(database)
-        rule = AlertRule("slow", threshold=0.03, for_ticks=1)
+        rule = AlertRule("slow", threshold=0.1, for_ticks=1)
 
         def workload(tick):
             with engine.connect() as conn:
                 for _ in range(10):
                     conn.execute(text("SELECT 1"))
                 if tick == 2:  # 2 slow of the window's 22: the p95 lands among them
-                    conn.execute(text("SELECT pg_sleep(0.06)"))
-                    conn.execute(text("SELECT pg_sleep(0.06)"))
+                    conn.execute(text("SELECT pg_sleep(0.25)"))
+                    conn.execute(text("SELECT pg_sleep(0.25)"))
 
         board = monitoring.watch(
             metrics.registry, rule, workload, ticks=6, window=2, progress=False
@@ -79,7 +79,7 @@ def test_metrics_and_server_statistics_count_real_statements():
         delta = monitoring.snapshot_delta(before, monitoring.statements_snapshot(database))
         assert delta["query"][0].startswith("SELECT pg_sleep") and delta["calls"][0] == 2
         assert int(delta[delta["query"] == "SELECT $1"]["calls"].sum()) == 60
-        assert not delta["query"].str.contains("pg_stat_").any()
+        assert not delta["query"].str.contains("pg_stat_|xact_commit").any()
         after = monitoring.wait_for_counters(database, {"xact_commit": stats["xact_commit"] + 6})
         assert after["xact_commit"] - stats["xact_commit"] >= 6
     finally:

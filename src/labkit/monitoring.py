@@ -255,7 +255,8 @@ def snapshot_delta(before, after, *, top: int = 10):
             "rows": (merged["rows"] - merged["rows_before"]).astype(int),
         }
     )
-    frame = frame[(frame["calls"] > 0) & ~frame["query"].str.contains("pg_stat_", regex=False)]
+    own = merged["query"].astype(str).str.contains("pg_stat_", regex=False)
+    frame = frame[(frame["calls"] > 0) & ~own]
     frame["mean_ms"] = (frame["total_ms"] / frame["calls"]).round(3)
     return frame.sort_values("total_ms", ascending=False, ignore_index=True).head(top)
 
