@@ -35,6 +35,7 @@ def demo():
     info = isolation.load_demo(database, tenants=4, rows=500, noisy_rows=3_000)
     with database.connect() as conn:
         plans = isolation.load_plans(conn)
+    info["role"] = isolation.grant_app_role(database, "s12b_test_app")
     yield database, info, plans
     db.drop_database("s12b_test_isolation")
 
@@ -128,7 +129,11 @@ def test_statement_timeout_is_per_transaction_and_per_plan(demo):
     starter, pro = info["noisy"], 1
     assert (plans[starter].name, plans[pro].name) == ("starter", "pro")
     gateway = Gateway(plans, timeouts=True)
-    with database.connect(autocommit=True) as conn:
+    with psycopg.connect(info["role"].url(database.name), autocommit=True) as conn:
+        user, superuser = conn.execute(
+            "SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user"
+        ).fetchone()
+        assert (user, superuser) == (info["role"].name, False)
         with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
             gateway.execute(conn, starter, "SELECT pg_sleep(0.3)", ())
         assert conn.execute("SHOW statement_timeout").fetchone()[0] == "0"
@@ -160,7 +165,7 @@ def test_rate_limited_gateway_refuses_reports_but_not_reads(demo, redis_client):
 def test_noisy_neighbour_is_contained(demo, redis_client):
     """Without limits the noisy tenant runs 3 reports at once; with all three limits at most
     1 is active, timeouts cancel every report, the bucket bounds what passes, and no
-    quiet query is refused or cancelled."""
+    quiet query is refused or cancelled (the tenants connect as the application's role)."""
     database, info, plans = demo
     namespace = isolation.default_namespace("test:load:")
     slots = ConcurrencyLimiter(redis_client, namespace=namespace + "slots:")
@@ -178,8 +183,10 @@ def test_noisy_neighbour_is_contained(demo, redis_client):
         noisy_threads=3,
         duration_s=0.8,
         progress=False,
+        role=info["role"],
     )
     assert noisy.max_noisy_active >= 2 and noisy.noisy_cancelled == 0
+    assert noisy.noisy_users == contained.noisy_users == {info["role"].name}
     assert contained.max_noisy_active <= plans[info["noisy"]].max_concurrent
     assert contained.noisy_completed == 0 and contained.noisy_cancelled >= 1
     assert contained.noisy_refused >= 1

@@ -63,6 +63,7 @@ __all__ = [
     "TenantLimitError",
     "application_name",
     "default_namespace",
+    "grant_app_role",
     "load_demo",
     "load_plans",
     "phase_table",
@@ -232,6 +233,29 @@ def load_demo(
             conn.execute("SELECT tenant_id, count(*) FROM customers GROUP BY 1").fetchall()
         )
     return {"tenants": ids, "noisy": ids[-1], "orders": orders, "customers": people}
+
+
+def grant_app_role(database: Any, name: str = "s12b_app") -> Any:
+    """The application's role: an ordinary LOGIN role (:func:`labkit.db.login_role`, so
+    ``labkit_<name>``, neither superuser nor owner) with CONNECT on ``database`` and
+    SELECT, INSERT, UPDATE, DELETE on its tables (those that exist now). Returns the Role."""
+    from psycopg import sql
+
+    from labkit import db
+
+    role = db.login_role(name)
+    who = sql.Identifier(role.name)
+    with database.connect(autocommit=True) as conn:
+        conn.execute(
+            sql.SQL("GRANT CONNECT ON DATABASE {} TO {}").format(sql.Identifier(database.name), who)
+        )
+        conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(who))
+        conn.execute(
+            sql.SQL(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {}"
+            ).format(who)
+        )
+    return role
 
 
 def load_plans(conn: Any) -> dict[int, Plan]:
@@ -544,6 +568,7 @@ class PhaseResult:
     noisy_longest_ms: float = 0.0
     max_noisy_active: int = 0
     samples: int = 0
+    noisy_users: set[str] = field(default_factory=set)
     allowed_bound: float = 0.0
     errors: list[str] = field(default_factory=list)
 
@@ -583,6 +608,7 @@ class PhaseResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.noisy_longest_ms = max(self.noisy_longest_ms, other.noisy_longest_ms)
         self.max_noisy_active = max(self.max_noisy_active, other.max_noisy_active)
+        self.noisy_users |= other.noisy_users
         self.errors += other.errors
         return self
 
@@ -619,6 +645,7 @@ def run_phase(
     think_s: float = 0.002,
     monitor_interval_s: float = 0.005,
     label: str | None = None,
+    role: Any = None,
 ) -> PhaseResult:
     """Run the quiet tenants' :data:`DASHBOARD_QUERY` in closed loops (one thread and one
     connection per tenant, ``think_s`` between a reply and the next query) for ``duration_s``,
@@ -628,7 +655,10 @@ def run_phase(
     A refused report sleeps the limiter's ``retry_after_ms``; a report cancelled by its
     timeout is retried at once. A monitor counts the noisy tenant's ``active`` statements
     in ``pg_stat_activity`` every ``monitor_interval_s``. At the end, reports still running
-    are cancelled (counted as ``noisy_stopped``, not as timeouts) so a phase ends on time."""
+    are cancelled (counted as ``noisy_stopped``, not as timeouts) so a phase ends on time.
+
+    The tenants' connections log in as ``role`` (a :class:`labkit.db.Role`, see
+    :func:`grant_app_role`), as an application should; the monitor as the admin."""
     import psycopg
 
     if duration_s <= 0 or noisy_threads < 1:
@@ -640,12 +670,21 @@ def run_phase(
     stop = threading.Event()
     noisy_connections: list[Any] = []
     workers = len(quiet_tenants) + (noisy_threads if noisy_tenant is not None else 0)
+
+    def connect(tenant: int):
+        name = application_name(tenant)
+        if role is None:
+            return database.connect(autocommit=True, application_name=name)
+        return psycopg.connect(
+            role.url(database.name), autocommit=True, application_name=name, connect_timeout=10
+        )
+
     start = threading.Barrier(workers + 1)
 
     def quiet(tenant: int) -> None:
         samples: list[float] = []
         errors: dict[str, int] = {}
-        with database.connect(autocommit=True, application_name=application_name(tenant)) as conn:
+        with connect(tenant) as conn:
             start.wait()
             while not stop.is_set():
                 began = time.perf_counter()
@@ -666,7 +705,7 @@ def run_phase(
     def noisy(tenant: int) -> None:
         counts = {"attempts": 0, "completed": 0, "cancelled": 0, "refused": 0, "stopped": 0}
         timings: list[float] = []
-        with database.connect(autocommit=True, application_name=application_name(tenant)) as conn:
+        with connect(tenant) as conn:
             with lock:
                 noisy_connections.append(conn)
             start.wait()
@@ -728,13 +767,15 @@ def run_phase(
         name = application_name(noisy_tenant) if noisy_tenant is not None else ""
         while not stop.is_set() and time.perf_counter() - began < duration_s:
             if noisy_tenant is not None:
-                active = monitor.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                active, users = monitor.execute(
+                    "SELECT count(*), coalesce(array_agg(DISTINCT usename::text), '{}') "
+                    "FROM pg_stat_activity WHERE datname = current_database() "
                     "AND application_name = %s AND state = 'active' AND pid <> pg_backend_pid()",
                     (name,),
-                ).fetchone()[0]
+                ).fetchone()
                 result.samples += 1
                 result.max_noisy_active = max(result.max_noisy_active, active)
+                result.noisy_users.update(users)
             time.sleep(monitor_interval_s)
         stop.set()
         result.duration_s = time.perf_counter() - began
