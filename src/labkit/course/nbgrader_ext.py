@@ -81,6 +81,33 @@ def drop_databases(prefix: str) -> list[str]:
     return names
 
 
+def drop_roles(prefix: str) -> list[str]:
+    """Drop every role whose name starts with ``prefix`` (those ``db.login_role`` made under
+    it); return their names. A role that still owns something elsewhere is left alone."""
+    import psycopg
+    from psycopg import sql
+
+    from labkit import db
+
+    if not prefix:
+        raise ValueError("refusing to drop roles with an empty prefix")
+    dropped = []
+    with db.connect(autocommit=True) as conn:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
+            )
+        ]
+        for name in names:
+            try:
+                conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+                dropped.append(name)
+            except psycopg.errors.DependentObjectsStillExist:
+                pass
+    return dropped
+
+
 class Sandbox:
     """A fresh database-name prefix and a private Redis server for one run of a notebook.
 
@@ -91,8 +118,8 @@ class Sandbox:
         ...     sorted(env)
         ['LABKIT_DB_PREFIX', 'REDIS_URL']
 
-    On exit the Redis server is killed and the databases created under the prefix are
-    dropped. The prefix extends any ``LABKIT_DB_PREFIX`` already set (test workers)."""
+    On exit the Redis server is killed and the databases and roles created under the prefix
+    are dropped. The prefix extends any ``LABKIT_DB_PREFIX`` already set (test workers)."""
 
     def __init__(self, tag: str) -> None:
         digest = hashlib.sha1(tag.encode()).hexdigest()[:10]
@@ -103,6 +130,7 @@ class Sandbox:
         from labkit.cache import ThrowawayRedis
 
         drop_databases(self.prefix)  # leftovers of an interrupted earlier run
+        drop_roles(self.prefix)
         self.redis = ThrowawayRedis().start()
         return {"LABKIT_DB_PREFIX": self.prefix, "REDIS_URL": self.redis.url}
 
@@ -111,6 +139,7 @@ class Sandbox:
             self.redis.__exit__(None, None, None)
             self.redis = None
         drop_databases(self.prefix)
+        drop_roles(self.prefix)
 
     def __enter__(self) -> dict[str, str]:
         return self.start()
