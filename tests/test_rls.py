@@ -148,3 +148,27 @@ def test_attack_table_records_frames_and_plots():
     with pytest.raises(ValueError, match="unknown defence"):
         table.record("raw SQL", "firewall", 1)
     assert len(table.bars().patches) == 4
+
+
+def test_a_grading_sandbox_drops_the_roles_made_under_its_prefix(monkeypatch):
+    """The exercises make their roles with db.login_role inside a grading sandbox: on exit
+    the sandbox drops them with its databases (even one that owned tables there), and
+    leaves every role outside its prefix alone."""
+    from labkit.course.nbgrader_ext import Sandbox
+
+    outside = db.login_role("test_rls_outside")
+    with Sandbox("test_rls/roles") as env:
+        monkeypatch.setenv("LABKIT_DB_PREFIX", env["LABKIT_DB_PREFIX"])
+        owner = db.login_role("test_rls_sandboxed")
+        demo = db.fresh_database("test_rls_sandboxed")
+        with demo.connect(autocommit=True) as conn:
+            conn.execute("CREATE TABLE t (id int)")
+            conn.execute(sql.SQL("ALTER TABLE t OWNER TO {}").format(sql.Identifier(owner.name)))
+        monkeypatch.delenv("LABKIT_DB_PREFIX")
+    with db.connect() as conn:
+        left = conn.execute(
+            "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) ORDER BY 1",
+            ([owner.name, outside.name],),
+        ).fetchall()
+    assert owner.name.startswith(env["LABKIT_DB_PREFIX"])
+    assert left == [(outside.name,)] and not db.database_exists(demo.name, qualified=True)
