@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import uuid
 
+import psycopg.sql
 import pytest
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
@@ -202,11 +203,75 @@ def test_rotation_reaches_zero_old_key_rows_while_reads_keep_working(shop):
         stop.set()
         thread.join()
     assert held[0].startswith("v1:k1:")  # skipped, not waited for
-    assert [b.rewritten for b in done] == [7, 7, 7, 7, 7, 5]
-    assert [b.remaining for b in done] == [33, 26, 19, 12, 5, 0]
+    # keyset paging: the first pass skips the held row; a second pass re-encrypts it
+    assert [b.rewritten for b in done] == [7, 7, 7, 7, 7, 4, 1]
+    assert [b.remaining for b in done] == [33, 26, 19, 12, 5, 1, 0]
     assert errors == [] and reads[0] >= 1
     with database.connect() as conn:
         assert fieldcrypt.key_counts(conn, "customers", "email") == {"k2": 40}
     fieldcrypt.drop_key("k1")
     with Session(engine) as session:
         assert {c.id: c.email for c in session.scalars(select(gdpr.Customer))} == dict(rows)
+
+
+def test_rotation_update_finds_rows_through_the_primary_key(shop):
+    """The rotation's UPDATE compares the key in its native type, so PostgreSQL can use the
+    primary key (with sequential scans discouraged, the plan is an index scan; the first
+    design's `id::text = %s` could only scan the table, once per row)."""
+    database, _ = shop
+    _, _, write, _ = fieldcrypt._rotation_sql("customers", "email", "id")
+    with database.connect() as conn:
+        conn.execute("SET enable_seqscan = off")
+        explain = psycopg.sql.SQL("EXPLAIN (FORMAT JSON) ") + write
+        plan = str(conn.execute(explain, ("v1:k2:x", uuid.uuid4(), "v1:k1:y")).fetchone()[0])
+        conn.rollback()
+    assert "Index Scan" in plan and "customers_pkey" in plan, plan
+
+
+def test_core_writes_keep_the_blind_index_and_hits_are_confirmed(shop):
+    """sealed_values writes the envelope and its blind index together (for_row alone leaves
+    the index stale); a blind index copied into another row makes that row a hit, and
+    confirmed() drops it because it does not decrypt to the input."""
+    database, engine = shop
+    ada, mallory = uuid.uuid4(), uuid.uuid4()
+    with engine.begin() as conn:
+        for key, mail in ((ada, "ada@example.org"), (mallory, "mallory@evil.example")):
+            conn.execute(
+                insert(gdpr.Customer.__table__).values(
+                    id=key,
+                    name=mail,
+                    country="FR",
+                    **fieldcrypt.sealed_values("email", mail, key, index="email_bidx"),
+                )
+            )
+        conn.execute(
+            update(gdpr.Customer.__table__)
+            .where(gdpr.Customer.id == ada)
+            .values(**fieldcrypt.sealed_values("email", "ada@new.example", ada, index="email_bidx"))
+        )
+        stale = conn.execute(
+            update(gdpr.Customer.__table__)
+            .where(gdpr.Customer.id == mallory)
+            .values(email=fieldcrypt.for_row("mallory@new.example", mallory))
+        )
+        bidx = dict(conn.execute(text("SELECT id, email_bidx FROM customers")).fetchall())
+    assert stale.rowcount == 1
+    assert bidx[ada] == fieldcrypt.blind_index("ada@new.example")
+    assert bidx[mallory] == fieldcrypt.blind_index("mallory@evil.example")  # for_row: stale
+    with engine.begin() as conn:  # Mallory copies the index of his own address into Ada's row
+        conn.execute(
+            text("UPDATE customers SET email_bidx = :b WHERE id = :a"),
+            {"b": fieldcrypt.blind_index("mallory@evil.example"), "a": ada},
+        )
+    with Session(engine) as session:
+        hits = session.scalars(
+            select(gdpr.Customer).where(
+                gdpr.Customer.email_bidx == fieldcrypt.blind_index("Mallory@evil.example")
+            )
+        ).all()
+        matches = fieldcrypt.confirmed(hits, "Mallory@evil.example", lambda c: c.email)
+        assert {c.id for c in hits} == {ada, mallory}
+        assert matches == []  # Mallory's own row now holds mallory@new.example
+        assert [c.id for c in fieldcrypt.confirmed(hits, "ada@new.example", lambda c: c.email)] == [
+            ada
+        ]

@@ -28,13 +28,22 @@ labkit.fieldcrypt.FieldDecryptionError: the value under key 'k1' failed authenti
 **The column type.** :class:`EncryptedText` encrypts on the way in and decrypts on the way
 out. A column type never sees the row it is written to, so a write says which row the value
 belongs to: :func:`seal_on_flush` does it for ORM models (and fills the blind index column),
-and Core writes pass ``for_row(value, row_key)``. A bare string is refused rather than
+and Core writes pass ``for_row(value, row_key)``, or :func:`sealed_values` when the column
+has a blind index (it returns both columns, so the index never goes stale). A bare string is refused rather than
 stored unbound. Reads need nothing: the type selects ``column || '|' || row_key`` and
 decrypts with the row's own key, so a ciphertext moved to another row cannot authenticate.
 
+**The blind index is a hint, not a proof.** It is not bound to its row (an index copied
+into another row finds that row), so a hit is confirmed by decrypting the candidate and
+comparing it with the normalized input (:func:`confirmed`). Anyone holding its key can
+also confirm guesses (leaked address lists), and it lives in the same environment as the
+encryption keys. Changing its key means recomputing every index from decrypted values.
+
 **Rotation.** :func:`rotate` re-encrypts the rows still under an old key in small batches,
 one short transaction each (``FOR UPDATE SKIP LOCKED``), while readers keep reading: both
-keys stay in the ring until :func:`key_counts` shows 0 rows under the old one.
+keys stay in the ring until :func:`key_counts` shows 0 rows under the old one. Random
+96-bit nonces are safe for about 2**32 encryptions per key (NIST SP 800-38D), one more
+reason to rotate.
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ import os
 import re
 import secrets
 import unicodedata
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +79,7 @@ __all__ = [
     "aad",
     "add_key",
     "blind_index",
+    "confirmed",
     "current_cipher",
     "drop_key",
     "for_row",
@@ -77,6 +87,7 @@ __all__ = [
     "normalize_email",
     "rotate",
     "seal_on_flush",
+    "sealed_values",
     "set_active",
     "set_blind_index_key",
 ]
@@ -85,7 +96,11 @@ KEYS_VAR = "LABKIT_FIELD_KEYS"
 ACTIVE_VAR = "LABKIT_FIELD_KEY_ACTIVE"
 BLIND_INDEX_VAR = "LABKIT_BLIND_INDEX_KEY"
 VERSION = "v1"
-NONCE_BYTES = 12  # 96 bits: GCM's native nonce size
+# 96 bits: GCM's native nonce size. A nonce used twice under one key leaks the XOR of the two
+# plaintexts AND GCM's authentication key (forged values then pass the tag check); random
+# nonces keep the chance of a repeat negligible for up to about 2**32 values per key (NIST
+# SP 800-38D), so a key that encrypts more must be rotated before.
+NONCE_BYTES = 12
 _KEY_ID = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 
 
@@ -222,7 +237,7 @@ class FieldCipher:
         self._aead = {kid: AESGCM(key) for kid, key in ring.keys.items()}
 
     def encrypt(self, plaintext: str, associated: bytes) -> str:
-        nonce = secrets.token_bytes(NONCE_BYTES)  # fresh per value, never reused
+        nonce = secrets.token_bytes(NONCE_BYTES)  # fresh and random per value (see NONCE_BYTES)
         sealed = self._aead[self.ring.active].encrypt(nonce, plaintext.encode(), associated)
         return f"{VERSION}:{self.ring.active}:{_b64(nonce + sealed)}"
 
@@ -306,6 +321,14 @@ def blind_index(email: str, key: bytes | None = None) -> str:
     return hmac.new(key, normalize_email(email).encode(), hashlib.sha256).hexdigest()
 
 
+def confirmed(candidates: Iterable[Any], typed: str, value: Callable[[Any], str | None]) -> list:
+    """The blind-index hits whose decrypted ``value(candidate)`` really is ``typed``
+    (normalized). The index is not bound to its row, so a copied index finds the wrong
+    row; a hit that does not decrypt to the input is no match."""
+    wanted = normalize_email(typed)
+    return [c for c in candidates if (v := value(c)) is not None and normalize_email(v) == wanted]
+
+
 # --------------------------------------------------------------------------- SQLAlchemy
 
 
@@ -318,8 +341,19 @@ class Bound:
 
 
 def for_row(plaintext: str | None, row_key: Any) -> Bound | None:
-    """Mark ``plaintext`` as the value of the row ``row_key``, for a Core insert or update."""
+    """Mark ``plaintext`` as the value of the row ``row_key``, for a Core insert or update.
+    A column with a blind index needs :func:`sealed_values` instead."""
     return None if plaintext is None else Bound(plaintext, row_key)
+
+
+def sealed_values(column: str, plaintext: str | None, row_key: Any, *, index: str) -> dict:
+    """The values a Core ``insert``/``update`` writes for an encrypted column that has a
+    blind index: ``{column: for_row(...), index: blind_index(...)}``, so both change
+    together (``.values(**sealed_values("email", new, row_id, index="email_bidx"))``)."""
+    return {
+        column: for_row(plaintext, row_key),
+        index: None if plaintext is None else blind_index(plaintext),
+    }
 
 
 class EncryptedText(TypeDecorator):
@@ -440,6 +474,29 @@ class RotationBatch:
     seconds: float
 
 
+def _rotation_sql(table: str, column: str, row_key: str):
+    """The statements :func:`rotate` runs: the first batch, the next ones, the UPDATE, and
+    the count of rows left (parameters: the active key id first)."""
+    from psycopg import sql
+
+    t, c, k = _table(table), sql.Identifier(column), sql.Identifier(row_key)
+    old_key = sql.SQL("{c} IS NOT NULL AND split_part({c}, ':', 2) <> %s").format(c=c)
+    # Keyset paging on the key's own index: each batch starts after the last key seen, so
+    # a batch reads only its own rows (no rescan of the rows already done).
+    first = sql.SQL(
+        "SELECT {k}, {c} FROM {t} WHERE {w} ORDER BY {k} LIMIT %s FOR UPDATE SKIP LOCKED"
+    )
+    after = sql.SQL(
+        "SELECT {k}, {c} FROM {t} WHERE {k} > %s AND {w} ORDER BY {k} LIMIT %s "
+        "FOR UPDATE SKIP LOCKED"
+    )
+    first, after = (q.format(k=k, c=c, t=t, w=old_key) for q in (first, after))
+    # The key in its native type: `id = %s` uses the primary key (`id::text = %s` would not).
+    write = sql.SQL("UPDATE {t} SET {c} = %s WHERE {k} = %s AND {c} = %s").format(t=t, c=c, k=k)
+    left = sql.SQL("SELECT count(*) FROM {t} WHERE {w}").format(t=t, w=old_key)
+    return first, after, write, left
+
+
 def rotate(
     connect: Callable[[], Any],
     table: str,
@@ -454,48 +511,49 @@ def rotate(
     transaction, yielding a :class:`RotationBatch` after each (for progress). ``connect``
     returns a new psycopg connection. Rows locked by a writer are skipped and picked up by
     a later batch (the job never waits on the application); it returns when no row is left
-    under another key. The UPDATE compares the old envelope too, so it never overwrites a
-    value it did not read. Each
+    under another key. Batches walk the table in key order (keyset paging: ``key > last``),
+    the UPDATE finds each row by its primary key in its native type and compares the old
+    envelope too, so it never overwrites a value it did not read; the rows left are counted
+    once per pass, not per batch. Each
     batch names ``app_user`` for the audit log (``set_config('app.user_id', ..., true)``)."""
     import time
 
-    from psycopg import sql
-
     cipher = current_cipher()
     active = cipher.ring.active
-    t, c, k = _table(table), sql.Identifier(column), sql.Identifier(row_key)
-    pick = sql.SQL(
-        "SELECT {k}::text, {c} FROM {t} WHERE {c} IS NOT NULL AND split_part({c}, ':', 2) <> %s "
-        "ORDER BY {k} LIMIT %s FOR UPDATE SKIP LOCKED"
-    ).format(k=k, c=c, t=t)
-    write = sql.SQL("UPDATE {t} SET {c} = %s WHERE {k}::text = %s AND {c} = %s").format(
-        t=t, c=c, k=k
-    )
-    left = sql.SQL(
-        "SELECT count(*) FROM {t} WHERE {c} IS NOT NULL AND split_part({c}, ':', 2) <> %s"
-    ).format(t=t, c=c)
+    first, after, write, left = _rotation_sql(table, column, row_key)
     with connect() as conn:
         number = 0
-        while True:
-            started = time.perf_counter()
-            with conn.transaction():
-                if app_user:
-                    conn.execute("SELECT set_config('app.user_id', %s, true)", (app_user,))
-                rows = conn.execute(pick, (active, batch_size)).fetchall()
-                updates = [
-                    (cipher.reencrypt(env, aad(context, key)), key, env) for key, env in rows
-                ]
-                if updates:
-                    with conn.cursor() as cur:
-                        cur.executemany(write, updates)
+        remaining = conn.execute(left, (active,)).fetchone()[0]  # one full count per pass
+        conn.commit()
+        while remaining:
+            last = None
+            while True:  # one pass over the table, in key order
+                started = time.perf_counter()
+                with conn.transaction():
+                    if app_user:
+                        conn.execute("SELECT set_config('app.user_id', %s, true)", (app_user,))
+                    if last is None:
+                        rows = conn.execute(first, (active, batch_size)).fetchall()
+                    else:
+                        rows = conn.execute(after, (last, active, batch_size)).fetchall()
+                    updates = [
+                        (cipher.reencrypt(env, aad(context, key)), key, env) for key, env in rows
+                    ]
+                    rewritten = 0
+                    if updates:
+                        with conn.cursor() as cur:
+                            cur.executemany(write, updates)
+                            rewritten = cur.rowcount
+                if not rows:
+                    break
+                last = rows[-1][0]
+                remaining = max(0, remaining - rewritten)
+                number += 1
+                yield RotationBatch(number, rewritten, remaining, time.perf_counter() - started)
+            # Rows a writer held were skipped: count once, and start another pass for them.
             remaining = conn.execute(left, (active,)).fetchone()[0]
             conn.commit()
-            if rows:
-                number += 1
-                yield RotationBatch(number, len(rows), remaining, time.perf_counter() - started)
-            elif remaining == 0:
-                return
-            else:  # every row left is locked by a writer: let it commit, then pick again
+            if remaining:
                 time.sleep(0.05)
 
 
