@@ -148,3 +148,95 @@ def test_dashboard_counts_changes_per_user_per_day(logged):
     assert board["carol"].tolist() == [3, 2, 1, 2]
     assert board["dave"].tolist() == [3, 2, 1, 0]
     assert audit.plot_dashboard(board).axes[0].get_title().startswith("Audit trail")
+
+
+def test_ownership_by_a_nologin_role_stops_forging_and_dropping(logged):
+    """The forging recipe that beat the first design (set the old 'redacting' flag, then
+    UPDATE) is refused for the app role (no privilege) and for a superuser (the guard trusts
+    no session setting); a non-superuser who owns the database and its tables cannot
+    UPDATE the log, disable its guard or drop it; the owner role cannot log in."""
+    database, app, table = logged
+    forge = (
+        "SELECT set_config('audit.redacting', 'on', true); "
+        "UPDATE audit.log SET app_user = 'forged', new = '{}'"
+    )
+    with psycopg.connect(app.url(database.name)) as conn:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="permission denied"):
+            conn.execute(forge)
+    with database.connect() as admin:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege, match="append-only"):
+            admin.execute(forge)
+        admin.rollback()
+        login, members = admin.execute(
+            "SELECT r.rolcanlogin, (SELECT count(*) FROM pg_auth_members m WHERE m.roleid = r.oid) "
+            "FROM pg_roles r JOIN pg_class c ON c.relowner = r.oid "
+            "WHERE c.oid = 'audit.log'::regclass AND r.rolname = %s",
+            (audit.owner_role(),),
+        ).fetchone()
+    assert (login, members) == (False, 0)
+    boss = db.login_role("s11b_dbowner")
+    with database.connect(autocommit=True) as admin:
+        audit.grant_reader(admin, boss.name)  # so each refusal is about the log, not the schema
+        admin.execute(
+            sql.SQL("ALTER DATABASE {} OWNER TO {}").format(
+                sql.Identifier(database.name), sql.Identifier(boss.name)
+            )
+        )
+        admin.execute(
+            sql.SQL("ALTER TABLE {} OWNER TO {}").format(
+                sql.Identifier(table), sql.Identifier(boss.name)
+            )
+        )
+    try:
+        with psycopg.connect(boss.url(database.name), autocommit=True) as conn:
+            for statement in (
+                "UPDATE audit.log SET app_user = 'forged'",
+                "ALTER TABLE audit.log DISABLE TRIGGER log_append_only",
+                "DROP TABLE audit.log",
+                "DROP SCHEMA audit CASCADE",
+            ):
+                with pytest.raises(
+                    psycopg.errors.InsufficientPrivilege,
+                    match="must be owner|permission denied for table log",
+                ):
+                    conn.execute(statement)
+            assert conn.execute(
+                "SELECT count(*) FROM audit.log WHERE app_user = 'forged'"
+            ).fetchone() == (0,)
+    finally:
+        with database.connect(autocommit=True) as admin:
+            admin.execute(
+                sql.SQL("ALTER DATABASE {} OWNER TO CURRENT_USER").format(
+                    sql.Identifier(database.name)
+                )
+            )
+            admin.execute(
+                sql.SQL("ALTER TABLE {} OWNER TO CURRENT_USER").format(sql.Identifier(table))
+            )
+
+
+def test_truncate_and_schema_are_recorded(logged):
+    """A TRUNCATE of a tracked table leaves one entry; entries name the table's schema, so
+    a same-named table elsewhere is not confused with it."""
+    database, _, table = logged
+    with database.connect(autocommit=True) as conn:
+        conn.execute(q("INSERT INTO {t} VALUES (1, 'Ada', 1, '1')", table))
+        conn.execute("CREATE SCHEMA IF NOT EXISTS other")
+        conn.execute(
+            sql.SQL("CREATE TABLE other.{} (id int PRIMARY KEY)").format(sql.Identifier(table))
+        )
+        audit.track(conn, f"other.{table}")
+        conn.execute(sql.SQL("INSERT INTO other.{} VALUES (1)").format(sql.Identifier(table)))
+        with conn.transaction():
+            audit.set_app_user(conn, "ops")
+            conn.execute(q("TRUNCATE {t}", table))
+        rows = conn.execute(
+            "SELECT table_schema, op, app_user, row_key, txid > 0 FROM audit.log "
+            "WHERE table_name = %s ORDER BY id",
+            (table,),
+        ).fetchall()
+    assert rows == [
+        ("public", "INSERT", None, "1", True),
+        ("other", "INSERT", None, "1", True),
+        ("public", "TRUNCATE", "ops", None, True),
+    ]

@@ -84,18 +84,68 @@ def test_export_erase_and_no_trace_left(shop):
     with psycopg.connect(privacy.url(database.name)) as conn:
         with pytest.raises(ValueError, match="erased already"):
             gdpr.export_subject(conn, subject)
+        kept = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE created_at = date_trunc('month', created_at)) "
+            "FROM orders WHERE id = ANY(%s)",
+            ([o["id"] for o in exported["orders"]],),
+        ).fetchone()
+    assert kept == (len(exported["orders"]),) * 2  # kept, with the time coarsened to the month
+
+
+def test_find_subject_confirms_the_hit_and_refuses_a_shared_address(shop):
+    """find_subject returns the one customer whose decrypted e-mail matches (any spelling);
+    an address two customers share is refused, not guessed; an index copied into another
+    row does not make that row a match."""
+    database, _, app, _ = shop
+    with psycopg.connect(app.url(database.name)) as conn:
+        shared = conn.execute(
+            "SELECT array_agg(id) FROM customers GROUP BY email_bidx HAVING count(*) = 2 LIMIT 1"
+        ).fetchone()[0]
+        own = conn.execute(
+            "SELECT id FROM customers WHERE email_bidx IN (SELECT email_bidx FROM customers "
+            "GROUP BY 1 HAVING count(*) = 1) ORDER BY id LIMIT 2"
+        ).fetchall()
+        (victim,), (mallory,) = own
+        export = gdpr.export_subject(conn, mallory)
+        address = export["customers"][0]["email"]
+        shared_address = gdpr.export_subject(conn, shared[0])["customers"][0]["email"]
+        assert gdpr.find_subject(conn, " " + address.upper()) == mallory
+        with pytest.raises(ValueError, match="2 customers have this e-mail: it is shared"):
+            gdpr.find_subject(conn, shared_address)
+        conn.execute(
+            "UPDATE customers SET email_bidx = %s WHERE id = %s",
+            (fieldcrypt.blind_index(address), victim),
+        )
+        hits = conn.execute(
+            "SELECT count(*) FROM customers WHERE email_bidx = %s",
+            (fieldcrypt.blind_index(address),),
+        ).fetchone()[0]
+        assert hits == 2 and gdpr.find_subject(conn, address) == mallory
+        conn.rollback()
 
 
 def test_policy_gap_stops_erasure(shop):
-    """A new table referencing customers with no erasure rule: check_policy names it."""
+    """New tables referencing customers with no erasure rule, one with a capital letter and
+    one in another schema: check_policy names both exactly, and once they have rules the
+    erasure applies them (quoted as the catalog names them)."""
     database, *_ = shop
     with database.connect() as conn:
         conn.execute(
-            "CREATE TABLE reviews (id serial PRIMARY KEY, customer_id uuid REFERENCES customers)"
+            'CREATE TABLE "Reviews" (id serial PRIMARY KEY, customer_id uuid REFERENCES customers)'
+        )
+        conn.execute("CREATE SCHEMA other")
+        conn.execute(
+            "CREATE TABLE other.notes (id serial PRIMARY KEY, customer_id uuid REFERENCES customers)"
         )
         try:
-            with pytest.raises(ValueError, match=r"\['reviews'\] reference customers"):
+            with pytest.raises(ValueError, match=r"\['Reviews', 'other.notes'\] reference"):
                 gdpr.check_policy(conn, gdpr.ERASURE_POLICY)
+            subject = conn.execute("SELECT id FROM customers ORDER BY id LIMIT 1").fetchone()[0]
+            conn.execute('INSERT INTO "Reviews" (customer_id) VALUES (%s)', (subject,))
+            conn.execute("INSERT INTO other.notes (customer_id) VALUES (%s)", (subject,))
+            policy = {**gdpr.ERASURE_POLICY, "Reviews": "delete", "other.notes": "delete"}
+            counts = gdpr.erase_subject(conn, subject, reason="t", policy=policy)
+            assert counts["Reviews (deleted)"] == counts["other.notes (deleted)"] == 1
         finally:
             conn.rollback()
 
@@ -133,7 +183,11 @@ def test_retention_job_counts_before_and_after(shop):
     assert job.due() == {t: 0 for t in due}
     with database.connect() as conn:
         assert conn.execute("SELECT count(*) FROM logins").fetchone()[0] == newer
-        by = conn.execute("SELECT DISTINCT app_user FROM audit.log WHERE op = 'DELETE'").fetchall()
-    assert ("retention-job",) in by
+        deletes, holding = conn.execute(
+            "SELECT count(*), count(*) FILTER (WHERE old->>'customer_id' <> '[redacted]') "
+            "FROM audit.log WHERE app_user = 'retention-job' AND op = 'DELETE' "
+            "AND table_name = 'logins'"
+        ).fetchone()
+    assert (deletes, holding) == (runs[0]["logins"], 0)  # logged, and redacted
     with pytest.raises(ValueError, match="at least 1 day"):
         gdpr.RetentionJob(database.connect, days=0)

@@ -8,21 +8,32 @@ on a tracked table — through the ORM, Core or raw SQL, by any client — adds 
   ``set_config('app.user_id', ..., true)`` (:func:`set_app_user`), and the database role
   that logged in (``session_user``: the trigger function runs as its owner, so
   ``current_user`` inside it would name the owner, not the caller);
-- **when**: ``clock_timestamp()``, and the transaction id;
-- **what**: the table, the operation, the row's key, and the diff: for an UPDATE only the
+- **when**: ``clock_timestamp()``, and the transaction id (``pg_current_xact_id()``);
+- **what**: the schema and table, the operation (a ``TRUNCATE`` too, one entry per statement), the row's key, and the diff: for an UPDATE only the
   columns that changed (``old`` and ``new``, jsonb), for an INSERT the new row, for a
   DELETE the old row. Columns named as *masked* are logged as ``"[masked]"``: the log
   records that they changed, never their values.
 
-**Append-only.** The application role gets SELECT on the log and nothing else; the trigger
-function is ``SECURITY DEFINER``, so the application cannot write, forge or erase entries.
-A guard trigger also refuses UPDATE, DELETE and TRUNCATE from the owner, except inside
-:func:`redact` (``audit.redact(table, keys, columns, reason)``), the one controlled way to
-remove personal data from old entries, which logs itself as a ``REDACT`` entry.
+``app_user`` is what the application *claims* (any code that can run SQL on its connection,
+an injection included, can set it); only ``db_user`` is vouched for by PostgreSQL.
+
+**Append-only.** The schema, the log and its functions belong to a dedicated ``NOLOGIN``
+role (:func:`owner_role`, ``labkit_s11b_audit`` with the course prefix) that nobody is a
+member of: not the application's role, not the role that owns the application's tables.
+Those can therefore not UPDATE, DELETE, TRUNCATE, disable the guard, or drop the log. The
+application role gets SELECT and nothing else; the trigger function is
+``SECURITY DEFINER`` (it runs as the log's owner), so the application cannot write or erase
+entries. A guard trigger refuses UPDATE, DELETE and TRUNCATE from anyone but the log's
+owner, which in practice means inside :func:`redact` (``audit.redact(table, keys, columns,
+reason[, schema])``), the one controlled way to remove personal data from old entries,
+which logs itself as a ``REDACT`` entry. The guard stops accidents, not a superuser (who
+can become any role, disable triggers or drop the schema): tamper *evidence* against
+administrators needs the log shipped off-host as it is written (logical replication to a
+separate server, WORM storage) or entries hash-chained and the chain head kept elsewhere.
 
 >>> from labkit import db
 >>> demo = db.fresh_database("s11b_doctest_audit")
->>> with demo.connect(autocommit=True) as conn:
+>>> with demo.connect(autocommit=True) as conn:  # a superuser: install creates the owner role
 ...     install(conn)
 ...     _ = conn.execute("CREATE TABLE notes (id int PRIMARY KEY, body text, secret text)")
 ...     track(conn, "notes", key="id", masked=["secret"])
@@ -46,6 +57,7 @@ __all__ = [
     "changes_per_user_per_day",
     "grant_reader",
     "install",
+    "owner_role",
     "plot_dashboard",
     "redact",
     "set_app_user",
@@ -58,11 +70,13 @@ CREATE SCHEMA IF NOT EXISTS audit;
 CREATE TABLE IF NOT EXISTS audit.log (
     id         bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     at         timestamptz NOT NULL DEFAULT clock_timestamp(),
-    txid       bigint      NOT NULL DEFAULT txid_current(),
-    app_user   text,
-    db_user    text        NOT NULL DEFAULT session_user,
+    txid       bigint      NOT NULL DEFAULT pg_current_xact_id()::text::bigint,
+    app_user   text,         -- what the application claims (app.user_id): not verified
+    db_user    text        NOT NULL DEFAULT session_user,  -- vouched for by PostgreSQL
+    table_schema text      NOT NULL DEFAULT 'public',
     table_name text        NOT NULL,
-    op         text        NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'REDACT')),
+    op         text        NOT NULL
+               CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REDACT')),
     row_key    text,
     old        jsonb,
     new        jsonb
@@ -79,7 +93,12 @@ DECLARE
     after  jsonb;
     key    text;
 BEGIN
-    IF TG_OP = 'INSERT' THEN
+    IF TG_OP = 'TRUNCATE' THEN  -- a statement-level trigger: no rows to show
+        INSERT INTO audit.log (app_user, table_schema, table_name, op)
+        VALUES (NULLIF(current_setting('app.user_id', true), ''), TG_TABLE_SCHEMA,
+                TG_TABLE_NAME, TG_OP);
+        RETURN NULL;
+    ELSIF TG_OP = 'INSERT' THEN
         after := to_jsonb(NEW);
         key := after ->> TG_ARGV[0];
     ELSIF TG_OP = 'DELETE' THEN
@@ -96,8 +115,9 @@ BEGIN
         END IF;
         key := to_jsonb(NEW) ->> TG_ARGV[0];
     END IF;
-    INSERT INTO audit.log (app_user, table_name, op, row_key, old, new)
-    VALUES (NULLIF(current_setting('app.user_id', true), ''), TG_TABLE_NAME, TG_OP,
+    INSERT INTO audit.log (app_user, table_schema, table_name, op, row_key, old, new)
+    VALUES (NULLIF(current_setting('app.user_id', true), ''), TG_TABLE_SCHEMA, TG_TABLE_NAME,
+            TG_OP,
             key,
             audit.mask(before, masked, '[masked]'), audit.mask(after, masked, '[masked]'));
     RETURN NULL;
@@ -112,11 +132,14 @@ LANGUAGE sql IMMUTABLE AS $$
            FROM jsonb_each(doc)), '{}'::jsonb) END
 $$;
 
--- Append-only, even for the owner: only audit.redact may change an entry.
+-- Append-only: only the log's owner may change an entry, and nobody logs in as it, so in
+-- practice only audit.redact (SECURITY DEFINER: it runs as the owner) does. No setting
+-- that a session could set is trusted. A superuser can still get round it.
 CREATE OR REPLACE FUNCTION audit.refuse_change() RETURNS trigger
 LANGUAGE plpgsql AS $$
 BEGIN
-    IF TG_OP = 'UPDATE' AND current_setting('audit.redacting', true) = 'on' THEN
+    IF TG_OP = 'UPDATE' AND current_user = (SELECT pg_get_userbyid(relowner)
+                                               FROM pg_class WHERE oid = TG_RELID) THEN
         RETURN NEW;
     END IF;
     RAISE EXCEPTION 'audit.log is append-only: % refused', TG_OP
@@ -130,7 +153,8 @@ CREATE OR REPLACE TRIGGER log_no_truncate BEFORE TRUNCATE ON audit.log
 
 -- Redaction: mask the values of `cols` (NULL: every column, and the row key too) in the
 -- entries of these rows, and record the redaction itself.
-CREATE OR REPLACE FUNCTION audit.redact(p_table text, p_keys text[], p_cols text[], p_reason text)
+CREATE OR REPLACE FUNCTION audit.redact(p_table text, p_keys text[], p_cols text[],
+                                        p_reason text, p_schema text DEFAULT 'public')
 RETURNS bigint LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE
     changed bigint;
@@ -138,24 +162,31 @@ BEGIN
     IF coalesce(btrim(p_reason), '') = '' THEN
         RAISE EXCEPTION 'audit.redact needs a reason (the erasure request id, say)';
     END IF;
-    PERFORM set_config('audit.redacting', 'on', true);
     UPDATE audit.log
        SET old = audit.mask(old, p_cols, '[redacted]'),
            new = audit.mask(new, p_cols, '[redacted]'),
            row_key = CASE WHEN p_cols IS NULL THEN '[redacted]' ELSE row_key END
-     WHERE table_name = p_table AND row_key = ANY(p_keys) AND op <> 'REDACT';
+     WHERE table_schema = p_schema AND table_name = p_table AND row_key = ANY(p_keys)
+       AND op <> 'REDACT';
     GET DIAGNOSTICS changed = ROW_COUNT;
-    PERFORM set_config('audit.redacting', 'off', true);
-    INSERT INTO audit.log (app_user, table_name, op, new)
-    VALUES (NULLIF(current_setting('app.user_id', true), ''), p_table, 'REDACT',
+    INSERT INTO audit.log (app_user, table_schema, table_name, op, new)
+    VALUES (NULLIF(current_setting('app.user_id', true), ''), p_schema, p_table, 'REDACT',
             jsonb_build_object('reason', p_reason, 'entries', changed,
                                'columns', coalesce(to_jsonb(p_cols), '"all"'::jsonb)));
     RETURN changed;
 END $$;
 
 REVOKE ALL ON FUNCTION audit.record() FROM PUBLIC;
-REVOKE ALL ON FUNCTION audit.redact(text, text[], text[], text) FROM PUBLIC;
+REVOKE ALL ON FUNCTION audit.redact(text, text[], text[], text, text) FROM PUBLIC;
 """
+
+#: The function signatures that change hands to the owner role (and GRANT statements name).
+FUNCTIONS = (
+    "audit.record()",
+    "audit.mask(jsonb, text[], text)",
+    "audit.refuse_change()",
+    "audit.redact(text, text[], text[], text, text)",
+)
 
 
 def _ident(name: str):
@@ -164,10 +195,37 @@ def _ident(name: str):
     return sql.Identifier(*name.split(".")) if "." in name else sql.Identifier(name)
 
 
+def owner_role() -> str:
+    """The name of the role that owns the log: ``labkit_s11b_audit`` with the course's
+    ``LABKIT_DB_PREFIX`` (one per server, shared by every database's log)."""
+    from labkit import db
+
+    return db.qualified_name("labkit_s11b_audit", "role name")
+
+
 def install(conn) -> None:
-    """Create (idempotently) ``audit.log``, the trigger function and :func:`redact`'s
-    function, as the connection's role (the owner; a superuser or the database owner)."""
-    conn.execute(SCHEMA_SQL)
+    """Create (idempotently) the schema ``audit``, ``audit.log``, the trigger function and
+    :func:`redact`'s function, and hand them all to :func:`owner_role`: a ``NOLOGIN`` role
+    with no members, created here if needed. ``conn`` must be a superuser's (only a
+    superuser can create objects for a role it is not a member of)."""
+    from psycopg import errors, sql
+
+    owner = sql.Identifier(owner_role())
+    try:
+        with conn.transaction():  # a savepoint: another installer may create it first
+            conn.execute(
+                sql.SQL(
+                    "CREATE ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOBYPASSRLS"
+                ).format(owner)
+            )
+    except (errors.DuplicateObject, errors.UniqueViolation):
+        pass
+    with conn.transaction():
+        conn.execute(SCHEMA_SQL)
+        conn.execute(sql.SQL("ALTER SCHEMA audit OWNER TO {}").format(owner))
+        conn.execute(sql.SQL("ALTER TABLE audit.log OWNER TO {}").format(owner))
+        for function in FUNCTIONS:
+            conn.execute(sql.SQL(f"ALTER FUNCTION {function} OWNER TO {{}}").format(owner))
 
 
 def track(conn, table: str, *, key: str = "id", masked: Sequence[str] = ()) -> None:
@@ -180,6 +238,12 @@ def track(conn, table: str, *, key: str = "id", masked: Sequence[str] = ()) -> N
         sql.SQL(
             "CREATE OR REPLACE TRIGGER audit_changes AFTER INSERT OR UPDATE OR DELETE ON {} "
             "FOR EACH ROW EXECUTE FUNCTION audit.record({})"
+        ).format(_ident(table), args)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE TRIGGER audit_truncate AFTER TRUNCATE ON {} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION audit.record({})"
         ).format(_ident(table), args)
     )
 
@@ -199,13 +263,25 @@ def set_app_user(conn, user_id: Any) -> None:
 
 
 def redact(
-    conn, table: str, keys: Iterable[Any], *, reason: str, columns: Sequence[str] | None = None
+    conn,
+    table: str,
+    keys: Iterable[Any],
+    *,
+    reason: str,
+    columns: Sequence[str] | None = None,
+    schema: str = "public",
 ) -> int:
     """Call ``audit.redact``: mask ``columns`` (None: all, and the row key) in the log
-    entries of ``table`` rows ``keys``. Returns the number of entries changed."""
+    entries of ``schema.table`` rows ``keys``. Returns the number of entries changed."""
     row = conn.execute(
-        "SELECT audit.redact(%s, %s, %s, %s)",
-        (table, [str(k) for k in keys], None if columns is None else list(columns), reason),
+        "SELECT audit.redact(%s, %s, %s, %s, %s)",
+        (
+            table,
+            [str(k) for k in keys],
+            None if columns is None else list(columns),
+            reason,
+            schema,
+        ),
     ).fetchone()
     return int(row[0])
 

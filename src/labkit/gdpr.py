@@ -17,7 +17,13 @@ the accounts but cut the link and the address), so it follows an explicit policy
 (:data:`ERASURE_POLICY`) that :func:`check_policy` compares with the catalog: a new table
 that references customers and has no policy stops the erasure. **Traces**
 (:func:`find_traces`) searches every column of every table, the audit log included, as text.
-**Retention** (:class:`RetentionJob`) deletes or anonymizes rows older than N days.
+**Retention** (:class:`RetentionJob`) deletes or anonymizes rows older than N days, and
+redacts the audit entries of the rows it deletes. :func:`find_subject` turns a request's
+e-mail into exactly one customer (after the requester's identity has been verified).
+
+Erasure here reaches the live rows of one database. Copies outside it (backups, WAL
+archives, replicas until they replay, dead tuples until VACUUM, server logs, query
+statistics) keep the data until they expire or are rewritten: see the lesson.
 
 >>> from labkit import db, fieldcrypt
 >>> import os
@@ -30,7 +36,7 @@ that references customers and has no policy stops the erasure. **Traces**
 (20, True)
 >>> with demo.connect() as conn:
 ...     referencing_tables(conn, "customers")
-[('logins', 'customer_id'), ('orders', 'customer_id'), ('tickets', 'customer_id')]
+[('public', 'logins', 'customer_id'), ('public', 'orders', 'customer_id'), ('public', 'tickets', 'customer_id')]
 >>> db.drop_database("s11b_doctest_gdpr")
 """
 
@@ -68,9 +74,11 @@ __all__ = [
     "check_policy",
     "erase_subject",
     "export_subject",
+    "find_subject",
     "find_traces",
     "referencing_tables",
     "run_on_schedule",
+    "truncate_to",
 ]
 
 
@@ -163,7 +171,7 @@ def _grant(conn, role: str, privacy: bool) -> None:
     if privacy:
         conn.execute(
             sql.SQL(
-                "GRANT EXECUTE ON FUNCTION audit.redact(text, text[], text[], text) TO {}"
+                "GRANT EXECUTE ON FUNCTION audit.redact(text, text[], text[], text, text) TO {}"
             ).format(who)
         )
 
@@ -187,7 +195,7 @@ def build_shop(
     also call ``audit.redact``."""
     import sys
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: a saved notebook shows the finished bar, not a widget
 
     started = time.perf_counter()
     rng = random.Random(seed)
@@ -278,20 +286,58 @@ def build_shop(
 # --------------------------------------------------------------------------- export
 
 
-def referencing_tables(conn, table: str) -> list[tuple[str, str]]:
-    """``(table, column)`` for every single-column foreign key that references ``table``,
-    read from ``pg_constraint`` (sorted)."""
+def referencing_tables(conn, table: str) -> list[tuple[str, str, str]]:
+    """``(schema, table, column)`` for every single-column foreign key that references
+    ``table``, read from ``pg_constraint`` (sorted). The names are the catalog's own
+    (unquoted), ready for ``sql.Identifier(schema, table)``."""
     rows = conn.execute(
         """
-        SELECT c.conrelid::regclass::text, a.attname
+        SELECT n.nspname, r.relname, a.attname
           FROM pg_constraint c
+          JOIN pg_class r ON r.oid = c.conrelid
+          JOIN pg_namespace n ON n.oid = r.relnamespace
           JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = c.conkey[1]
          WHERE c.contype = 'f' AND c.confrelid = %s::regclass AND cardinality(c.conkey) = 1
-         ORDER BY 1, 2
+         ORDER BY 1, 2, 3
         """,
         (table,),
     ).fetchall()
-    return [(t, c) for t, c in rows]
+    return [(n, t, c) for n, t, c in rows]
+
+
+def _label(schema: str, table: str) -> str:
+    """How policies and exports name a table: ``orders``, or ``other.orders`` outside public."""
+    return table if schema == "public" else f"{schema}.{table}"
+
+
+def find_subject(conn, email: str, *, cipher: fieldcrypt.FieldCipher | None = None):
+    """The id of the one customer whose e-mail is ``email``. Verify the requester's identity
+    first (a signed-in session, a confirmation mail): this only finds the account. The
+    blind index finds candidates; each is decrypted and compared with the normalized input
+    (an index copied into another row is no match), and an address that several customers
+    share (a family's) is refused rather than guessed: sending one relative's data to
+    another would be a breach."""
+    cipher = cipher or fieldcrypt.current_cipher()
+    rows = conn.execute(
+        "SELECT id, email FROM customers WHERE email_bidx = %s", (fieldcrypt.blind_index(email),)
+    ).fetchall()
+    matches = fieldcrypt.confirmed(
+        rows,
+        email,
+        lambda r: (
+            None if r[1] is None else cipher.decrypt(r[1], fieldcrypt.aad("customers.email", r[0]))
+        ),
+    )
+    if len(matches) != 1:
+        raise ValueError(
+            f"{len(matches)} customers have this e-mail: "
+            + (
+                "check the address"
+                if not matches
+                else "it is shared, so ask the requester for their account id and verify it"
+            )
+        )
+    return matches[0][0]
 
 
 def _rows(conn, query, params) -> list[dict]:
@@ -339,20 +385,24 @@ def export_subject(
     record.pop("email_bidx", None)  # our lookup key, not data about the person
     export: dict[str, Any] = {"customers": [record]}
     keys: dict[str, list[str]] = {"customers": [str(customer_id)]}
-    for table, column in referencing_tables(conn, "customers"):
+    where: dict[str, tuple[str, str]] = {"customers": ("public", "customers")}
+    for schema, table, column in referencing_tables(conn, "customers"):
+        label = _label(schema, table)
         query = sql.SQL("SELECT * FROM {} WHERE {} = %s ORDER BY id").format(
-            sql.Identifier(table), sql.Identifier(column)
+            sql.Identifier(schema, table), sql.Identifier(column)
         )
-        export[table] = _rows(conn, query, (customer_id,))
-        keys[table] = [str(r["id"]) for r in export[table]]
+        export[label] = _rows(conn, query, (customer_id,))
+        keys[label] = [str(r["id"]) for r in export[label]]
+        where[label] = (schema, table)
     export["audit.log"] = [
         entry
-        for table, ids in keys.items()
+        for label, ids in keys.items()
         for entry in _rows(
             conn,
-            "SELECT at, app_user, table_name, op, row_key, old, new FROM audit.log "
-            "WHERE table_name = %s AND row_key = ANY(%s) ORDER BY id",
-            (table, ids),
+            "SELECT at, app_user, table_schema, table_name, op, row_key, old, new "
+            "FROM audit.log WHERE table_schema = %s AND table_name = %s AND row_key = ANY(%s) "
+            "ORDER BY id",
+            (*where[label], ids),
         )
     ]
     return json.loads(json.dumps(_jsonable(export)))
@@ -360,18 +410,29 @@ def export_subject(
 
 # --------------------------------------------------------------------------- erasure
 
+
+@dataclass(frozen=True)
+class truncate_to:  # noqa: N801 - reads as a value in a policy
+    """A policy value: coarsen a timestamp column to the start of its ``unit`` (day, month),
+    so an exact time and amount can no longer be matched against a card statement."""
+
+    unit: str
+
+
 #: Per table that references customers: "delete" its rows, or set columns (anonymize).
 ERASURE_POLICY: dict[str, str | dict[str, Any]] = {
     "tickets": "delete",
     "logins": "delete",
-    "orders": {"customer_id": None, "shipping_address": None},
+    "orders": {"customer_id": None, "shipping_address": None, "created_at": truncate_to("month")},
 }
 
 
 def check_policy(conn, policy: Mapping[str, Any]) -> None:
     """Raise ValueError if a table references ``customers`` and the policy says nothing
     about it (it would keep the person's rows after an erasure)."""
-    missing = sorted({t for t, _ in referencing_tables(conn, "customers")} - set(policy))
+    missing = sorted(
+        {_label(n, t) for n, t, _ in referencing_tables(conn, "customers")} - set(policy)
+    )
     if missing:
         raise ValueError(
             f"tables {missing} reference customers but the erasure policy has no rule for "
@@ -397,32 +458,41 @@ def erase_subject(
     key = str(customer_id)
     with conn.transaction():
         audit.set_app_user(conn, app_user)
-        redactions: list[tuple[str, list[str], list[str] | None]] = []
-        for table, column in referencing_tables(conn, "customers"):
-            rule = policy[table]
-            ident, col = sql.Identifier(table), sql.Identifier(column)
+        redactions: list[tuple[str, str, list[str], list[str] | None]] = []
+        for schema, table, column in referencing_tables(conn, "customers"):
+            label = _label(schema, table)
+            rule = policy[label]
+            ident, col = sql.Identifier(schema, table), sql.Identifier(column)
             if rule == "delete":
                 query = sql.SQL("DELETE FROM {} WHERE {} = %s RETURNING id").format(ident, col)
                 ids = [str(r[0]) for r in conn.execute(query, (key,)).fetchall()]
-                redactions.append((table, ids, None))
+                redactions.append((schema, table, ids, None))
             else:
-                sets = sql.SQL(", ").join(
-                    sql.SQL("{} = %s").format(sql.Identifier(c)) for c in rule
-                )
+                sets, values = [], []
+                for c, v in rule.items():
+                    if isinstance(v, truncate_to):
+                        sets.append(
+                            sql.SQL("{} = date_trunc({}, {})").format(
+                                sql.Identifier(c), sql.Literal(v.unit), sql.Identifier(c)
+                            )
+                        )
+                    else:
+                        sets.append(sql.SQL("{} = %s").format(sql.Identifier(c)))
+                        values.append(v)
                 query = sql.SQL("UPDATE {} SET {} WHERE {} = %s RETURNING id").format(
-                    ident, sets, col
+                    ident, sql.SQL(", ").join(sets), col
                 )
-                ids = [str(r[0]) for r in conn.execute(query, (*rule.values(), key)).fetchall()]
-                redactions.append((table, ids, list(rule)))
-            counts[f"{table} ({'deleted' if rule == 'delete' else 'anonymized'})"] = len(ids)
+                ids = [str(r[0]) for r in conn.execute(query, (*values, key)).fetchall()]
+                redactions.append((schema, table, ids, list(rule)))
+            counts[f"{label} ({'deleted' if rule == 'delete' else 'anonymized'})"] = len(ids)
         deleted = conn.execute("DELETE FROM customers WHERE id = %s", (key,)).rowcount
         if deleted != 1:
             raise ValueError(f"no customer {customer_id}: nothing erased (rolled back)")
         counts["customers (deleted)"] = deleted
-        redactions.append(("customers", [key], None))
+        redactions.append(("public", "customers", [key], None))
         counts["audit entries redacted"] = sum(
-            audit.redact(conn, table, ids, reason=reason, columns=cols)
-            for table, ids, cols in redactions
+            audit.redact(conn, table, ids, reason=reason, columns=cols, schema=schema)
+            for schema, table, ids, cols in redactions
             if ids
         )
     return counts
@@ -494,7 +564,10 @@ RETENTION_RULES = (
 class RetentionJob:
     """Apply retention rules: ``due()`` counts the rows past ``days``, ``run()`` deletes or
     anonymizes them in one transaction (as the app user ``retention-job``, so the audit log
-    says who) and returns the rows changed per rule."""
+    says who) and returns the rows changed per rule. In the same transaction it redacts
+    the audit entries of those rows (all values for a deleted row, the cleared columns for
+    an anonymized one): otherwise the log's DELETE entries would keep what retention
+    removed. ``connect`` must therefore log in as a role allowed to call ``audit.redact``."""
 
     def __init__(self, connect: Callable[[], Any], days: int, rules=RETENTION_RULES) -> None:
         if days < 1:
@@ -539,7 +612,17 @@ class RetentionJob:
                     query = sql.SQL("UPDATE {} SET {} WHERE ").format(table, sets)
                 else:
                     query = sql.SQL("DELETE FROM {} WHERE ").format(table)
-                changed[rule.table] = conn.execute(query + self._where(rule), (self.days,)).rowcount
+                query += self._where(rule) + sql.SQL(" RETURNING id")
+                ids = [r[0] for r in conn.execute(query, (self.days,)).fetchall()]
+                changed[rule.table] = len(ids)
+                if ids:
+                    audit.redact(
+                        conn,
+                        rule.table,
+                        ids,
+                        reason=f"retention: {rule.table} older than {self.days} days",
+                        columns=list(rule.clear) or None,
+                    )
         return changed
 
 
