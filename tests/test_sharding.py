@@ -8,7 +8,7 @@ import heapq
 import pytest
 from sqlalchemy import text
 
-from labkit import sharding
+from labkit import db, sharding
 from labkit.sharding import HashRing, ShardCluster
 
 
@@ -92,3 +92,7 @@ def test_cluster_routes_scatters_and_rebalances():
             ShardCluster.create("test_s13b_none", 0)
     finally:
         cluster.close(drop=True)
+    gone = [
+        d.name for d in cluster.databases.values() if db.database_exists(d.name, qualified=True)
+    ]
+    assert gone == [], f"close(drop=True) left {gone}"
