@@ -195,14 +195,21 @@ class ExportReport:
 
 
 def export_parquet(
-    database: Any, table: str, path: str | os.PathLike, *, row_group_size: int = 128_000
+    database: Any,
+    table: str,
+    path: str | os.PathLike,
+    *,
+    row_group_size: int = 128_000,
+    progress: bool | None = None,
 ) -> ExportReport:
     """Export ``table`` of ``database`` to the Parquet file ``path`` (COPY → CSV → Arrow with
-    PostgreSQL's column types → Parquet, compressed with zstd)."""
+    PostgreSQL's column types → Parquet, compressed with zstd). ``progress`` shows the bytes
+    copied on stdout (default: for tables of 100 MB or more)."""
     import pyarrow as pa
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
     from psycopg import sql
+    from tqdm.auto import tqdm
 
     started = time.perf_counter()
     path = Path(path)
@@ -218,10 +225,19 @@ def export_parquet(
             for column in cursor.description:
                 info = conn.adapters.types.get(column.type_code)
                 columns.append((column.name, _arrow_type(pa, info.name if info else "?")))
+            size = conn.execute("SELECT pg_relation_size(%s)", (table,)).fetchone()[0]
             copy = sql.SQL("COPY (SELECT * FROM {} ORDER BY 1) TO STDOUT (FORMAT csv)")
-            with open(csv_path, "wb") as out, conn.cursor().copy(copy.format(name)) as stream:
+            bar = tqdm(
+                desc=f"export {table}",
+                unit="B",
+                unit_scale=True,
+                file=sys.stdout,
+                disable=not (size >= 100_000_000 if progress is None else progress),
+            )
+            with bar, open(csv_path, "wb") as out, conn.cursor().copy(copy.format(name)) as stream:
                 for block in stream:
                     out.write(block)
+                    bar.update(len(block))
         schema = pa.schema(columns)
         reader = pcsv.open_csv(
             csv_path,
