@@ -91,8 +91,59 @@ def test_role_and_table_facts_read_the_catalog(tenants):
         assert rls.policies(admin, "members") == []
         with pytest.raises(ValueError, match="load_tenants"):
             rls.table_security(admin, "no_such_table")
+        with pytest.raises(ValueError, match="load_tenants"):
+            rls.policies(admin, "no_such_table")
     finally:
         admin.dispose()
+
+
+def test_policies_are_read_for_the_table_of_one_schema(tenants):
+    """A same-named table in another schema, with a policy of its own: each name gets only
+    its own table's policies (pg_policies is matched on schema and table)."""
+    demo, _, _, _ = tenants
+    with demo.connect(autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS archive CASCADE")
+        conn.execute("CREATE SCHEMA archive")
+        conn.execute("CREATE TABLE archive.invoices (LIKE public.invoices)")
+        conn.execute("ALTER TABLE archive.invoices ENABLE ROW LEVEL SECURITY")
+        conn.execute("CREATE POLICY archived_only ON archive.invoices USING (false)")
+        try:
+            assert [p["policy"] for p in rls.policies(conn)] == ["tenant_isolation"]
+            assert [p["policy"] for p in rls.policies(conn, "public.invoices")] == [
+                "tenant_isolation"
+            ]
+            [archived] = rls.policies(conn, "archive.invoices")
+            assert (archived["policy"], archived["using"]) == ("archived_only", "false")
+        finally:
+            conn.execute("DROP SCHEMA archive CASCADE")
+
+
+def test_a_member_of_the_owner_role_counts_as_owner_and_bypasses(tenants):
+    """GRANT owner TO app: the application role now has the owner's privileges, so it skips
+    the (unforced) policy and reads every tenant; role_facts reports it as owner. Revoked
+    again, it is back to its own rows and owner False."""
+    demo, report, owner, app = tenants
+    grant = sql.SQL("GRANT {} TO {}").format(sql.Identifier(owner.name), sql.Identifier(app.name))
+    revoke = sql.SQL("REVOKE {} FROM {}").format(
+        sql.Identifier(owner.name), sql.Identifier(app.name)
+    )
+
+    def as_app():
+        with psycopg.connect(app.url(demo.name)) as conn:
+            facts = rls.role_facts(conn)
+            conn.execute("SELECT set_config('app.tenant_id', '1', true)")
+            seen = conn.execute("SELECT id, tenant_id FROM invoices").fetchall()
+        return facts["owner"], rls.foreign_rows(seen, 1)
+
+    with demo.connect(autocommit=True) as conn:
+        conn.execute(grant)
+        try:
+            as_member = as_app()
+        finally:
+            conn.execute(revoke)
+    foreign = report.invoices - report.per_tenant[1]
+    assert as_member == (True, foreign)
+    assert as_app() == (False, 0)
 
 
 def test_like_pattern_matches_the_term_itself(tenants):

@@ -197,11 +197,17 @@ def order_by(column: str, *, descending: bool = False, allowed: Iterable[str] = 
 
 
 def role_facts(bind: Any, table: str = "invoices") -> dict[str, Any]:
-    """Who a connection is: ``current_user``, whether it is a superuser, has BYPASSRLS, owns
-    ``table``. ``bind`` is a SQLAlchemy Engine/Connection/Session or a psycopg connection."""
+    """Who a connection is: ``current_user``, whether it is a superuser, has BYPASSRLS, and
+    acts as the owner of ``table``. ``bind`` is a SQLAlchemy Engine/Connection/Session or a
+    psycopg connection.
+
+    ``owner`` is true when the role has the owner's privileges, as PostgreSQL's own check
+    does (``pg_has_role(..., 'USAGE')``): the owner itself, any role granted the owner role
+    (with INHERIT, the default) and a superuser. Row-level security treats all of them as
+    the owner: they skip the policies of a table that is not forced."""
     query = (
         "SELECT current_user, r.rolsuper, r.rolbypassrls, "
-        "pg_get_userbyid(c.relowner) = current_user "
+        "pg_has_role(current_user, c.relowner, 'USAGE') "
         "FROM pg_roles r, pg_class c "
         "WHERE r.rolname = current_user AND c.oid = to_regclass(%(table)s)"
     )
@@ -220,10 +226,16 @@ def table_security(bind: Any, table: str = "invoices") -> dict[str, bool]:
 
 
 def policies(bind: Any, table: str = "invoices") -> list[dict[str, Any]]:
-    """The policies on ``table`` (name, command, roles, USING and WITH CHECK expressions)."""
+    """The policies on ``table`` (name, command, roles, USING and WITH CHECK expressions).
+    ``table`` is resolved like a table name in a query (``search_path``; ``"schema.table"``
+    names one schema), so a same-named table in another schema is not mixed in."""
+    _fetch_one(bind, "SELECT 1 FROM pg_class WHERE oid = to_regclass(%(table)s)", {"table": table})
     query = (
-        "SELECT policyname, cmd, roles::text[], qual, with_check FROM pg_policies "
-        "WHERE tablename = %(table)s ORDER BY policyname"
+        "SELECT p.policyname, p.cmd, p.roles::text[], p.qual, p.with_check "
+        "FROM pg_policies p "
+        "JOIN pg_namespace n ON n.nspname = p.schemaname "
+        "JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename "
+        "WHERE c.oid = to_regclass(%(table)s) ORDER BY p.policyname"
     )
     rows = _fetch_all(bind, query, {"table": table})
     keys = ("policy", "command", "roles", "using", "with_check")
