@@ -218,3 +218,26 @@ def test_moving_a_tenant_is_atomic_and_counted(engine):
         )
     with pytest.raises(TenantError, match="lives in schema"):
         tenancy.move_tenant_to_schema(engine, 3, "s12a_again")
+
+
+def test_catalog_comparison_holds_the_same_tenants_both_ways():
+    """Row-based: the catalog does not grow with tenants; schema per tenant: the same number
+    of relations per tenant, by either provisioning path, and the timings count every tenant."""
+    try:
+        frame, timings = tenancy.catalog_comparison(
+            (2, 5), prefix="s12a_test_catalog", alembic_sample=1, batch=2, progress=False
+        )
+        cost = frame.set_index(["layout", "tenants"])["pg_class_rows"]
+        assert cost[("row-based", 2)] == cost[("row-based", 5)]
+        assert cost[("schema per tenant", 5)] - cost[("schema per tenant", 2)] == 3 * 14
+        assert (timings["alembic_tenants"], timings["bulk_tenants"]) == (1, 4)
+        schemas = db.database("s12a_test_catalog_schemas").engine()
+        with schemas.connect() as conn:
+            assert tenancy.tenant_schemas(conn) == [f"tenant_{n}" for n in (1, 2, 3, 4, 5)]
+            assert tenancy.schema_fingerprint(conn, "tenant_1") == tenancy.schema_fingerprint(
+                conn, "tenant_5"
+            )
+        schemas.dispose()
+    finally:
+        db.drop_database("s12a_test_catalog_rows")
+        db.drop_database("s12a_test_catalog_schemas")
