@@ -241,3 +241,31 @@ def test_catalog_comparison_holds_the_same_tenants_both_ways():
     finally:
         db.drop_database("s12a_test_catalog_rows")
         db.drop_database("s12a_test_catalog_schemas")
+
+
+def test_a_move_waits_for_writers_of_that_tenant_and_loses_none(engine):
+    """A writer of the tenant holds a row (an UPDATE) and references the tenant (an INSERT):
+    the move waits for its commit (the locks of its first statements), then copies both, so
+    no write is lost between the copy and the delete."""
+    import threading
+
+    writer = engine.connect()
+    writer.execute(text("UPDATE tasks SET title = 'edited' WHERE tenant_id = 4 AND id = 46"))
+    writer.execute(text("INSERT INTO tasks (tenant_id, project_id, title) VALUES (4, 10, 'late')"))
+    before = counts(engine)[4]
+    outcome = {}
+    mover = threading.Thread(
+        target=lambda: outcome.update(moved=tenancy.move_tenant_to_schema(engine, 4, "s12a_locked"))
+    )
+    mover.start()
+    mover.join(0.5)
+    waited = mover.is_alive()
+    writer.commit()
+    writer.close()
+    mover.join(10)
+    assert waited, "the move did not wait for the open transaction of a writer of tenant 4"
+    assert outcome["moved"]["tasks"] == before + 1
+    with tenancy.tenant_engine(engine, "s12a_locked").connect() as conn:
+        titles = set(conn.execute(select(tenancy.schema_tasks.c.title)).scalars())
+    assert {"edited", "late"} <= titles
+    assert 4 not in counts(engine)
