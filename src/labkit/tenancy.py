@@ -61,6 +61,7 @@ from labkit.errors import LabkitError
 
 __all__ = [
     "Base",
+    "MIGRATIONS",
     "PLACEHOLDER",
     "Project",
     "SCHEMA_METADATA",
@@ -74,6 +75,7 @@ __all__ = [
     "catalog_comparison",
     "catalog_cost",
     "check_schema_name",
+    "current_tenant",
     "create_shared",
     "load_shared",
     "load_schema_data",
@@ -214,6 +216,7 @@ class TenantSession(Session):
 
 
 def current_tenant(session: Session) -> int:
+    """The session's tenant (``session.info["tenant_id"]``), or :class:`TenantError`."""
     tenant_id = session.info.get("tenant_id")
     if tenant_id is None:
         raise TenantError(
