@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import psycopg
 import pytest
@@ -105,6 +106,13 @@ def test_semaphore_bounds_holders_and_expires_a_dead_holders_lease(redis_client)
         thread.join()
     assert (peak, sorted(done), slots.holders("t")) == (2, list(range(6)), 0)
     assert slots.waits >= 4
+    assert int(redis_client.get(slots.waiting_key("t"))) == 0  # every waiter deregistered
+    # With no waiter, releases push no wake token: none pile up to wake later waiters.
+    redis_client.delete(slots.wake_key("idle"))
+    pushed = []
+    for _ in range(5):
+        pushed.append(slots.release("idle", slots.try_acquire("idle", limit=1)))
+    assert pushed == [False] * 5 and redis_client.llen(slots.wake_key("idle")) == 0
 
     dead = slots.try_acquire("lease", limit=1, lease_ms=150)
     assert dead and slots.try_acquire("lease", limit=1) is None
@@ -145,6 +153,32 @@ def test_statement_timeout_is_per_transaction_and_per_plan(demo):
         plans[1].rate("write")
 
 
+def test_gateway_meters_every_statement_that_ran(demo):
+    """A Gateway with a meter bills each statement to its tenant: the rows of one that
+    completed, and the time of one the timeout cancelled (0 rows)."""
+    from labkit import metering
+
+    database, info, plans = demo
+    meter = metering.UsageMeter()
+    gateway = Gateway(plans, timeouts=True, meter=meter)
+    noisy = info["noisy"]
+    with database.connect(autocommit=True) as conn:
+        assert len(gateway.execute(conn, 1, "SELECT generate_series(1, 7)", ())) == 7
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            gateway.execute(conn, noisy, "SELECT pg_sleep(0.3)", ())
+    billed = meter.pending(timed=True)
+    assert {t: (c["queries"], c["rows"]) for t, c in billed.items()} == {1: (1, 7), noisy: (1, 0)}
+    assert 100 <= billed[noisy]["statement_ms"] < 300  # cancelled at its 100 ms timeout
+
+
+def test_percentiles_are_nearest_rank_and_need_enough_samples():
+    """Nearest rank on 1..200: p50 = 100, p95 = 190, p99 = 198; p99 of 99 samples is NaN."""
+    result = isolation.PhaseResult("x", latencies_ms={1: [float(x) for x in range(200, 0, -1)]})
+    assert (result.percentile(50), result.percentile(95), result.percentile(99)) == (100, 190, 198)
+    few = isolation.PhaseResult("y", latencies_ms={1: [1.0] * 99})
+    assert few.percentile(95) == 1.0 and few.percentile(99) != few.percentile(99)
+
+
 def test_rate_limited_gateway_refuses_reports_but_not_reads(demo, redis_client):
     """The starter plan allows 1 report in a burst: the 2nd is refused with a retry time;
     reads are not rate limited by default."""
@@ -167,6 +201,13 @@ def test_noisy_neighbour_is_contained(demo, redis_client):
     1 is active, timeouts cancel every report, the bucket bounds what passes, and no
     quiet query is refused or cancelled (the tenants connect as the application's role)."""
     database, info, plans = demo
+    # The report outlasts 3× the starter timeout run plainly (no EXPLAIN overhead), alone.
+    margin = 3 * plans[info["noisy"]].statement_timeout_ms
+    patient = Gateway({info["noisy"]: replace(plans[info["noisy"]], statement_timeout_ms=margin)})
+    patient.timeouts = True
+    with database.connect(autocommit=True) as conn:
+        with pytest.raises(psycopg.errors.QueryCanceled, match="statement timeout"):
+            patient.execute(conn, info["noisy"], isolation.REPORT_QUERY, (info["noisy"],) * 2)
     namespace = isolation.default_namespace("test:load:")
     slots = ConcurrencyLimiter(redis_client, namespace=namespace + "slots:")
     limiter = RateLimiter(redis_client, namespace=namespace + "rate:")

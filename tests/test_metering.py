@@ -60,11 +60,14 @@ def test_meter_counts_a_known_workload_and_stores_it(demo):
         with database.connect(autocommit=True) as conn:
             assert meter.flush(conn) == 4
             assert meter.pending() == {} and meter.flush(conn) == 0
-            meter.add(1, queries=2, rows=3)
+            meter.add(1, queries=2, rows=3, statement_ms=1.4)
+            meter.add(1, statement_ms=1.4)
+            assert meter.pending(timed=True)[1]["statement_ms"] == pytest.approx(2.8)
             meter.flush(conn)
             usage = metering.usage_per_hour(conn)
         totals = usage.groupby("tenant_id")[["queries", "rows"]].sum().to_dict("index")
         assert totals == {1: {"queries": 7, "rows": 40}, 2: {"queries": 201, "rows": 207}}
+        assert usage.groupby("tenant_id")["statement_ms"].sum().to_dict() == {1: 3, 2: 0}
     finally:
         meter.detach()
         engine.dispose()
@@ -74,11 +77,27 @@ def test_meter_counts_a_known_workload_and_stores_it(demo):
 
 def test_storage_per_tenant_comes_from_the_catalog(demo):
     """orders has fixed-width rows: each tenant's bytes are its rows times one row's size;
-    a second snapshot in the same hour replaces the first; the admin table shows both."""
+    a compressed value TOASTed out of line counts at its compressed size (the whole-row
+    value does not decompress it); a second snapshot in the same hour replaces the first;
+    the admin table shows both."""
     database, _ = demo
     with database.connect(autocommit=True) as conn:
         counts = dict(conn.execute("SELECT tenant_id, count(*) FROM orders GROUP BY 1").fetchall())
         width = conn.execute("SELECT pg_column_size(o.*) FROM orders o LIMIT 1").fetchone()[0]
+        conn.execute("CREATE TABLE docs (tenant_id int, body text)")
+        conn.execute(  # ~1 MB that compresses to ~13 kB: too big for a page, so out of line
+            "INSERT INTO docs SELECT 2, string_agg(md5((i % 50)::text), ' ') "
+            "FROM generate_series(1, 30000) i"
+        )
+        toasted = metering.storage_by_tenant(conn, tables=["docs"])[2]["docs"]
+        raw, stored, external = conn.execute(
+            "SELECT octet_length(body), pg_column_size(body), "
+            "pg_relation_size((SELECT reltoastrelid FROM pg_class WHERE relname = 'docs')) "
+            "FROM docs"
+        ).fetchone()
+        conn.execute("DROP TABLE docs")
+        assert external > 0 and stored < raw // 50  # compressed, and stored out of line
+        assert stored < toasted < stored + 64  # the value at its stored size, plus the header
         sizes = metering.storage_by_tenant(conn)
         assert {t: s["orders"] for t, s in sizes.items()} == {
             t: n * width for t, n in counts.items()
@@ -100,7 +119,9 @@ def test_storage_per_tenant_comes_from_the_catalog(demo):
 
 def test_export_writes_only_the_tenants_rows(demo, tmp_path):
     """Every tenant table (found in the catalog, an odd name included) is exported with
-    the tenant's row count and no row of another tenant; bad ids are refused."""
+    the tenant's row count and no row of another tenant; bad ids are refused. All files
+    share one snapshot: a row committed by another connection after the first file is
+    in none of them."""
     database, _ = demo
     odd = 'odd "name"; drop'
     with database.connect(autocommit=True) as conn:
@@ -114,7 +135,20 @@ def test_export_writes_only_the_tenants_rows(demo, tmp_path):
         conn.execute(
             sql.SQL("INSERT INTO {} VALUES (1, 1), (2, 2), (2, 3)").format(sql.Identifier(odd))
         )
-        files = metering.export_tenant(conn, 2, tmp_path / "t2")
+        first = metering.tenant_tables(conn)[0]
+        assert first == "customers"
+        written_after: list[str] = []
+
+        def write_elsewhere(exported: metering.ExportedFile) -> None:
+            if exported.table == first:  # committed by another connection, mid-export
+                with database.connect(autocommit=True) as other:
+                    other.execute("INSERT INTO orders VALUES (2, 9999, 1, now())")
+                written_after.append(exported.table)
+
+        files = metering.export_tenant(conn, 2, tmp_path / "t2", after_table=write_elsewhere)
+        assert written_after == [first]
+        assert (conn.read_only, conn.isolation_level) == (None, None)  # restored
+        conn.execute("DELETE FROM orders WHERE tenant_id = 2 AND id = 9999")
         expected = {
             table: conn.execute(
                 sql.SQL("SELECT count(*) FROM {} WHERE tenant_id = 2").format(sql.Identifier(table))
@@ -132,3 +166,5 @@ def test_export_writes_only_the_tenants_rows(demo, tmp_path):
             rows = list(csv.DictReader(handle))
         assert len(rows) == exported.rows
         assert {row["tenant_id"] for row in rows} <= {"2"}
+        if exported.table == "orders":
+            assert "9999" not in {row["id"] for row in rows}  # the same snapshot

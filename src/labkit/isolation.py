@@ -22,13 +22,18 @@ limit is optional, so the lesson can add them one at a time.
 >>> first, second = slots.try_acquire("t1", limit=1), slots.try_acquire("t1", limit=1)
 >>> bool(first), second
 (True, None)
->>> slots.release("t1", first); _ = limiter.reset()
+>>> slots.release("t1", first)  # no waiter: no wake token pushed
+False
+>>> _ = limiter.reset()
 
 **The load.** :func:`load_demo` creates the tables and the data: tenants with their
 ``orders``, one of them big (the noisy neighbour). :func:`run_phase` runs the quiet
 tenants' cheap dashboard query in closed loops (one thread and connection each) while
 the noisy tenant's threads run an expensive report, all through one :class:`Gateway`; a
-monitor samples ``pg_stat_activity`` for the noisy tenant's active statements. The
+monitor samples ``pg_stat_activity`` for the noisy tenant's active statements. Closed
+loops send a new query only when the last one answered, so a slow period gets fewer
+samples (coordinated omission): the percentiles understate the tail, and the quiet
+tenants' throughput is shown beside them. The
 :class:`PhaseResult` holds the quiet tenants' latencies and the deterministic counts:
 statements cancelled by the timeout (``QueryCanceled``), requests refused by the rate
 limiter, waits for a slot, and the most noisy statements seen active at once.
@@ -357,10 +362,14 @@ return {allowed, retry, tostring(tokens)}
 class ConcurrencyLimiter:
     """A counting semaphore per tenant in Redis: a sorted set of holders scored by when
     their lease ends. Acquiring (one Lua script) drops expired leases, then adds the holder
-    if fewer than ``limit`` remain; releasing removes it and wakes one waiter (``BLPOP`` on a
-    wake list, so waiters do not poll Redis in a tight loop). A holder that dies without
-    releasing loses its slot when its lease ends (``lease_ms``); waiters look again every
-    ``poll_s`` for that."""
+    if fewer than ``limit`` remain; releasing removes it and, if a waiter is registered
+    (a counter of waiters) and fewer wake tokens are queued than waiters, pushes one wake
+    token on a list the waiters block on with ``BLPOP`` (so they do not poll Redis in a
+    tight loop, and tokens never pile up for waiters that do not exist). The woken waiter
+    still has to win the acquire script: the queue is not fair (not FIFO), a newcomer can
+    take the slot first. A holder that dies without releasing loses its slot when its lease
+    ends (``lease_ms``); waiters look again every ``poll_s`` for that (and for a release
+    that came between their failed acquire and their registration)."""
 
     ACQUIRE = """
 local t = redis.call('TIME')
@@ -371,6 +380,17 @@ if redis.call('ZCARD', KEYS[1]) < tonumber(ARGV[1]) then
     if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
         redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]))
     end
+    return 1
+end
+return 0
+"""
+
+    RELEASE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+local waiting = tonumber(redis.call('GET', KEYS[3]) or '0')
+if waiting > redis.call('LLEN', KEYS[2]) then
+    redis.call('RPUSH', KEYS[2], 1)
+    redis.call('PEXPIRE', KEYS[2], 10000)
     return 1
 end
 return 0
@@ -393,6 +413,7 @@ return 0
         self.waits = 0  # slot() calls that found every slot taken at first
         self._lock = threading.Lock()
         self._acquire = client.register_script(self.ACQUIRE)
+        self._release = client.register_script(self.RELEASE)
 
     def key(self, tenant: Any) -> str:
         return f"{self.namespace}holders:{tenant}"
@@ -410,15 +431,14 @@ return 0
     def wake_key(self, tenant: Any) -> str:
         return f"{self.namespace}wake:{tenant}"
 
-    def release(self, tenant: Any, holder: str) -> None:
-        """Give the slot back and wake one waiter (a token pushed on the tenant's wake list)."""
-        wake = self.wake_key(tenant)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.zrem(self.key(tenant), holder)
-            pipe.rpush(wake, 1)
-            pipe.ltrim(wake, -100, -1)
-            pipe.pexpire(wake, 10_000)
-            pipe.execute()
+    def waiting_key(self, tenant: Any) -> str:
+        return f"{self.namespace}waiting:{tenant}"
+
+    def release(self, tenant: Any, holder: str) -> bool:
+        """Give the slot back; push a wake token only if registered waiters outnumber the
+        tokens already queued. Returns True if it pushed one."""
+        keys = [self.key(tenant), self.wake_key(tenant), self.waiting_key(tenant)]
+        return bool(self._release(keys=keys, args=[holder]))
 
     def holders(self, tenant: Any) -> int:
         """Holders right now (expired leases included until the next acquire drops them)."""
@@ -441,18 +461,26 @@ return 0
         started = time.perf_counter()
         deadline = started + wait_s
         waited = False
-        while (holder := self.try_acquire(tenant, limit=limit, lease_ms=lease_ms)) is None:
-            if not waited:
-                waited = True
-                with self._lock:
-                    self.waits += 1
-            if time.perf_counter() >= deadline or (stop is not None and stop.is_set()):
-                raise SlotUnavailable(
-                    f"tenant {tenant}: all {limit} slots stayed taken for {wait_s} s "
-                    "(retry later, or raise the plan's max_concurrent)"
-                )
-            # Sleep until a release pushes a wake token, or poll_s (a lease may have expired).
-            self.client.blpop([self.wake_key(tenant)], timeout=self.poll_s)
+        try:
+            while (holder := self.try_acquire(tenant, limit=limit, lease_ms=lease_ms)) is None:
+                if not waited:
+                    waited = True
+                    with self._lock:
+                        self.waits += 1
+                    with self.client.pipeline(transaction=True) as pipe:  # register as a waiter
+                        pipe.incr(self.waiting_key(tenant))
+                        pipe.pexpire(self.waiting_key(tenant), 60_000)
+                        pipe.execute()
+                if time.perf_counter() >= deadline or (stop is not None and stop.is_set()):
+                    raise SlotUnavailable(
+                        f"tenant {tenant}: all {limit} slots stayed taken for {wait_s} s "
+                        "(retry later, or raise the plan's max_concurrent)"
+                    )
+                # Sleep until a release pushes a wake token, or poll_s (a lease may have expired).
+                self.client.blpop([self.wake_key(tenant)], timeout=self.poll_s)
+        finally:
+            if waited:
+                self.client.decr(self.waiting_key(tenant))
         try:
             yield (time.perf_counter() - started) * 1000
         finally:
@@ -471,7 +499,10 @@ return 0
 class Gateway:
     """The application's request path: rate limit, then a concurrency slot, then the
     statement in a transaction with the tenant's ``statement_timeout``. Each limit is off
-    unless given (``timeouts=True``, ``slots=``, ``limiter=``).
+    unless given (``timeouts=True``, ``slots=``, ``limiter=``). With a ``meter``
+    (:class:`labkit.metering.UsageMeter`), every statement that reached PostgreSQL is
+    billed to its tenant: one query, its rows, and its milliseconds (a cancelled one too:
+    it used the server until it was cancelled).
 
     The rate limit and the slots guard the kinds in ``limited_kinds`` (the expensive
     ``report`` by default): each check is a Redis round trip, which a 1-ms read would
@@ -484,6 +515,7 @@ class Gateway:
     slot_wait_s: float = 10.0
     limited_kinds: tuple[str, ...] = ("report",)
     label: str = ""
+    meter: Any = None  # a labkit.metering.UsageMeter: bills every statement that ran
 
     def plan(self, tenant_id: int) -> Plan:
         try:
@@ -516,18 +548,25 @@ class Gateway:
             if not decision.allowed:
                 raise RateLimited(f"tenant {tenant_id} {kind}s", decision.retry_after_ms)
         if self.slots is None or not limited:
-            return self._run(conn, plan, query, params, timings)
+            return self._run(conn, tenant_id, plan, query, params, timings)
         # The lease outlives the statement timeout, so only a crashed holder loses it.
         lease = plan.statement_timeout_ms + 5_000
         with self.slots.slot(
             tenant_id, limit=plan.max_concurrent, wait_s=self.slot_wait_s, lease_ms=lease, stop=stop
         ):
-            return self._run(conn, plan, query, params, timings)
+            return self._run(conn, tenant_id, plan, query, params, timings)
 
     def _run(
-        self, conn: Any, plan: Plan, query: str, params: Sequence[Any], timings: list[float] | None
+        self,
+        conn: Any,
+        tenant_id: int,
+        plan: Plan,
+        query: str,
+        params: Sequence[Any],
+        timings: list[float] | None,
     ):
         began = time.perf_counter()
+        rows: list[Any] = []
         try:
             # Pipeline mode sends BEGIN, set_config, the statement and COMMIT together: the
             # timeout costs no extra round trip, so every phase pays the same network cost.
@@ -539,10 +578,14 @@ class Gateway:
                             (f"{plan.statement_timeout_ms}ms",),
                         )
                     cursor = conn.execute(query, params)
-                return cursor.fetchall()
+                rows = cursor.fetchall()
+            return rows
         finally:
+            elapsed_ms = (time.perf_counter() - began) * 1000
             if timings is not None:
-                timings.append((time.perf_counter() - began) * 1000)
+                timings.append(elapsed_ms)
+            if self.meter is not None:
+                self.meter.add(tenant_id, queries=1, rows=len(rows), statement_ms=elapsed_ms)
 
 
 # --------------------------------------------------------------------------- the load
@@ -577,9 +620,12 @@ class PhaseResult:
         return sorted(x for values in self.latencies_ms.values() for x in values)
 
     def percentile(self, q: float) -> float:
-        """The quiet tenants' ``q``-th percentile latency in ms (nearest rank)."""
+        """The quiet tenants' ``q``-th percentile latency in ms, by nearest rank (the
+        smallest latency with at least ``q`` % of the samples at or below it). NaN when
+        there are fewer than ``100 / (100 - q)`` samples (p99 needs 100): the top rank would
+        only be the maximum."""
         values = self.quiet_latencies
-        if not values:
+        if not values or (q < 100 and len(values) < 100 / (100 - q)):
             return float("nan")
         return values[min(len(values) - 1, max(0, -(-len(values) * q // 100) - 1))]
 
@@ -612,19 +658,32 @@ class PhaseResult:
         self.errors += other.errors
         return self
 
+    @property
+    def quiet_throughput(self) -> float:
+        """The quiet tenants' completed queries per second of the phase (all of them)."""
+        return len(self.quiet_latencies) / self.duration_s if self.duration_s else float("nan")
+
+    @property
+    def noisy_concurrency(self) -> float:
+        """The noisy tenant's average concurrency: seconds of report statements in flight
+        per second of the phase (the average number running at once, not CPU)."""
+        return self.noisy_busy_s / self.duration_s if self.duration_s else float("nan")
+
     def row(self) -> dict[str, Any]:
         return {
             "phase": self.label,
             "quiet queries": len(self.quiet_latencies),
+            "quiet queries/s": round(self.quiet_throughput),
             "quiet p50 ms": round(self.percentile(50), 2),
             "quiet p95 ms": round(self.percentile(95), 2),
             "quiet p99 ms": round(self.percentile(99), 2),
             "reports completed": self.noisy_completed,
             "cancelled by timeout": self.noisy_cancelled,
+            "stopped at phase end": self.noisy_stopped,
             "refused by rate limit": self.noisy_refused,
             "waited for a slot": self.noisy_waited,
             "max noisy active": self.max_noisy_active,
-            "noisy statement s": round(self.noisy_busy_s, 2),
+            "noisy avg concurrency": round(self.noisy_concurrency, 2),
         }
 
 
@@ -654,7 +713,8 @@ def run_phase(
 
     A refused report sleeps the limiter's ``retry_after_ms``; a report cancelled by its
     timeout is retried at once. A monitor counts the noisy tenant's ``active`` statements
-    in ``pg_stat_activity`` every ``monitor_interval_s``. At the end, reports still running
+    in ``pg_stat_activity`` every ``monitor_interval_s`` (on a fixed schedule; a sample that
+    takes longer delays the next one). At the end, reports still running
     are cancelled (counted as ``noisy_stopped``, not as timeouts) so a phase ends on time.
 
     The tenants' connections log in as ``role`` (a :class:`labkit.db.Role`, see
@@ -764,6 +824,7 @@ def run_phase(
         except threading.BrokenBarrierError:
             stop.set()
         began = time.perf_counter()
+        next_sample = began
         name = application_name(noisy_tenant) if noisy_tenant is not None else ""
         while not stop.is_set() and time.perf_counter() - began < duration_s:
             if noisy_tenant is not None:
@@ -776,7 +837,8 @@ def run_phase(
                 result.samples += 1
                 result.max_noisy_active = max(result.max_noisy_active, active)
                 result.noisy_users.update(users)
-            time.sleep(monitor_interval_s)
+            next_sample += monitor_interval_s
+            time.sleep(max(0.0, next_sample - time.perf_counter()))
         stop.set()
         result.duration_s = time.perf_counter() - began
         with lock:
@@ -816,9 +878,9 @@ def run_rounds(
     steps = [(r, i) for r in range(rounds) for i in range(len(gateways))]
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm  # plain text: a saved notebook shows the final count
 
-        bar = tqdm(total=len(steps), desc="phases", file=sys.stdout, leave=True)
+        bar = tqdm(total=len(steps), desc="phases", file=sys.stdout, leave=True, ascii=True)
     try:
         for _, index in steps:
             gateway, noisy = gateways[index]
