@@ -56,6 +56,7 @@ REQUIREMENTS = [
     Requirement("ts-engine", NB, SESSIONS, "return a SQLAlchemy `sessionmaker` bound to `engine`", T4),
     Requirement("ts-info", NB, SESSIONS, 'whose sessions read their tenant from `session.info["tenant_id"]`', T4),
     Requirement("ts-every-transaction", NB, SESSIONS, "At the start of every transaction of such a session", T4),
+    Requirement("ts-scoped", NB, SESSIONS, "an `after_begin` event of the sessionmaker you return, not of every Session in the program", T4),
     Requirement("ts-bound", NB, SESSIONS, "the tenant passed as a bound parameter", T4),
     Requirement("ts-local", NB, SESSIONS, "The setting must end with the transaction", T4),
     Requirement("ts-none", NB, SESSIONS, "A session whose `info` holds no tenant sets nothing", T4),
@@ -131,9 +132,9 @@ def slip(answer: str, *replacements: tuple[str, str]) -> str:
     return text
 
 
-def case(name, breaks, answer, source, loses):
+def case(name, breaks, answer, source, loses, by="course"):
     return {"name": name, "breaks": breaks, "notebook": NB, "answers": {answer: source},
-            "loses": [loses], "source": "course"}  # fmt: skip
+            "loses": [loses], "source": by}  # fmt: skip
 
 
 def body(answer: str, signature: str, code: str) -> str:
@@ -142,6 +143,63 @@ def body(answer: str, signature: str, code: str) -> str:
         f"    {line}\n" if line else "\n" for line in code.splitlines()
     )
 
+
+# Written by the outside review (verbatim), from the student notebook and the task text.
+OUTSIDE = {
+    "strip_check_quote_raw": """
+def order_clause(column, descending=False):
+    if column.strip() not in SORTABLE:
+        raise ValueError(f"cannot sort by {column!r}: choose one of {SORTABLE}")
+    direction = sql.SQL("DESC" if descending else "ASC")
+    return sql.SQL("ORDER BY {} {}, id").format(sql.Identifier(column), direction)
+""",
+    "descending_is_True": """
+def order_clause(column, descending=False):
+    if column not in SORTABLE:
+        raise ValueError(f"cannot sort by {column!r}: choose one of {SORTABLE}")
+    direction = sql.SQL("DESC" if descending is True else "ASC")
+    return sql.SQL("ORDER BY {} {}, id").format(sql.Identifier(column), direction)
+""",
+    "global_Session_listener": """
+from sqlalchemy.orm import Session as _Session
+
+@event.listens_for(_Session, "after_begin")
+def _set_tenant_everywhere(session, transaction, connection):
+    tenant = session.info.get("tenant_id")
+    if tenant is not None:
+        connection.execute(text("SELECT set_config('app.tenant_id', :t, true)"), {"t": str(tenant)})
+
+
+def tenant_sessionmaker(engine):
+    return sessionmaker(bind=engine)
+""",
+    "counter_nonce": """
+import itertools as _it
+_COUNTER = _it.count(1)
+
+def encrypt_field(keys, key_id, plaintext, associated_data):
+    key = keys[key_id]
+    if len(key) != 32:
+        raise ValueError("AES-256 needs a 32-byte key")
+    nonce = next(_COUNTER).to_bytes(12, "big")
+    return nonce + AESGCM(key).encrypt(nonce, plaintext.encode("utf-8"), associated_data)
+""",
+    "check_only_short_keys": """
+def encrypt_field(keys, key_id, plaintext, associated_data):
+    key = keys[key_id]
+    if len(key) < 32:
+        raise ValueError("AES-256 needs a 32-byte key")
+    nonce = secrets.token_bytes(12)
+    return nonce + AESGCM(key[:32]).encrypt(nonce, plaintext.encode("utf-8"), associated_data)
+""",
+    "ad_ignored_on_decrypt": """
+def decrypt_field(keys, key_id, blob, associated_data):
+    try:
+        return AESGCM(keys[key_id]).decrypt(blob[:12], blob[12:], associated_data).decode("utf-8")
+    except InvalidTag:
+        return AESGCM(keys[key_id]).decrypt(blob[:12], blob[12:], None).decode("utf-8")
+""",
+}
 
 SEARCH_SQL = '"SELECT id FROM invoices WHERE tenant_id = %s AND customer ILIKE %s ORDER BY id"'
 RLS_MATCH = "tenant_id = NULLIF(current_setting('app.tenant_id', true), '')::int"
@@ -281,6 +339,20 @@ CASES = [
               "    except InvalidTag:\n"
               "        continue\n"
               'raise InvalidTag("no key decrypts this value")'), T6),
+    # ------------------------------------------------------------------ outside review
+    case("the allowlist checked on the stripped name, the name quoted as given", "order-exact", ORDER,
+         OUTSIDE["strip_check_quote_raw"], T2, by="outside review"),
+    case("descending only when `descending is True`", "order-desc", ORDER,
+         OUTSIDE["descending_is_True"], T2, by="outside review"),
+    case("the after_begin listener on every Session of the program", "ts-scoped", SESSIONS,
+         OUTSIDE["global_Session_listener"], T4, by="outside review"),
+    case("a counter nonce: restarts at 1 in every process", "enc-nonce", ENCRYPT,
+         OUTSIDE["counter_nonce"], T6, by="outside review"),
+    case("refuses short keys only, and cuts a longer key to 32 bytes", "enc-key-length", ENCRYPT,
+         OUTSIDE["check_only_short_keys"], T6, by="outside review"),
+    case("falls back to no associated data when the tag does not match", "dec-raise", DECRYPT,
+         OUTSIDE["ad_ignored_on_decrypt"], T6, by="outside review"),
+    # ------------------------------------------------------------------ course
     case("a value that fails to decrypt reads as empty", "dec-raise", DECRYPT,
          body(DECRYPT, "decrypt_field(keys, key_id, blob, associated_data)",
               "try:\n"
