@@ -44,6 +44,14 @@ def test_export_and_duckdb_match_postgres(tmp_path):
         }
         pg = analytics.postgres_profile(warehouse, REPORT)
         assert 0 < profile.bytes_read < pg.bytes_touched
+        assert set(pg.settings) == set(analytics.PLANNER_SETTINGS) and isinstance(pg.jit, bool)
+        with warehouse.connect(autocommit=True) as conn:  # one connection, reused
+            conn.execute("SET max_parallel_workers_per_gather = 0")
+            pids = {analytics.postgres_rows(conn, "SELECT pg_backend_pid()")[0] for _ in "ab"}
+            assert pids == {(conn.info.backend_pid,)}
+            serial = analytics.postgres_profile(conn, REPORT)
+            assert serial.workers == 0 and serial.settings["max_parallel_workers_per_gather"] == "0"
+            assert serial.pages == pg.pages
         sizes = analytics.parquet_columns(views.path)
         assert sizes["stored_bytes"].sum() < views.file_bytes
         assert sizes["column"][0] == "referrer"

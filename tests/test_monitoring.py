@@ -31,6 +31,25 @@ def test_histogram_quantile_interpolates_like_prometheus():
         histogram_quantile(0.5, [(0.1, 3)])
 
 
+def test_exact_quantile_lies_in_the_estimates_bucket():
+    """Nearest rank; the estimate from buckets falls in the bucket of the exact value, so
+    the two differ by less than its width, and a threshold on a bound decides alike."""
+    values = [0.001 * (i % 7) + 0.0004 for i in range(57)] + [0.1013, 0.1021, 0.1049]
+    assert monitoring.exact_quantile(0.5, [3.0, 1.0, 2.0, 4.0]) == 2.0
+    assert monitoring.exact_quantile(0.95, values) == max(values[:57])  # 57th of 60
+    assert monitoring.exact_quantile(0.96, values) == 0.1013  # 58th of 60
+    assert math.isnan(monitoring.exact_quantile(0.95, []))
+    assert monitoring.bucket_of(0.1013, monitoring.BUCKETS) == (0.1, 0.15)
+    assert monitoring.bucket_of(0.1, monitoring.BUCKETS) == (0.05, 0.1)
+    assert monitoring.bucket_of(9.0, monitoring.BUCKETS) == (2.5, INF)
+    for q in (0.5, 0.9, 0.95, 0.99):
+        buckets = [(le, sum(v <= le for v in values)) for le in (*monitoring.BUCKETS, INF)]
+        estimate, exact = histogram_quantile(q, buckets), monitoring.exact_quantile(q, values)
+        lower, upper = monitoring.bucket_of(exact, monitoring.BUCKETS)
+        assert lower < estimate <= upper
+        assert (estimate > 0.05) == (exact > 0.05)
+
+
 def test_alert_needs_for_ticks_and_clears_at_once():
     rule = AlertRule("p95", threshold=0.05, for_ticks=2)
     states = [rule.evaluate(v) for v in (0.01, 0.06, 0.07, 0.08, 0.05, float("nan"), 0.2)]
@@ -43,7 +62,7 @@ def test_metrics_and_server_statistics_count_real_statements():
     database = db.fresh_database("test_s13b_monitor")
     engine = database.engine()
     try:
-        metrics = QueryMetrics(CollectorRegistry())
+        metrics = QueryMetrics(CollectorRegistry(), keep_raw=True)
         metrics.instrument(engine)
         with pytest.raises(ValueError, match="Duplicated"):
             QueryMetrics(metrics.registry)
@@ -60,8 +79,11 @@ def test_metrics_and_server_statistics_count_real_statements():
                     conn.execute(text("SELECT pg_sleep(0.25)"))
 
         board = monitoring.watch(
-            metrics.registry, rule, workload, ticks=6, window=2, progress=False
+            metrics.registry, rule, workload, ticks=6, window=2, raw=metrics.raw, progress=False
         )
+        assert len(metrics.raw) == 62
+        assert list(board["bucket_ms"])[2:4] == ["250-500", "250-500"]  # pg_sleep(0.25) + trip
+        assert (board["exact_p95_ms"][2:4] > 250).all()
         assert list(board["state"]) == [
             "inactive",
             "inactive",
@@ -85,3 +107,35 @@ def test_metrics_and_server_statistics_count_real_statements():
     finally:
         engine.dispose()
         db.drop_database("test_s13b_monitor")
+
+
+def test_snapshot_delta_keeps_roles_apart():
+    """pg_stat_statements has one row per (userid, dbid, queryid, toplevel): the same query by
+    two roles must stay two rows, each with its own calls (merging on queryid alone would
+    cross the two roles' rows)."""
+    database = db.fresh_database("test_s13b_roles")
+    reader = db.login_role("s13b_mon_reader")
+    admin, other = database.engine(), reader.engine(database.name)
+    try:
+        before = monitoring.statements_snapshot(database)
+        for engine, times in ((admin, 3), (other, 5)):
+            with engine.connect() as conn:
+                for _ in range(times):
+                    conn.execute(text("SELECT 1 + 1"))
+        admin.dispose()
+        other.dispose()
+        middle = monitoring.statements_snapshot(database)
+        with other.connect() as conn:
+            conn.execute(text("SELECT 1 + 1"))
+        other.dispose()
+        after = monitoring.statements_snapshot(database)
+        first = monitoring.snapshot_delta(before, middle, top=100, roles=True)
+        calls = first[first["query"] == "SELECT $1 + $2"].set_index("role")["calls"].to_dict()
+        assert calls[reader.name] == 5 and len(calls) == 2 and sum(calls.values()) == 8
+        second = monitoring.snapshot_delta(middle, after, top=100, roles=True)
+        mine = second[second["query"] == "SELECT $1 + $2"]
+        assert list(mine["role"]) == [reader.name] and list(mine["calls"]) == [1]
+    finally:
+        admin.dispose()
+        other.dispose()
+        db.drop_database("test_s13b_roles")

@@ -38,11 +38,12 @@ import re
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "PLANNER_SETTINGS",
     "DuckProfile",
     "ExportReport",
     "PostgresProfile",
@@ -117,7 +118,7 @@ def load_page_views(
     """Create and fill ``visitors`` (default ``views // 10`` rows) and ``page_views`` in an
     empty ``database`` (a :class:`labkit.db.Database`), in chunks with a progress bar on
     stdout; then index, ``VACUUM ANALYZE``. Returns the row counts."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text on stdout: saved with the notebook, unlike a widget
 
     if views < 1:
         raise ValueError(f"views must be at least 1, not {views}")
@@ -209,7 +210,7 @@ def export_parquet(
     import pyarrow.csv as pcsv
     import pyarrow.parquet as pq
     from psycopg import sql
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text on stdout: saved with the notebook, unlike a widget
 
     started = time.perf_counter()
     path = Path(path)
@@ -294,10 +295,22 @@ def duckdb_connection(tables: dict[str, str | os.PathLike]):
     return con
 
 
+def _is_connection(target: Any) -> bool:
+    return hasattr(target, "cursor") and hasattr(target, "execute")
+
+
 def postgres_rows(database: Any, query: str, params: Any = None) -> list[tuple]:
-    """The rows of ``query`` on ``database``, as tuples."""
+    """The rows of ``query`` as tuples, on ``database``: a :class:`labkit.db.Database` (a new
+    connection for this one query) or an open psycopg connection (reused: what to time, since
+    a new connection costs more than a small query)."""
+    if _is_connection(database):
+        return [tuple(row) for row in database.execute(query, params)]
     with database.connect() as conn:
         return [tuple(row) for row in conn.execute(query, params)]
+
+
+#: The settings that decide how much of the machine one PostgreSQL query may use.
+PLANNER_SETTINGS = ("jit", "max_parallel_workers_per_gather", "work_mem")
 
 
 @dataclass(frozen=True)
@@ -306,7 +319,9 @@ class PostgresProfile:
 
     ms: float
     pages: int  # 8 kB buffers hit or read
-    workers: int
+    workers: int  # parallel workers launched (besides the leader)
+    jit: bool  # the executor compiled expressions with LLVM
+    settings: dict[str, str] = field(default_factory=dict)  # PLANNER_SETTINGS, as SHOW gives them
 
     @property
     def bytes_touched(self) -> int:
@@ -314,12 +329,21 @@ class PostgresProfile:
 
 
 def postgres_profile(database: Any, query: str) -> PostgresProfile:
-    """Run ``query`` (a SELECT) under ``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)``: its
-    execution time, the 8 kB pages it touched and the parallel workers it used."""
+    """Run ``query`` (a SELECT) under ``EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON)`` on
+    ``database`` (a :class:`labkit.db.Database` or an open psycopg connection): its execution
+    time, the 8 kB pages it touched, the parallel workers it launched, whether JIT compiled it,
+    and the session's :data:`PLANNER_SETTINGS`."""
+    from contextlib import nullcontext
+
     if not query.lstrip().upper().startswith(("SELECT", "WITH")):
         raise ValueError("postgres_profile runs EXPLAIN ANALYZE: give it a SELECT")
-    with database.connect() as conn:
+    opened = nullcontext(database) if _is_connection(database) else database.connect()
+    with opened as conn:
         plan = conn.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query).fetchone()[0][0]
+        settings = {
+            name: conn.execute("SELECT current_setting(%s)", (name,)).fetchone()[0]
+            for name in PLANNER_SETTINGS
+        }
     top = plan["Plan"]
     workers = 0
 
@@ -331,7 +355,8 @@ def postgres_profile(database: Any, query: str) -> PostgresProfile:
 
     walk(top)
     pages = top.get("Shared Hit Blocks", 0) + top.get("Shared Read Blocks", 0)
-    return PostgresProfile(plan["Execution Time"], pages, workers)
+    jit = plan.get("JIT", {}).get("Functions", 0) > 0
+    return PostgresProfile(plan["Execution Time"], pages, workers, jit, settings)
 
 
 @dataclass(frozen=True)
@@ -385,8 +410,9 @@ def duckdb_profile(con, query: str) -> DuckProfile:
 
 
 def plot_comparison(rows: list[dict], *, title: str = "The same aggregate, two engines"):
-    """Bars of milliseconds and megabytes touched per engine: ``rows`` of ``{"engine":,
-    "ms":, "bytes":}``."""
+    """Bars of milliseconds and megabytes read per engine: ``rows`` of ``{"engine":, "ms":,
+    "bytes":}``, each with an optional ``"uncompressed_bytes"`` drawn as an outlined bar
+    behind (the same data before compression, to compare with row pages fairly)."""
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -395,9 +421,20 @@ def plot_comparison(rows: list[dict], *, title: str = "The same aggregate, two e
     left.bar(names, [r["ms"] for r in rows], color=colors)
     left.set_ylabel("median ms")
     left.set_title("time")
-    right.bar(names, [r["bytes"] / 1e6 for r in rows], color=colors)
-    right.set_ylabel("MB touched")
+    if any("uncompressed_bytes" in r for r in rows):
+        right.bar(
+            names,
+            [r.get("uncompressed_bytes", r["bytes"]) / 1e6 for r in rows],
+            fill=False,
+            edgecolor="#555555",
+            linestyle="--",
+            label="uncompressed",
+        )
+    right.bar(names, [r["bytes"] / 1e6 for r in rows], color=colors, label="as read")
+    right.set_ylabel("MB")
     right.set_title("data read")
+    if any("uncompressed_bytes" in r for r in rows):
+        right.legend(loc="upper right")
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -45,18 +45,25 @@ __all__ = [
     "counter_total",
     "histogram_buckets",
     "database_snapshot",
+    "exact_quantile",
     "exposition",
     "histogram_quantile",
     "operation_of",
     "plot_dashboard",
+    "STATEMENT_KEY",
+    "bucket_of",
     "snapshot_delta",
     "statements_snapshot",
     "wait_for_counters",
     "watch",
 ]
 
-#: Upper bounds (seconds) of the query-duration histogram: fine below 10 ms, coarse above.
-BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+#: Upper bounds (seconds) of the query-duration histogram: fine below 10 ms, coarser above.
+#: A quantile estimated from buckets is off by at most the width of the bucket that holds it,
+#: so the bounds bracket the durations one cares about (0.15 splits 0.1-0.25, where 100 ms
+#: queries fall) and an alert threshold should sit on a bound (0.05 here): then "estimate >
+#: threshold" is true exactly when "true quantile > threshold" is.
+BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5)
 
 
 def operation_of(statement: str) -> str:
@@ -71,10 +78,15 @@ class QueryMetrics:
     ``CollectorRegistry`` per run: registering the same names twice raises), fed by
     ``before_cursor_execute`` / ``after_cursor_execute`` of the engines instrumented."""
 
-    def __init__(self, registry: Any, *, buckets: Sequence[float] = BUCKETS) -> None:
+    def __init__(
+        self, registry: Any, *, buckets: Sequence[float] = BUCKETS, keep_raw: bool = False
+    ) -> None:
         from prometheus_client import Counter, Histogram
 
         self.registry = registry
+        #: every duration observed, in seconds, if ``keep_raw`` (to check a quantile estimated
+        #: from the buckets against the exact one; a real exporter keeps only the buckets)
+        self.raw: list[float] | None = [] if keep_raw else None
         self.queries = Counter(
             "db_queries", "Statements executed, by operation.", ["operation"], registry=registry
         )
@@ -101,6 +113,8 @@ class QueryMetrics:
             operation = operation_of(statement)
             self.queries.labels(operation).inc()
             self.duration.labels(operation).observe(elapsed)
+            if self.raw is not None:
+                self.raw.append(elapsed)
 
         event.listen(engine, "before_cursor_execute", before)
         event.listen(engine, "after_cursor_execute", after)
@@ -194,12 +208,37 @@ def histogram_quantile(q: float, buckets: Sequence[tuple[float, float]]) -> floa
     return ordered[-2][0] if len(ordered) > 1 else math.nan
 
 
+def exact_quantile(q: float, values: Sequence[float]) -> float:
+    """The ``q`` quantile of raw ``values`` by nearest rank (the ``ceil(q * n)``-th smallest),
+    what :func:`histogram_quantile` estimates from buckets; ``nan`` without values. It lies in
+    the same bucket as the estimate, so the two differ by less than that bucket's width."""
+    if not 0 <= q <= 1:
+        raise ValueError(f"q is a fraction between 0 and 1, not {q}")
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
+
+
+def bucket_of(value: float, bounds: Sequence[float]) -> tuple[float, float]:
+    """The histogram bucket ``(lower, le]`` that holds ``value`` (bounds sorted ascending;
+    ``(last bound, inf]`` above them)."""
+    lower = 0.0
+    for le in sorted(bounds):
+        if value <= le:
+            return (lower, le)
+        lower = le
+    return (lower, math.inf)
+
+
 @dataclass
 class AlertRule:
     """``value > threshold`` for ``for_ticks`` evaluations in a row → firing.
 
     :meth:`evaluate` takes the latest value (e.g. the p95 over the window) and returns the
-    state: ``inactive``, ``pending`` or ``firing``; ``history`` keeps every state."""
+    state: ``inactive``, ``pending`` or ``firing``; ``history`` keeps every state.
+    ``for_ticks=2`` is Prometheus's ``for:`` of one evaluation interval: pending at the first
+    evaluation above the threshold, firing at the second; ``for_ticks=1`` is no ``for:``."""
 
     name: str
     threshold: float
@@ -221,31 +260,42 @@ class AlertRule:
 # --------------------------------------------------------------------------- PostgreSQL
 
 
+#: pg_stat_statements keeps one row per (userid, dbid, queryid, toplevel): the same statement
+#: run by two roles is two rows with one queryid. A snapshot holds one database's rows.
+STATEMENT_KEY = ["userid", "queryid", "toplevel"]
+
+
 def statements_snapshot(database: Any):
-    """``pg_stat_statements`` rows of ``database`` (its own dbid only): queryid, query,
-    calls, total_ms, rows — a pandas DataFrame."""
+    """``pg_stat_statements`` rows of ``database`` (its own dbid only): userid, role,
+    queryid, toplevel, query, calls, total_ms, rows — a pandas DataFrame."""
     import pandas as pd
 
     with database.connect(autocommit=True) as conn:
         rows = conn.execute(
-            "SELECT queryid, query, calls, total_exec_time, rows FROM pg_stat_statements s "
-            "JOIN pg_database d ON d.oid = s.dbid WHERE d.datname = current_database() "
-            "AND s.toplevel"
+            "SELECT s.userid, r.rolname, s.queryid, s.toplevel, s.query, s.calls, "
+            "s.total_exec_time, s.rows FROM pg_stat_statements s "
+            "JOIN pg_database d ON d.oid = s.dbid "
+            "LEFT JOIN pg_roles r ON r.oid = s.userid WHERE d.datname = current_database()"
         ).fetchall()
-    return pd.DataFrame(rows, columns=["queryid", "query", "calls", "total_ms", "rows"])
+    return pd.DataFrame(
+        rows,
+        columns=["userid", "role", "queryid", "toplevel", "query", "calls", "total_ms", "rows"],
+    )
 
 
-def snapshot_delta(before, after, *, top: int = 10):
+def snapshot_delta(before, after, *, top: int = 10, roles: bool = False):
     """What happened between two :func:`statements_snapshot` frames: calls, total_ms, rows
-    and mean_ms per statement, the statements that took the most time first. The
-    snapshots' own queries (on ``pg_stat_*``) are left out."""
+    and mean_ms per statement row (matched on userid, queryid and toplevel, the view's own
+    key), the statements that took the most time first; ``roles=True`` adds the role
+    column. The snapshots' own queries (on ``pg_stat_*``) are left out."""
     import pandas as pd
 
     merged = after.merge(
-        before[["queryid", "calls", "total_ms", "rows"]],
-        on="queryid",
+        before[[*STATEMENT_KEY, "calls", "total_ms", "rows"]],
+        on=STATEMENT_KEY,
         how="left",
         suffixes=("", "_before"),
+        validate="one_to_one",
     ).fillna({"calls_before": 0, "total_ms_before": 0.0, "rows_before": 0})
     frame = pd.DataFrame(
         {
@@ -255,6 +305,8 @@ def snapshot_delta(before, after, *, top: int = 10):
             "rows": (merged["rows"] - merged["rows_before"]).astype(int),
         }
     )
+    if roles:
+        frame.insert(0, "role", merged["role"])
     own = merged["query"].astype(str).str.contains("pg_stat_", regex=False)
     frame = frame[(frame["calls"] > 0) & ~own]
     frame["mean_ms"] = (frame["total_ms"] / frame["calls"]).round(3)
@@ -315,17 +367,22 @@ def watch(
     quantile: float = 0.95,
     counter: str = "db_queries",
     histogram: str = "db_query_duration_seconds",
+    raw: Sequence[float] | None = None,
     progress: bool = True,
 ):
     """Run ``workload(tick)`` for each tick, scrape ``histogram`` on ``registry`` after each
     one, and evaluate ``rule`` on the ``quantile`` of the last ``window`` ticks'
-    observations. Returns a DataFrame: tick, queries, qps, p95_ms, state."""
+    observations. Returns a DataFrame: tick, queries, qps, p95_ms (the estimate from the
+    buckets), state. ``raw``, a list the instrumentation appends every duration to (seconds),
+    adds exact_p95_ms (the same window's quantile of the raw durations) and bucket_ms (the
+    bucket holding both)."""
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text on stdout: saved with the notebook, unlike a widget
 
     if window < 1:
         raise ValueError(f"window is a number of ticks, at least 1, not {window}")
     scrapes = [histogram_buckets(registry, histogram)]
+    marks = [len(raw) if raw is not None else 0]
     rows = []
     for tick in tqdm(range(ticks), desc="ticks", file=sys.stdout, disable=not progress):
         counted = counter_total(registry, counter)
@@ -333,32 +390,48 @@ def watch(
         workload(tick)
         elapsed = time.perf_counter() - started
         scrapes.append(histogram_buckets(registry, histogram))
-        value = histogram_quantile(
-            quantile, bucket_delta(scrapes[max(0, tick + 1 - window)], scrapes[-1])
-        )
+        start = max(0, tick + 1 - window)
+        window_buckets = bucket_delta(scrapes[start], scrapes[-1])
+        value = histogram_quantile(quantile, window_buckets)
         queries = int(counter_total(registry, counter) - counted)
-        rows.append(
-            {
-                "tick": tick,
-                "queries": queries,
-                "qps": round(queries / elapsed, 1) if elapsed else float("nan"),
-                "p95_ms": round(value * 1000, 2),
-                "state": rule.evaluate(value),
-            }
-        )
+        row = {
+            "tick": tick,
+            "queries": queries,
+            "qps": round(queries / elapsed, 1) if elapsed else float("nan"),
+            "p95_ms": round(value * 1000, 2),
+        }
+        if raw is not None:
+            marks.append(len(raw))
+            exact = exact_quantile(quantile, raw[marks[start] : marks[-1]])
+            lower, upper = bucket_of(exact, [le for le, _ in window_buckets if not math.isinf(le)])
+            row["exact_p95_ms"] = round(exact * 1000, 2)
+            row["bucket_ms"] = f"{lower * 1000:g}-{upper * 1000:g}"
+        row["state"] = rule.evaluate(value)
+        rows.append(row)
     return pd.DataFrame(rows)
 
 
 def plot_dashboard(frame, *, threshold_ms: float, title: str = "Data-layer dashboard"):
     """Queries/s, p95 (ms, with the alert threshold) and the alert state per tick: ``frame``
-    has columns tick, qps, p95_ms, state."""
+    has columns tick, qps, p95_ms, state (and exact_p95_ms, drawn beside, if present)."""
     import matplotlib.pyplot as plt
 
     levels = {"inactive": 0, "pending": 1, "firing": 2}
     fig, axes = plt.subplots(3, 1, figsize=(8, 6), sharex=True)
     axes[0].plot(frame["tick"], frame["qps"], marker=".", color="#4c72b0")
     axes[0].set_ylabel("queries/s")
-    axes[1].plot(frame["tick"], frame["p95_ms"], marker=".", color="#dd8452", label="p95")
+    axes[1].plot(
+        frame["tick"], frame["p95_ms"], marker=".", color="#dd8452", label="p95 from buckets"
+    )
+    if "exact_p95_ms" in frame:
+        axes[1].plot(
+            frame["tick"],
+            frame["exact_p95_ms"],
+            marker="x",
+            linestyle=":",
+            color="#55a868",
+            label="p95 of raw durations",
+        )
     axes[1].axhline(threshold_ms, color="#c44e52", linestyle="--", label="threshold")
     axes[1].set_ylabel("p95 ms (window)")
     axes[1].legend(loc="upper right")
