@@ -616,9 +616,14 @@ class PostgresReplica(PostgresServer):
 
     name = "replica"
 
-    def __init__(self, home: Path | str, primary: PostgresServer) -> None:
+    def __init__(
+        self, home: Path | str, primary: PostgresServer, *, slot: str | None = None
+    ) -> None:
         super().__init__(home, password=primary.password, runner=primary.runner)
         self.primary = primary
+        # a physical replication slot that pg_basebackup creates (-C -S) and the replica
+        # streams from: the primary keeps the WAL it has not received (its owner drops it)
+        self.slot = slot
 
     def prepare(self) -> None:
         if (self.data / "PG_VERSION").exists():
@@ -641,7 +646,8 @@ class PostgresReplica(PostgresServer):
         self.runner.run(
             ["env", f"PGPASSFILE={passfile}", str(self.bin_dir() / "pg_basebackup"),
              "-h", HOST, "-p", str(port), "-U", PG_SUPERUSER, "-D", str(self.data),
-             "-R", "-X", "stream", "-c", "fast", "--no-sync"],
+             "-R", "-X", "stream", "-c", "fast", "--no-sync",
+             *(["-C", "-S", self.slot] if self.slot else [])],
             log=self._log_for_runner(),
         )  # fmt: skip
         self.say(f"{self.name}: copied the primary in {time.perf_counter() - started:.1f} s")
