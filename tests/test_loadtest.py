@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import psycopg
 import pytest
 
 from labkit import db
-from labkit.loadtest import WorkloadResult, copy_rows, generate_rows, plot_latency, run_workload
+from labkit.loadtest import (
+    WorkloadResult,
+    copy_rows,
+    generate_rows,
+    percentile,
+    plot_latency,
+    run_workload,
+)
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +49,9 @@ def test_copy_loads_every_generated_row_exactly(ledger):
         min(r[3] for r in expected),
         sum(len(r[3]) for r in expected),
     )
-    assert report.rows == 25_001 and report.seconds > 0
+    assert report.rows == 25_001 and report.seconds > 0 and report.build_seconds > 0
     assert report.rows_per_s == pytest.approx(25_001 / report.seconds)
-    assert "25,001 rows into entries" in str(report)
+    assert "25,001 rows into entries" in str(report) and "not counted" in str(report)
     with pytest.raises(ValueError, match="at least 1"):
         copy_rows(ledger.url, rows=0, progress=False)
     with pytest.raises(psycopg.errors.UndefinedTable):
@@ -80,9 +88,34 @@ def test_workload_runs_threads_at_once_with_a_seeded_mix(ledger):
     table = first.percentiles()
     assert list(table.index) == ["error", "read", "write", "all"]
     assert table.loc["all", "requests"] == 120
-    assert (table["p50_ms"] <= table["p95_ms"]).all() and (table["p95_ms"] <= table["p99_ms"]).all()
+    assert table.loc["all", "per_s"] == pytest.approx(first.throughput, abs=0.01)
+    everything = sorted(first.latencies_ms)  # nearest rank: measured values, never between
+    assert table.loc["all", "p50_ms"] == round(everything[59], 2)
+    assert table.loc["all", "p95_ms"] == round(everything[113], 2)
+    assert table.loc["all", "p99_ms"] == round(everything[118], 2)  # ceil(1.188) = 119th
+    assert (table["p50_ms"] <= table["max_ms"]).all()
     assert len(plot_latency(first).axes) == 2
     with pytest.raises(ValueError, match="no requests"):
         plot_latency(WorkloadResult())
     with pytest.raises(ValueError, match="at least 1"):
         run_workload(request, threads=0)
+
+
+def test_percentiles_by_nearest_rank_and_not_from_too_few_requests():
+    """p-th percentile = the smallest measured value with p % at or below it; p95 needs 20
+    requests, p99 100: fewer give NaN (the "p99" of 26 requests is just their maximum)."""
+    values = [float(v) for v in range(1, 101)]  # 1 .. 100
+    assert [percentile(values, q) for q in (50, 95, 99, 100)] == [50.0, 95.0, 99.0, 100.0]
+    assert percentile([5.0, 1.0, 9.0], 50) == 5.0 and percentile([7.0], 99) == 7.0
+    for bad in ([], [1.0]):
+        with pytest.raises(ValueError):
+            percentile(bad, 0 if bad else 101)
+    small = WorkloadResult(kinds=["read"] * 19 + ["write"] * 100,
+                           latencies_ms=[1.0] * 19 + values, seconds=2.0)  # fmt: skip
+    table = small.percentiles()
+    assert math.isnan(table.loc["read", "p95_ms"]) and table.loc["read", "p50_ms"] == 1.0
+    assert (table.loc["write", "p95_ms"], table.loc["write", "p99_ms"]) == (95.0, 99.0)
+    assert table.loc["all", "requests"] == 119 and table.loc["all", "per_s"] == 59.5
+    assert (
+        math.isnan(table.loc["read", "p99_ms"]) and table.loc["all", "p99_ms"] == 99.0
+    )  # 118th of 119

@@ -14,8 +14,10 @@ from labkit.replication import (
     ReplicaPair,
     current_lsn,
     plot_lag,
+    replay_paused,
     replication_status,
     reset_statements,
+    slot_status,
     statement_calls,
     wait_for_replay,
     write_load,
@@ -37,6 +39,10 @@ def pair():
             )
         pair.catch_up()
         yield pair
+        supervisor.down(pair.replica)
+        assert [s["active"] for s in slot_status(pair.url("primary"))] == [False]
+        assert pair.drop_slot() is True  # the replica is gone: so is its slot
+        assert slot_status(pair.url("primary")) == [] and pair.drop_slot() is False
         pair.down()
         assert pair.primary.pid() is None and pair.replica.pid() is None
     shutil.rmtree(home, ignore_errors=True)
@@ -48,6 +54,9 @@ def test_pair_streams_and_the_replica_refuses_writes_even_from_the_app_role(pair
     (status,) = replication_status(pair.url("primary"))
     assert status["state"] == "streaming" and status["sync_state"] == "async"
     assert pair.primary.port() != pair.replica.port()
+    (slot,) = slot_status(pair.url("primary"))  # pg_basebackup -C -S made it, -R uses it
+    assert (slot["slot_name"], slot["slot_type"], slot["active"]) == (pair.slot, "physical", True)
+    assert slot["wal_status"] == "reserved" and slot["restart_lsn"] is not None
     with psycopg.connect(pair.url("replica", role="app"), autocommit=True) as conn:
         assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
         assert conn.execute(
@@ -65,12 +74,16 @@ def test_pair_streams_and_the_replica_refuses_writes_even_from_the_app_role(pair
         ReplicaPair(pair.home, supervisor=pair.supervisor, app_user="app")
     with pytest.raises(ValueError, match="lower-case letters"):
         ReplicaPair(pair.home, supervisor=pair.supervisor, database="shop; DROP")
+    with pytest.raises(ValueError, match="slot name"):
+        ReplicaPair(pair.home, supervisor=pair.supervisor, slot="replica")
 
 
 def test_reads_right_after_a_write_are_stale_until_the_lsn_is_replayed(pair):
-    """Right after a commit the replica often misses it; after waiting for the commit's
-    LSN, never. A wait on the primary (not a replica) or past the end is refused."""
-    tries = 150
+    """With replay paused, every read right after a commit misses it and the LSN wait times
+    out; resumed, the wait returns and the read sees the commit. After waiting for the
+    commit's LSN, never stale. A wait on the primary (not a replica) or past the end is
+    refused, and so is pausing a primary."""
+    tries = 60
 
     def stale_reads(wait: bool) -> int:
         stale = 0
@@ -89,8 +102,23 @@ def test_reads_right_after_a_write_are_stale_until_the_lsn_is_replayed(pair):
                 stale += seen != new
         return stale
 
-    assert stale_reads(wait=False) > 0
+    with replay_paused(pair.url("replica")):
+        assert stale_reads(wait=False) == tries
+        with (
+            psycopg.connect(pair.url("primary"), autocommit=True) as w,
+            psycopg.connect(pair.url("replica"), autocommit=True) as r,
+        ):
+            lsn = current_lsn(w)
+            with pytest.raises(TimeoutError, match="has not replayed"):
+                wait_for_replay(r, lsn, timeout=0.2)
+            assert pair.replay_behind(lsn) > 0
+    with psycopg.connect(pair.url("replica"), autocommit=True) as r:
+        assert wait_for_replay(r, lsn, timeout=10) >= 0
+    assert pair.replay_behind(lsn) == 0
     assert stale_reads(wait=True) == 0
+    with pytest.raises(ValueError, match="not a replica"):
+        with replay_paused(pair.url("primary")):
+            pass
     with psycopg.connect(pair.url("primary"), autocommit=True) as conn:
         with pytest.raises(ValueError, match="not to a replica"):
             wait_for_replay(conn, current_lsn(conn))
@@ -100,19 +128,23 @@ def test_reads_right_after_a_write_are_stale_until_the_lsn_is_replayed(pair):
 
 
 def test_lag_is_sampled_under_a_write_load_and_returns_to_zero(pair):
-    """The sampler reads pg_stat_replication during the load: the replica falls behind by
-    some bytes, and nothing is behind once it has caught up."""
-    with LagSampler(pair.url("primary"), interval=0.01) as sampler:
-        load = write_load(pair.url("primary", role="app"), transactions=40,
-                          rows_per_transaction=500, progress=False)  # fmt: skip
+    """With replay paused during the load, the replica is behind by at least the WAL the
+    load wrote (measured on the replica, and by the sampler's last reading before the
+    resume); once it has caught up, nothing up to the load's end is behind."""
+    with LagSampler(pair.url("primary"), interval=0.01, replica_url=pair.url("replica")) as sampler:
+        with replay_paused(pair.url("replica")):
+            load = write_load(pair.url("primary", role="app"), transactions=40,
+                              rows_per_transaction=500, progress=False)  # fmt: skip
+            behind = pair.replay_behind(load["last_lsn"])
+            after_load = sampler.next_sample()  # a reading begun after the load, still paused
+            resumed = sampler.elapsed()
         pair.catch_up()
     assert load["rows"] == 20_000 and load["wal_bytes"] > 20_000 * 200
-    assert len(sampler.samples) >= 2
-    assert max(s.bytes_behind for s in sampler.samples) > 0
+    assert behind >= load["wal_bytes"]
+    assert pair.replay_behind(load["last_lsn"]) == 0
+    assert after_load.t < resumed and after_load.bytes_behind >= load["wal_bytes"]
     assert [s.t for s in sampler.samples] == sorted(s.t for s in sampler.samples)
-    (status,) = replication_status(pair.url("primary"))
-    assert status["bytes_behind"] == 0
-    fig = plot_lag(sampler.samples)
+    fig = plot_lag(sampler.samples, marks={"resumed": resumed})
     assert len(fig.axes) == 2
     with pytest.raises(ValueError, match="no samples"):
         plot_lag([])

@@ -1,5 +1,6 @@
 """A load test in two parts: a bulk load with ``COPY`` (reported as rows per second), then a
-concurrent read/write workload of threads (throughput, and p50/p95/p99 latency).
+concurrent read/write workload of threads (throughput, and p50/p95/p99 latency, nearest
+rank).
 
 :func:`copy_rows` streams generated rows into a table with psycopg's ``COPY ... FROM
 STDIN`` (text format, sent in chunks): one statement, no per-row round trip.
@@ -11,17 +12,28 @@ run) and its own ``state`` dict (a place for per-thread counters); the request u
 connections (a session per request, from a pool at least as large as ``threads``). The
 result holds each request's kind (what ``request`` returned) and latency.
 
+The workload is *closed-loop*: a thread sends its next request only when the previous one
+has returned. When the server slows down, the clients slow down with it and send fewer
+requests, so the slow period holds fewer samples than an open stream of users would have
+met there (*coordinated omission*): the tail percentiles are understated, and the
+throughput measured is what ``threads`` clients obtained, not the rate the server could
+sustain. Read the percentiles together with the throughput.
+
 >>> import random
 >>> result = run_workload(lambda rng, state: "read" if rng.random() < 0.8 else "write",
 ...                       threads=2, requests_per_thread=100, progress=False)
 >>> result.count, sum(result.kinds.count(k) for k in ("read", "write"))
 (200, 200)
->>> list(result.percentiles().index)
-['read', 'write', 'all']
+>>> table = result.percentiles()
+>>> list(table.index), list(table.columns)
+(['read', 'write', 'all'], ['requests', 'per_s', 'p50_ms', 'p95_ms', 'p99_ms', 'max_ms'])
+>>> percentile([4.0, 1.0, 3.0, 2.0], 50), percentile([4.0, 1.0, 3.0, 2.0], 95)
+(2.0, 4.0)
 """
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import threading
@@ -35,6 +47,7 @@ __all__ = [
     "WorkloadResult",
     "copy_rows",
     "generate_rows",
+    "percentile",
     "plot_latency",
     "run_workload",
 ]
@@ -48,6 +61,7 @@ class CopyReport:
     rows: int
     seconds: float
     megabytes: float
+    build_seconds: float = 0.0
 
     @property
     def rows_per_s(self) -> float:
@@ -55,7 +69,8 @@ class CopyReport:
 
     def __str__(self) -> str:
         return (f"{self.rows:,} rows into {self.table} in {self.seconds:.2f} s: "
-                f"{self.rows_per_s:,.0f} rows/s ({self.megabytes:.0f} MB of COPY text)")  # fmt: skip
+                f"{self.rows_per_s:,.0f} rows/s ({self.megabytes:.0f} MB of COPY text, built "
+                f"beforehand in {self.build_seconds:.2f} s, not counted)")  # fmt: skip
 
 
 def generate_rows(first_id: int, count: int, accounts: int) -> Iterator[tuple[int, int, int, str]]:
@@ -84,33 +99,53 @@ def copy_rows(
 ) -> CopyReport:
     """Load ``rows`` generated ledger entries (:func:`generate_rows`) into ``table``'s
     columns ``(id, account_id, amount, memo)`` with one ``COPY ... FROM STDIN`` in one
-    transaction, chunk by chunk (a tqdm bar counts the rows). The table must exist."""
+    transaction, chunk by chunk (a tqdm bar counts the rows). The table must exist.
+
+    The COPY text is built in Python first (``build_seconds``), so that ``seconds`` and
+    ``rows_per_s`` time the COPY alone: sending, parsing, inserting, committing."""
     import psycopg
     from psycopg import sql
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: a saved notebook shows the finished bar
 
     if rows < 1 or chunk_rows < 1 or accounts < 1:
         raise ValueError("rows, chunk_rows and accounts must be at least 1")
     copy = sql.SQL("COPY {} (id, account_id, amount, memo) FROM STDIN").format(
         sql.Identifier(table)
     )
+    built = time.perf_counter()
+    chunks = list(_chunks(rows, chunk_rows, accounts, first_id))
+    build_seconds = time.perf_counter() - built
     sent = 0
     bar = tqdm(total=rows, desc=f"COPY {table}", unit="rows", unit_scale=True, file=sys.stdout,
                disable=not progress)  # fmt: skip
     with psycopg.connect(url) as conn:
         started = time.perf_counter()
         with conn.cursor() as cur, cur.copy(copy) as stream:
-            for chunk in _chunks(rows, chunk_rows, accounts, first_id):
+            for chunk in chunks:
                 stream.write(chunk)
                 sent += len(chunk)
                 bar.update(chunk.count(b"\n"))
         conn.commit()
         seconds = time.perf_counter() - started
     bar.close()
-    return CopyReport(table, rows, seconds, sent / 1e6)
+    return CopyReport(table, rows, seconds, sent / 1e6, build_seconds)
 
 
 # --------------------------------------------------------------------------- the workload
+
+
+MIN_REQUESTS = {50: 1, 95: 20, 99: 100}  # fewer requests than this: the percentile is NaN
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The ``q``-th percentile of ``values`` by nearest rank: the smallest value with at
+    least ``q`` % of the values at or below it — always one of the measured values."""
+    if not values:
+        raise ValueError("no values: a percentile needs at least one")
+    if not 0 < q <= 100:
+        raise ValueError(f"q must be in (0, 100] (got {q})")
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(len(ordered) * q / 100) - 1)]
 
 
 @dataclass
@@ -138,17 +173,24 @@ class WorkloadResult:
         return [ms for k, ms in zip(self.kinds, self.latencies_ms, strict=True) if kind in (None, k)]  # fmt: skip
 
     def percentiles(self):
-        """A pandas DataFrame: requests, p50/p95/p99/max latency (ms) per kind, and "all"."""
-        import numpy as np
+        """A pandas DataFrame per kind, and "all": requests, requests per second over the
+        run, p50/p95/p99 latency (ms, nearest rank) and max. A percentile is NaN when the
+        kind has too few requests to measure it (p95 under 20, p99 under 100: the "p99"
+        of 26 requests would be the maximum by another name)."""
         import pandas as pd
 
         rows = {}
         for kind in [*sorted(set(self.kinds)), None]:
-            values = np.array(self.latencies(kind))
-            if values.size:
-                p50, p95, p99 = np.percentile(values, [50, 95, 99])
-                rows[kind or "all"] = {"requests": int(values.size), "p50_ms": p50,
-                                       "p95_ms": p95, "p99_ms": p99, "max_ms": values.max()}  # fmt: skip
+            values = self.latencies(kind)
+            if values:
+                n = len(values)
+                rows[kind or "all"] = {
+                    "requests": n,
+                    "per_s": n / self.seconds if self.seconds else float("nan"),
+                    **{f"p{q}_ms": percentile(values, q) if n >= least else float("nan")
+                       for q, least in MIN_REQUESTS.items()},
+                    "max_ms": max(values),
+                }  # fmt: skip
         return pd.DataFrame.from_dict(rows, orient="index").round(2)
 
 
@@ -164,7 +206,7 @@ def run_workload(
     threads started together; each call's return value is its kind ("read", "write", ...).
     A request that raises is counted in ``errors`` (the thread goes on); the run's time is
     from the common start to the last thread's end."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: a saved notebook shows the finished bar
 
     if threads < 1 or requests_per_thread < 1:
         raise ValueError("threads and requests_per_thread must be at least 1")
@@ -227,7 +269,7 @@ def plot_latency(result: WorkloadResult, title: str = "Latency under load"):
     left.set_ylabel("requests")
     left.legend()
     left.set_title(title)
-    names = ["p50_ms", "p95_ms", "p99_ms"]
+    names = ["p50_ms", "p95_ms", "p99_ms"]  # a NaN (too few requests) draws no bar
     x = np.arange(len(table.index))
     for i, name in enumerate(names):
         right.bar(x + (i - 1) * 0.27, table[name], width=0.27, label=name[:3])

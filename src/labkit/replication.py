@@ -4,8 +4,10 @@ under a write load, and how many statements each server answered.
 
 :class:`ReplicaPair` starts a primary (:class:`~labkit.supervisor.PostgresServer`) and a
 replica copied from it with ``pg_basebackup -R`` (:class:`~labkit.supervisor.PostgresReplica`),
-both through the caller's :class:`~labkit.supervisor.Supervisor` on free loopback ports. A
-server given by ``DATABASE_URL`` is never touched. The application logs in as an ordinary
+both through the caller's :class:`~labkit.supervisor.Supervisor` on free loopback ports, the
+replica streaming from a physical replication slot (``pg_basebackup -C -S``) that
+:meth:`ReplicaPair.drop_slot` removes once the replica is gone. A server given by
+``DATABASE_URL`` is never touched. The application logs in as an ordinary
 role (``labkit_app``: not a superuser, owning nothing) that the pair creates with a password
 generated at run time.
 
@@ -21,8 +23,9 @@ generated at run time.
 ...         waited = wait_for_replay(r, lsn)
 ...         seen = r.execute("SELECT count(*) FROM notes").fetchone()[0]
 ...     status = replication_status(pair.url("primary"))
->>> seen, status[0]["state"], pair.primary.pid() is None
-(1, 'streaming', True)
+...     slots = slot_status(pair.url("primary"))
+>>> seen, status[0]["state"], [s["slot_name"] for s in slots], pair.primary.pid() is None
+(1, 'streaming', ['labkit_replica'], True)
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,13 +55,16 @@ __all__ = [
     "current_lsn",
     "plot_lag",
     "replication_status",
+    "replay_paused",
     "reset_statements",
+    "slot_status",
     "statement_calls",
     "wait_for_replay",
     "write_load",
 ]
 
 APP_USER = "labkit_app"
+SLOT = "labkit_replica"
 
 
 class ReplicaPair:
@@ -65,7 +73,8 @@ class ReplicaPair:
     :meth:`up` starts both (idempotent), creates ``database`` on the primary with the
     ``pg_stat_statements`` extension, the ordinary LOGIN role ``app_user`` with privileges
     on the tables the superuser creates later (``ALTER DEFAULT PRIVILEGES``), and waits
-    until the replica streams. :meth:`down` stops the replica, then the primary.
+    until the replica streams from the replication slot ``slot``. :meth:`down` stops the
+    replica, drops its slot, then stops the primary.
 
     As root, ``home`` is made reachable (0755) by the unprivileged user PostgreSQL runs
     as; each cluster's own folder stays private to that user."""
@@ -77,6 +86,7 @@ class ReplicaPair:
         supervisor: Supervisor,
         database: str = "shop",
         app_user: str = APP_USER,
+        slot: str = SLOT,
     ) -> None:
         if not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", database):
             raise ValueError(
@@ -85,6 +95,11 @@ class ReplicaPair:
             )
         if not app_user.startswith("labkit_"):
             raise ValueError(f"app_user={app_user!r}: the course's roles start with 'labkit_'")
+        if not re.fullmatch(r"labkit_[a-z0-9_]{1,56}", slot):
+            raise ValueError(
+                f"slot={slot!r}: a slot name here is 'labkit_' and lower-case letters, digits "
+                "or underscores (at most 63 characters)"
+            )
         self.home = Path(home)
         self.supervisor = supervisor
         self.database = database
@@ -92,7 +107,8 @@ class ReplicaPair:
         self.app_password = secrets.token_urlsafe(16)
         self.primary = PostgresServer(self.home / "primary", password=secrets.token_urlsafe(16))
         self.primary.name = "primary"
-        self.replica = PostgresReplica(self.home / "replica", self.primary)
+        self.slot = slot
+        self.replica = PostgresReplica(self.home / "replica", self.primary, slot=slot)
 
     def url(self, server: str = "primary", *, role: str = "admin", driver: str = "") -> str:
         """The URL of ``server`` ("primary" or "replica") as ``role`` ("admin": the
@@ -144,7 +160,9 @@ class ReplicaPair:
                 sql.SQL("ALTER DEFAULT PRIVILEGES IN SCHEMA public GRANT USAGE, SELECT "
                         "ON SEQUENCES TO {}").format(app)
             )  # fmt: skip
-        self.supervisor.up(self.replica)
+        if not (self.replica.data / "PG_VERSION").exists():
+            self.drop_slot()  # a slot left by a replica whose folder is gone: pg_basebackup -C
+        self.supervisor.up(self.replica)  # would refuse to create it again
         deadline = time.monotonic() + timeout
         while not any(row["state"] == "streaming" for row in replication_status(maintenance)):
             if time.monotonic() > deadline:
@@ -163,9 +181,38 @@ class ReplicaPair:
         with psycopg.connect(self.url("replica"), autocommit=True) as r:
             return wait_for_replay(r, lsn, timeout=timeout)
 
+    def replay_behind(self, lsn: str | None = None) -> int:
+        """Bytes of WAL up to ``lsn`` (default: the primary's position now) that the replica
+        has not replayed yet, 0 if it has replayed past it — read from the replica itself
+        (``pg_last_wal_replay_lsn()``), not from the primary's view, which only learns the
+        replay position when the replica next reports it."""
+        if lsn is None:
+            with psycopg.connect(self.url("primary"), autocommit=True) as w:
+                lsn = current_lsn(w)
+        with psycopg.connect(self.url("replica"), autocommit=True) as r:
+            return int(r.execute(
+                "SELECT greatest(0, pg_wal_lsn_diff(%s::pg_lsn, pg_last_wal_replay_lsn()))::bigint",
+                (lsn,),
+            ).fetchone()[0])  # fmt: skip
+
+    def drop_slot(self) -> bool:
+        """Drop the replica's slot on the primary if it is there and no replica streams from
+        it; True if dropped. A slot that nobody reads keeps WAL on the primary for ever."""
+        if self.primary.pid() is None:
+            return False
+        with psycopg.connect(self.url("primary"), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots "
+                "WHERE slot_name = %s AND NOT active",
+                (self.slot,),
+            ).fetchone()
+        return row is not None
+
     def down(self) -> None:
-        """Stop the replica, then the primary (their folders stay for the caller to remove)."""
+        """Stop the replica, drop its slot, then stop the primary (their folders stay for
+        the caller to remove)."""
         self.supervisor.down(self.replica)
+        self.drop_slot()
         self.supervisor.down(self.primary)
 
 
@@ -174,7 +221,10 @@ class ReplicaPair:
 
 def current_lsn(conn: psycopg.Connection) -> str:
     """The primary's WAL write position (``pg_current_wal_lsn()``). Read right after a
-    commit, in the same session, it is at or past the end of that commit's record."""
+    commit, in the same session, it is at or past the end of that commit's record when the
+    commit was synchronous (``synchronous_commit`` on, the default: the commit returned
+    after flushing its record); after an asynchronous commit the record may still be in
+    memory past it, and ``pg_current_wal_insert_lsn()`` is the safe position."""
     return conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
 
 
@@ -200,7 +250,7 @@ def wait_for_replay(
             return time.perf_counter() - started
         if time.perf_counter() - started > timeout:
             raise TimeoutError(
-                f"the replica has not replayed up to {lsn} after {timeout:.0f} s: check that "
+                f"the replica has not replayed up to {lsn} after {timeout:g} s: check that "
                 "it streams (pg_stat_replication on the primary)."
             )
         time.sleep(poll)
@@ -215,6 +265,47 @@ SELECT application_name, state, sync_state,
        extract(epoch FROM replay_lag) * 1000 AS replay_lag_ms
 FROM pg_stat_replication
 """
+
+
+_SLOTS = """
+SELECT slot_name, slot_type, active, wal_status, restart_lsn::text,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn)::bigint AS bytes_kept,
+       safe_wal_size
+FROM pg_replication_slots ORDER BY slot_name
+"""
+
+
+def slot_status(url: str) -> list[dict[str, Any]]:
+    """``pg_replication_slots`` on the primary at ``url`` (a superuser URL), one dict per
+    slot: ``restart_lsn`` (the oldest WAL the slot keeps), ``bytes_kept`` (WAL kept for it
+    from there), ``wal_status`` ("reserved": within max_wal_size; "extended", "unreserved",
+    "lost" as it falls further behind) and ``safe_wal_size`` (None when
+    ``max_slot_wal_keep_size`` is -1: no limit, the slot may fill the disk)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        cur = conn.execute(_SLOTS)
+        names = [c.name for c in cur.description]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+@contextmanager
+def replay_paused(url: str, *, timeout: float = 10) -> Iterator[None]:
+    """Pause WAL replay on the replica at ``url`` (a superuser URL) for the ``with`` block,
+    then resume it (even if the block raises). The replica still receives and flushes WAL,
+    but applies none of it: every commit made inside the block is invisible there until
+    the block ends — a replica that is behind, for certain."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not conn.execute("SELECT pg_is_in_recovery()").fetchone()[0]:
+            raise ValueError("this server is not a replica: pass the replica's URL")
+        conn.execute("SELECT pg_wal_replay_pause()")
+        try:
+            deadline = time.monotonic() + timeout
+            while conn.execute("SELECT pg_get_wal_replay_pause_state()").fetchone()[0] != "paused":
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replay did not pause within {timeout:.0f} s")
+                time.sleep(0.001)
+            yield
+        finally:
+            conn.execute("SELECT pg_wal_replay_resume()")
 
 
 def replication_status(url: str) -> list[dict[str, Any]]:
@@ -236,7 +327,7 @@ def replication_status(url: str) -> list[dict[str, Any]]:
 
 @dataclass(frozen=True)
 class LagSample:
-    """One reading of ``pg_stat_replication``, ``t`` seconds after sampling began."""
+    """One reading of ``pg_stat_replication``, begun ``t`` seconds after sampling began."""
 
     t: float
     bytes_behind: int
@@ -250,6 +341,12 @@ class LagSampler:
     """Read the replica's lag on the primary every ``interval`` s in a background thread,
     while the ``with`` block runs (a write load, say); :attr:`samples` holds the readings.
 
+    The lags come from ``pg_stat_replication``. Bytes behind too, unless ``replica_url`` is
+    given: then they are the primary's position minus the replica's own
+    ``pg_last_wal_replay_lsn()``, exact at every sample (the primary's ``replay_lsn`` is
+    only as fresh as the replica's last report, which an idle replica sends every
+    ``wal_receiver_status_interval``, 10 s).
+
     >>> with LagSampler(url) as sampler:            # doctest: +SKIP
     ...     write_load(app_url, transactions=200)
     >>> max(s.bytes_behind for s in sampler.samples)  # doctest: +SKIP
@@ -257,6 +354,7 @@ class LagSampler:
 
     url: str
     interval: float = 0.02
+    replica_url: str | None = None
     samples: list[LagSample] = field(default_factory=list)
     error: BaseException | None = None
 
@@ -265,28 +363,58 @@ class LagSampler:
             raise ValueError(f"interval must be positive (got {self.interval})")
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._started = time.perf_counter()
 
     def _run(self) -> None:
         try:
-            with psycopg.connect(self.url, autocommit=True) as conn:
-                started = time.perf_counter()
+            with (
+                psycopg.connect(self.url, autocommit=True) as conn,
+                psycopg.connect(self.replica_url or self.url, autocommit=True) as replica,
+            ):
                 while True:
+                    t = self.elapsed()  # when this reading began
                     row = conn.execute(
                         "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint, "
                         "extract(epoch FROM write_lag) * 1000, extract(epoch FROM flush_lag) * 1000, "
-                        "extract(epoch FROM replay_lag) * 1000 FROM pg_stat_replication LIMIT 1"
+                        "extract(epoch FROM replay_lag) * 1000, pg_current_wal_lsn()::text "
+                        "FROM pg_stat_replication LIMIT 1"
                     ).fetchone()  # fmt: skip
                     if row is not None:
-                        behind, *lags = row
+                        behind, *lags, position = row
+                        if self.replica_url:
+                            behind = replica.execute(
+                                "SELECT greatest(0, pg_wal_lsn_diff(%s::pg_lsn, "
+                                "pg_last_wal_replay_lsn()))::bigint", (position,)
+                            ).fetchone()[0]  # fmt: skip
                         self.samples.append(LagSample(
-                            time.perf_counter() - started, int(behind or 0),
+                            t, int(behind or 0),
                             *(None if v is None else float(v) for v in lags)))  # fmt: skip
                     if self._stop.wait(self.interval):
                         return
         except BaseException as exc:  # reported by __exit__, not lost in the thread
             self.error = exc
 
+    def elapsed(self) -> float:
+        """Seconds since the ``with`` block began: the time axis of the samples."""
+        return time.perf_counter() - self._started
+
+    def next_sample(self, timeout: float = 10) -> LagSample:
+        """Wait for a reading that begins after this call (so after whatever the caller did
+        before it) and return it."""
+        now = self.elapsed()
+        deadline = time.monotonic() + timeout
+        while True:
+            later = [s for s in list(self.samples) if s.t > now]
+            if later:
+                return later[0]
+            if self.error is not None or self._thread is None or not self._thread.is_alive():
+                raise ServiceError(f"the lag sampler is not running ({self.error})")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"no lag sample within {timeout:g} s")
+            time.sleep(self.interval / 4)
+
     def __enter__(self) -> LagSampler:
+        self._started = time.perf_counter()
         self.samples.clear()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="lag-sampler", daemon=True)
@@ -314,14 +442,15 @@ def write_load(
     transactions: int = 100,
     rows_per_transaction: int = 500,
     progress: bool = True,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Insert ``transactions`` batches of ``rows_per_transaction`` rows (~200 bytes of
     ``payload`` each) into ``table``, one commit per batch: a steady write load. The table
     must exist with a ``payload text`` column (its other columns with defaults). Returns
-    rows, seconds and the WAL bytes written (measured on the primary)."""
+    rows, seconds, the WAL bytes written (measured on the primary) and ``last_lsn``, the
+    primary's position after the last commit."""
     import sys
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text: a saved notebook shows the finished bar
 
     if transactions < 1 or rows_per_transaction < 1:
         raise ValueError("transactions and rows_per_transaction must be at least 1")
@@ -337,29 +466,41 @@ def write_load(
                       disable=not progress):  # fmt: skip
             conn.execute(insert, (rows_per_transaction,))
         seconds = time.perf_counter() - started
+        last = current_lsn(conn)
         wal = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s::pg_lsn)::bigint", (first,)
+            "SELECT pg_wal_lsn_diff(%s::pg_lsn, %s::pg_lsn)::bigint", (last, first)
         ).fetchone()[0]
-    return {"rows": transactions * rows_per_transaction, "seconds": seconds, "wal_bytes": int(wal)}
+    return {"rows": transactions * rows_per_transaction, "seconds": seconds,
+            "wal_bytes": int(wal), "last_lsn": last}  # fmt: skip
 
 
-def plot_lag(samples: list[LagSample], title: str = "Replica lag under a write load"):
-    """Bytes behind (top) and write/flush/replay lag in ms (bottom) over time."""
+def plot_lag(
+    samples: list[LagSample],
+    title: str = "Replica lag under a write load",
+    marks: dict[str, float] | None = None,
+):
+    """Bytes behind (top) and write/flush/replay lag in ms (bottom) over time, one dot per
+    sample; ``marks`` ({label: seconds}) draws labelled vertical lines (load ended, ...)."""
     import matplotlib.pyplot as plt
 
     if not samples:
         raise ValueError("no samples to plot: run the load inside `with LagSampler(...)`")
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     t = [s.t for s in samples]
-    top.plot(t, [s.bytes_behind / 1024 for s in samples], color="tab:red")
+    top.plot(t, [s.bytes_behind / 1024 for s in samples], ".-", color="tab:red")
     top.set_ylabel("replay behind (KiB)")
     top.set_title(title)
     for attr, label in (("write_lag_ms", "write"), ("flush_lag_ms", "flush"), ("replay_lag_ms", "replay")):  # fmt: skip
         bottom.plot(t, [getattr(s, attr) if getattr(s, attr) is not None else float("nan")
-                        for s in samples], label=f"{label} lag")  # fmt: skip
+                        for s in samples], ".-", label=f"{label} lag")  # fmt: skip
+    for i, (label, at) in enumerate((marks or {}).items()):
+        for axis in (top, bottom):
+            axis.axvline(at, color="grey", linestyle=":")
+        top.annotate(label, (at, 0), xytext=(3, 5 + 12 * i), textcoords="offset points",
+                     fontsize=8, color="grey")  # fmt: skip
     bottom.set_ylabel("lag (ms)")
     bottom.set_xlabel("seconds since sampling began")
-    bottom.legend(loc="upper right")
+    bottom.legend(loc="upper left")
     fig.tight_layout()
     return fig
 
