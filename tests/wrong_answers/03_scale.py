@@ -240,6 +240,91 @@ def case(name, breaks, answer, source, loses, origin="course"):
             "loses": [loses], "source": origin}  # fmt: skip
 
 
+# Written by the outside review (verbatim), from the student notebook and the task text.
+OUTSIDE = {
+    "dedup_keys": """def route(keys, shards):
+    out = {s: [] for s in range(shards)}
+    for key in dict.fromkeys(keys):
+        out[shard_for(key, shards)].append(key)
+    return out
+""",
+    "add_forgets_node": """import bisect
+
+
+class Ring:
+    def __init__(self, nodes, vnodes):
+        self.vnodes = vnodes
+        self.nodes = list(nodes)
+        self.points = []
+        self.owner = {}
+        for n in nodes:
+            self._place(n)
+
+    def _place(self, node):
+        for i in range(self.vnodes):
+            p = point_of(f"{node}#{i}")
+            self.owner[p] = node
+            bisect.insort(self.points, p)
+
+    def add(self, node):
+        if node in self.nodes:
+            raise ValueError(node)
+        self._place(node)
+
+    def node_for(self, key):
+        i = bisect.bisect_left(self.points, point_of(key))
+        if i == len(self.points):
+            i = 0
+        return self.owner[self.points[i]]
+""",
+    "only_new_nodes": """def moved_fraction(keys, before, after):
+    old = {before.node_for(k) for k in keys}
+    return sum(1 for k in keys if after.node_for(k) not in old) / len(keys)
+""",
+    "unique_keys": """def moved_fraction(keys, before, after):
+    keys = set(keys)
+    return sum(1 for k in keys if before.node_for(k) != after.node_for(k)) / len(keys)
+""",
+    "split_space": """import time
+
+
+def instrument(engine, registry):
+    queries = Counter("db_queries", "statements", ["operation"], registry=registry)
+    duration = Histogram("db_query_duration_seconds", "duration", ["operation"],
+                         buckets=BUCKETS, registry=registry)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("start", []).append(time.perf_counter())
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def after(conn, cursor, statement, parameters, context, executemany):
+        elapsed = time.perf_counter() - conn.info["start"].pop()
+        op = statement.split(" ")[0].upper()
+        queries.labels(op).inc()
+        duration.labels(op).observe(elapsed)
+""",
+    "count_column": """def revenue_by_region(path):
+    return duckdb.sql(
+        f"SELECT region, count(quantity), sum(quantity * price_cents) AS revenue "
+        f"FROM read_parquet('{path}') GROUP BY region ORDER BY revenue DESC, region"
+    ).fetchall()
+""",
+    "double_revenue": """def revenue_by_region(path):
+    return duckdb.sql(
+        f"SELECT region, count(*), sum(quantity::double * price_cents) AS revenue "
+        f"FROM read_parquet('{path}') GROUP BY region ORDER BY revenue DESC, region"
+    ).fetchall()
+""",
+    "avg_times_count": """def revenue_by_region(path):
+    return duckdb.sql(
+        f"SELECT region, count(*), avg(quantity * price_cents) * count(*) AS revenue "
+        f"FROM read_parquet('{path}') GROUP BY region ORDER BY revenue DESC, region"
+    ).fetchall()
+""",
+}
+
+
 CASES = [
     # ------------------------------------------------------------------ task 1
     case("numbers the shards from 1", "shard-range", SHARD,
@@ -376,6 +461,23 @@ CASES = [
     case("lowest revenue first", "rev-desc", REV, rev_cell(order="revenue, region"), T6),
     case("no tie-break on the region", "rev-tie", REV, rev_cell(order="revenue DESC"), T6),
     case("ties broken by region, reversed", "rev-tie", REV, rev_cell(order="revenue DESC, region DESC"), T6),
+    # ------------------------------------------------------------------ outside review
+    case("drops a key given twice (dict.fromkeys)", "route-owner", ROUTE,
+         OUTSIDE["dedup_keys"], T1, origin="outside review"),
+    case("add() never records its node: adding it a second time is silent", "ring-add-twice", RING,
+         OUTSIDE["add_forgets_node"], T2, origin="outside review"),
+    case("counts only the keys that land on a node absent from before (a removal moves nothing)",
+         "moved-fraction", MOVED, OUTSIDE["only_new_nodes"], T2, origin="outside review"),
+    case("the fraction of the distinct keys (set(keys)), not of keys", "moved-fraction", MOVED,
+         OUTSIDE["unique_keys"], T2, origin="outside review"),
+    case("the first word by split(' '): a statement starting with a newline gets the label '\\n'",
+         "instr-upper", INSTR, OUTSIDE["split_space"], T4, origin="outside review"),
+    case("count(quantity): a row without a quantity is not counted", "rev-orders", REV,
+         OUTSIDE["count_column"], T6, origin="outside review"),
+    case("revenue as a DOUBLE sum (floats)", "rev-revenue", REV,
+         OUTSIDE["double_revenue"], T6, origin="outside review"),
+    case("revenue as avg(quantity * price_cents) * count(*) (a float)", "rev-revenue", REV,
+         OUTSIDE["avg_times_count"], T6, origin="outside review"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
