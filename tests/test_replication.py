@@ -168,3 +168,30 @@ def test_statement_calls_count_what_the_replica_itself_ran(pair):
         w.execute("SELECT balance FROM accounts WHERE id = %s", (1,))
     assert statement_calls(pair.url("replica"), "from accounts where") == 7
     assert statement_calls(pair.url("primary"), "FROM ACCOUNTS WHERE") == 1
+
+
+def test_synchronous_standby_makes_remote_apply_commits_visible_on_the_replica(pair):
+    """Inside pair.synchronous(): the replica is listed as sync and a commit that sets
+    remote_apply is on the replica when it returns (0 stale of 30); after: async again."""
+    with pair.synchronous("walreceiver") as probes:
+        (status,) = replication_status(pair.url("primary"))
+        stale = 0
+        with (
+            psycopg.connect(pair.url("primary", role="app")) as w,
+            psycopg.connect(pair.url("replica", role="app"), autocommit=True) as r,
+        ):
+            for i in range(1, 31):
+                w.execute("SET LOCAL synchronous_commit = remote_apply")
+                new = w.execute(
+                    "UPDATE accounts SET balance = balance + 1 WHERE id = %s RETURNING balance",
+                    (i,),
+                ).fetchone()[0]
+                w.commit()
+                seen = r.execute("SELECT balance FROM accounts WHERE id = %s", (i,)).fetchone()[0]
+                stale += seen != new
+    assert probes >= 1 and status["sync_state"] == "sync" and stale == 0
+    (status,) = replication_status(pair.url("primary"))
+    assert status["sync_state"] == "async"
+    with pytest.raises(ValueError, match="application_name"):
+        with pair.synchronous("walreceiver'; DROP"):
+            pass

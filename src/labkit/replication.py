@@ -195,6 +195,92 @@ class ReplicaPair:
                 (lsn,),
             ).fetchone()[0])  # fmt: skip
 
+    @contextmanager
+    def synchronous(self, standby: str = "walreceiver", *, timeout: float = 10) -> Iterator[int]:
+        """Name the replica a synchronous standby for the ``with`` block: ``ALTER SYSTEM SET
+        synchronous_standby_names`` to ``standby`` (the ``application_name`` the replica
+        connects with: ``walreceiver`` unless its ``primary_conninfo`` sets one) and reload;
+        at the end, reset, reload, and wait until the replica is listed as async again.
+        Inside, a transaction that sets ``synchronous_commit = remote_apply`` returns from
+        its commit only once the replica has applied it (one that wrote no WAL never waits).
+
+        A reload takes effect asynchronously (the checkpointer publishes the new list), so
+        before the block runs, this proves the setting is in force: with replay paused, a
+        ``remote_apply`` commit must be seen waiting (``wait_event = 'SyncRep'``) until the
+        replay resumes, retried until one does. Yields the number of such probes."""
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", standby):
+            raise ValueError(f"standby={standby!r}: give the replica's application_name")
+        with psycopg.connect(self.url("primary"), autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("ALTER SYSTEM SET synchronous_standby_names = {}").format(
+                    sql.Literal(sql.Identifier(standby).as_string(conn)))
+            )  # fmt: skip
+            conn.execute("SELECT pg_reload_conf()")
+        try:
+            probes, deadline = 0, time.monotonic() + timeout
+            while True:
+                probes += 1
+                if self._remote_apply_waits(timeout):
+                    break
+                if time.monotonic() > deadline:
+                    raise ServiceError(
+                        f"no remote_apply commit waited for {standby!r} within {timeout:g} s: "
+                        "is it the replica's application_name (pg_stat_replication)?"
+                    )
+            yield probes
+        finally:
+            with psycopg.connect(self.url("primary"), autocommit=True) as conn:
+                conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+                conn.execute("SELECT pg_reload_conf()")
+                deadline = time.monotonic() + timeout  # until the walsender has reloaded too
+                while (
+                    conn.execute(
+                        "SELECT count(*) FROM pg_stat_replication WHERE sync_state <> 'async'"
+                    ).fetchone()[0]
+                    and time.monotonic() < deadline
+                ):
+                    time.sleep(0.01)
+
+    def _remote_apply_waits(self, timeout: float) -> bool:
+        """One probe: with replay paused, does a remote_apply commit wait (SyncRep)?"""
+        started, done, errors = threading.Event(), threading.Event(), []
+        pid: list[int] = []
+
+        def commit() -> None:
+            try:
+                with psycopg.connect(self.url("primary")) as conn:
+                    pid.append(conn.info.backend_pid)
+                    conn.execute("SET LOCAL synchronous_commit = remote_apply")
+                    # WAL written in the transaction: only then does its commit wait
+                    conn.execute("SELECT pg_logical_emit_message(true, 'labkit', 'probe')")
+                    started.set()
+                    conn.commit()
+            except BaseException as exc:  # reported below, not lost in the thread
+                errors.append(exc)
+            finally:
+                started.set()
+                done.set()
+
+        waited = False
+        with replay_paused(self.url("replica")):
+            thread = threading.Thread(target=commit, name="remote-apply-probe", daemon=True)
+            thread.start()
+            started.wait(timeout)
+            with psycopg.connect(self.url("primary"), autocommit=True) as monitor:
+                deadline = time.monotonic() + 1
+                while not done.is_set() and time.monotonic() < deadline:
+                    row = monitor.execute(
+                        "SELECT wait_event FROM pg_stat_activity WHERE pid = %s", (pid[0],)
+                    ).fetchone()
+                    if row == ("SyncRep",):
+                        waited = True
+                        break
+                    time.sleep(0.002)
+        thread.join(timeout)  # replay resumed: the commit returns
+        if errors:
+            raise ServiceError(f"the remote_apply probe failed: {errors[0]}") from errors[0]
+        return waited
+
     def drop_slot(self) -> bool:
         """Drop the replica's slot on the primary if it is there and no replica streams from
         it; True if dropped. A slot that nobody reads keeps WAL on the primary for ever."""
