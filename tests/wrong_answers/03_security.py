@@ -192,6 +192,10 @@ def encrypt_field(keys, key_id, plaintext, associated_data):
     nonce = secrets.token_bytes(12)
     return nonce + AESGCM(key[:32]).encrypt(nonce, plaintext.encode("utf-8"), associated_data)
 """,
+    "casefold": """
+def email_index(key, email):
+    return hmac.new(key, email.strip().casefold().encode("utf-8"), hashlib.sha256).hexdigest()
+""",
     "ad_ignored_on_decrypt": """
 def decrypt_field(keys, key_id, blob, associated_data):
     try:
@@ -346,6 +350,8 @@ CASES = [
          OUTSIDE["descending_is_True"], T2, by="outside review"),
     case("the after_begin listener on every Session of the program", "ts-scoped", SESSIONS,
          OUTSIDE["global_Session_listener"], T4, by="outside review"),
+    case("casefold() instead of lower(): 'Straße' becomes 'strasse'", "index-lower", INDEX,
+         OUTSIDE["casefold"], T5, by="outside review"),
     case("a counter nonce: restarts at 1 in every process", "enc-nonce", ENCRYPT,
          OUTSIDE["counter_nonce"], T6, by="outside review"),
     case("refuses short keys only, and cuts a longer key to 32 bytes", "enc-key-length", ENCRYPT,
