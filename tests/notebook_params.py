@@ -35,4 +35,29 @@ CI_PARAMETERS: dict[str, dict] = {
         "S10_PREVIEW_BRANCHES": 1,
         "S10_PREVIEW_ROWS": 2_000,
     },
+    # Lesson 03's claims are counts that hold at any size (foreign rows seen per attack,
+    # old-key rows left, traces left, keys moved, stale reads, statements per shard, alert
+    # states): CI shrinks the data, the load and the phases of the noisy-neighbour run.
+    "03-security-and-scale.ipynb": {
+        "S11A_INVOICES": 20,
+        "S11B_CUSTOMERS": 300,  # at least 300: below it PostgreSQL skips the blind index
+        "S11B_BATCH": 50,
+        "S12A_TENANTS": 40,  # at least 40: with fewer, plans switch to sequential scans
+        "S12A_SMALL": 5,
+        "S12A_LARGE": 20,
+        "S12A_ALEMBIC_SAMPLE": 2,
+        "S12B_ROUNDS": 1,
+        "S12B_PHASE_S": 0.6,
+        "S12B_NOISY_ROWS": 3_000,
+        "S13A_ROWS": 30_000,
+        "S13A_ACCOUNTS": 1_000,
+        "S13A_TRIES": 50,
+        "S13A_LAG_TRANSACTIONS": 30,
+        "S13A_LAG_ROWS": 500,
+        "S13A_THREADS": 4,
+        "S13A_REQUESTS": 100,
+        "S13B_ACCOUNTS": 3_000,
+        "S13B_VIEWS": 50_000,
+        "S13B_TICKS": 14,  # at least 12
+    },
 }
