@@ -269,3 +269,71 @@ def test_a_move_waits_for_writers_of_that_tenant_and_loses_none(engine):
         titles = set(conn.execute(select(tenancy.schema_tasks.c.title)).scalars())
     assert {"edited", "late"} <= titles
     assert 4 not in counts(engine)
+
+
+def test_bulk_orm_inserts_are_stamped_or_refused(engine):
+    """``insert(Task)`` never reaches before_flush: the listener stamps a missing tenant_id
+    (values() and executemany) and refuses another tenant's, before anything is sent."""
+    from sqlalchemy import insert
+
+    before = counts(engine)
+    with tenancy.session_for(engine, 2) as session:
+        with pytest.raises(TenantError, match=r"tenant \[3\] rows"):
+            session.execute(insert(Task).values(tenant_id=3, project_id=7, title="planted"))
+        session.rollback()
+        with pytest.raises(TenantError, match=r"tenant \[1\] rows"):
+            session.execute(insert(Task), [{"tenant_id": 1, "project_id": 1, "title": "planted"}])
+        session.rollback()
+        session.execute(insert(Task).values(project_id=4, title="stamped"))
+        session.execute(insert(Task), [{"project_id": 4, "title": "bulk"}] * 2)
+        with engine.connect() as other:  # not committed yet: nothing visible elsewhere
+            assert (
+                other.execute(text("SELECT count(*) FROM tasks WHERE title = 'planted'")).scalar()
+                == 0
+            )
+        session.flush()
+        stamped = session.execute(
+            text(
+                "SELECT tenant_id, count(*) FROM tasks WHERE title IN ('stamped', 'bulk') GROUP BY 1"
+            )
+        ).all()
+        session.rollback()
+    assert stamped == [(2, 3)]
+    assert counts(engine) == before
+
+
+def test_a_moved_tenant_cannot_write_to_the_shared_tables(engine):
+    """A session of a tenant holding the directory row (its first write) makes the move wait;
+    after the move every ORM write of that tenant (flush, bulk UPDATE, bulk INSERT) is
+    refused, and the shared tables hold none of its rows."""
+    import threading
+
+    from sqlalchemy import insert
+
+    tenancy.load_shared(engine, tenants=1, projects=3, tasks=5, first=5)
+    writer = tenancy.session_for(engine, 5)
+    writer.execute(update(Task).where(Task.id == 61).values(title="before the move"))
+    outcome = {}
+    mover = threading.Thread(
+        target=lambda: outcome.update(moved=tenancy.move_tenant_to_schema(engine, 5, "s12a_five"))
+    )
+    mover.start()
+    mover.join(0.5)
+    waited = mover.is_alive()
+    writer.commit()
+    mover.join(10)
+    assert waited and outcome["moved"] == {"projects": 3, "tasks": 15}
+    writes = {
+        "flush": lambda: (writer.add(Project(name="late")), writer.flush()),
+        "update": lambda: writer.execute(update(Task).values(done=True)),
+        "delete": lambda: writer.execute(delete(Task)),
+        "insert": lambda: writer.execute(insert(Task).values(project_id=61, title="late")),
+    }
+    refused = []
+    for name, write in writes.items():
+        with pytest.raises(TenantError, match="moved to schema 's12a_five'"):
+            write()
+        refused.append(name)
+        writer.rollback()
+    writer.close()
+    assert refused == list(writes) and 5 not in counts(engine)

@@ -74,6 +74,7 @@ __all__ = [
     "TenantSession",
     "catalog_comparison",
     "catalog_cost",
+    "catalog_table",
     "check_schema_name",
     "current_tenant",
     "create_shared",
@@ -82,7 +83,9 @@ __all__ = [
     "migrate_schema",
     "move_tenant_to_schema",
     "plot_catalog",
+    "pg_dump_schema_seconds",
     "provision_schema",
+    "relcache_bytes",
     "schema_fingerprint",
     "schema_projects",
     "schema_tasks",
@@ -210,9 +213,17 @@ def load_shared(engine, *, tenants: int, projects: int, tasks: int, first: int =
 
 class TenantSession(Session):
     """A Session bound to one tenant (``session.info["tenant_id"]``): every ORM SELECT,
-    UPDATE and DELETE of a tenant-owned entity is filtered by it, and every new row is
-    stamped with it; a row of another tenant is refused at flush. Make one with
-    :func:`session_for`."""
+    UPDATE and DELETE of a tenant-owned entity is filtered by it; every new row (flushed, or
+    a bulk ORM ``insert(Task)``) is stamped with it, and a row of another tenant is refused.
+    Every write first checks, in its own transaction, that the tenant still lives in the
+    shared tables (``tenants.schema_name`` is NULL, read ``FOR KEY SHARE``, so a move waits
+    for the writer or the writer for the move); a moved tenant's writes are refused. Make
+    one with :func:`session_for`.
+
+    What it does NOT see: raw SQL (``text()``), statements on the Core tables
+    (``Task.__table__``), and anything run on ``session.connection()``: those go to the
+    server as written, which is why a statement-log check (:func:`unfiltered_statements`)
+    and row-level security (Step 11) back it up."""
 
 
 def current_tenant(session: Session) -> int:
@@ -225,13 +236,89 @@ def current_tenant(session: Session) -> int:
     return tenant_id
 
 
+def _check_still_shared(session, tenant_id: int) -> None:
+    """Refuse a write of a tenant that has moved to a schema of its own. Reads the directory
+    row ``FOR KEY SHARE`` (once per transaction): a move, which locks that row ``FOR
+    UPDATE``, waits for this transaction, or this read waits for the move and then sees
+    ``schema_name`` set."""
+    transaction = session.get_transaction()
+    if session.info.get("_checked_in") is transaction and transaction is not None:
+        return
+    home = (
+        session.connection()
+        .execute(
+            select(Tenant.schema_name)
+            .where(Tenant.id == tenant_id)
+            .with_for_update(read=True, key_share=True)
+        )
+        .first()
+    )
+    if home is not None and home.schema_name is not None:
+        raise TenantError(
+            f"tenant {tenant_id} has moved to schema {home.schema_name!r}: its writes to the "
+            f"shared tables are refused; write through tenancy.tenant_engine(engine, "
+            f"{home.schema_name!r})"
+        )
+    session.info["_checked_in"] = session.get_transaction()
+
+
+def _scoped_table(statement) -> bool:
+    table = getattr(statement, "table", None)
+    return table is not None and table.name in SHARED_TABLES and table.metadata is Base.metadata
+
+
+def _stamp_insert(state, tenant_id: int) -> None:
+    """A bulk ORM ``insert(Task)``: a ``tenant_id`` given must be this tenant's, a missing
+    one is stamped. ``INSERT ... FROM SELECT`` is refused (its rows cannot be checked)."""
+    statement = state.statement
+    if getattr(statement, "select", None) is not None:
+        raise TenantError(
+            "INSERT ... SELECT into a tenant table cannot be checked row by row: "
+            "add ORM objects, or insert(Model) with values"
+        )
+    given = []
+    for key, value in (getattr(statement, "_values", None) or {}).items():
+        if getattr(key, "key", key) == "tenant_id":
+            given.append(getattr(value, "value", value))
+    for row in getattr(statement, "_multi_values", None) or ():
+        for values in row:
+            if isinstance(values, dict):
+                given += [
+                    getattr(v, "value", v)
+                    for k, v in values.items()
+                    if getattr(k, "key", k) == "tenant_id"
+                ]
+    rows = state.parameters if isinstance(state.parameters, list | tuple) else [state.parameters]
+    given += [row["tenant_id"] for row in rows if isinstance(row, dict) and "tenant_id" in row]
+    if any(value != tenant_id for value in given):
+        raise TenantError(
+            f"an INSERT of tenant {sorted(set(given) - {tenant_id})} rows ran in tenant "
+            f"{tenant_id}'s session: leave tenant_id out, the session stamps it"
+        )
+    if given:
+        return
+    if getattr(statement, "_multi_values", None):
+        raise TenantError("a multi-row values() INSERT needs tenant_id in every row")
+    if isinstance(state.parameters, list | tuple) and state.parameters:
+        state.parameters = [dict(row, tenant_id=tenant_id) for row in state.parameters]
+    else:
+        state.statement = statement.values(tenant_id=tenant_id)
+
+
 @event.listens_for(TenantSession, "do_orm_execute")
 def _filter_by_tenant(state) -> None:
-    """Reads AND bulk writes: the criteria go on SELECT, UPDATE and DELETE alike."""
+    """Reads AND bulk writes: the criteria go on SELECT, UPDATE and DELETE alike; a bulk
+    INSERT is checked or stamped; every write checks that the tenant has not moved."""
     if state.is_column_load or state.is_relationship_load:
         return  # loads of rows already filtered (the key holds tenant_id)
+    if state.is_insert and _scoped_table(state.statement):
+        tenant_id = current_tenant(state.session)
+        _stamp_insert(state, tenant_id)
+        _check_still_shared(state.session, tenant_id)
     if state.is_select or state.is_update or state.is_delete:
         tenant_id = current_tenant(state.session)
+        if state.is_update or state.is_delete:
+            _check_still_shared(state.session, tenant_id)
         state.statement = state.statement.options(
             with_loader_criteria(
                 TenantScoped, lambda cls: cls.tenant_id == tenant_id, include_aliases=True
@@ -241,8 +328,13 @@ def _filter_by_tenant(state) -> None:
 
 @event.listens_for(TenantSession, "before_flush")
 def _stamp_tenant(session, flush_context, instances) -> None:
-    """New rows get the session's tenant; a new or changed row of another tenant is refused."""
+    """New rows get the session's tenant; a new or changed row of another tenant is refused;
+    a tenant that has moved to its own schema writes nothing here."""
     tenant_id = current_tenant(session)
+    if any(
+        isinstance(obj, TenantScoped) for obj in (*session.new, *session.dirty, *session.deleted)
+    ):
+        _check_still_shared(session, tenant_id)
     for obj in list(session.new) + list(session.dirty):
         if not isinstance(obj, TenantScoped):
             continue
@@ -587,11 +679,12 @@ def catalog_comparison(
     version stamped, ``batch`` tenants per transaction (timed per batch).
 
     Returns ``(frame, timings)``: one row per (layout, tenants) with :func:`catalog_cost`'s
-    columns, and the seconds per tenant of each provisioning path."""
+    columns, starting with ``tenants=0`` (the empty database: the shared tables, or no
+    schema), and the seconds per tenant of each provisioning path."""
     import sys
 
     import pandas as pd
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text on stdout: a saved notebook shows the final count
 
     from labkit import db
 
@@ -600,6 +693,8 @@ def catalog_comparison(
     schemas_engine = db.fresh_database(f"{prefix}_schemas").engine()
     create_shared(rows_engine)
     records, alembic_s, bulk_s = [], [], []
+    for layout, engine in (("row-based", rows_engine), ("schema per tenant", schemas_engine)):
+        records.append({"layout": layout, "tenants": 0, **catalog_cost(engine)})
     done = 0
     bar = tqdm(total=sizes[-1], desc="tenants", file=sys.stdout, disable=not progress)
     try:
@@ -643,11 +738,67 @@ def catalog_comparison(
     return pd.DataFrame(records), timings
 
 
+def catalog_table(frame):
+    """:func:`catalog_comparison`'s frame for reading: relations, MB, growth over the empty
+    database (``tenants=0``) in MB and in kB per tenant."""
+    empty = frame[frame["tenants"] == 0].set_index("layout")["database_bytes"]
+    table = frame[frame["tenants"] > 0].copy()
+    grown = table["database_bytes"] - table["layout"].map(empty)
+    return table.assign(
+        relations=table["pg_class_rows"],
+        database_MB=(table["database_bytes"] / 1e6).round(1),
+        grown_MB=(grown / 1e6).round(2),
+        kB_per_tenant=(grown / 1e3 / table["tenants"]).round(1),
+    )[["layout", "tenants", "relations", "database_MB", "grown_MB", "kB_per_tenant"]].reset_index(
+        drop=True
+    )
+
+
+def relcache_bytes(engine, statements) -> int:
+    """Bytes the backend's catalog cache (``CacheMemoryContext`` and its children) grows by
+    while one fresh connection runs ``statements`` (SQL text) once each."""
+    query = text(
+        "WITH ctx AS (SELECT * FROM pg_backend_memory_contexts), "
+        "cache AS (SELECT level, path[level] AS id FROM ctx WHERE name = 'CacheMemoryContext') "
+        "SELECT sum(total_bytes) FROM ctx, cache WHERE ctx.path[cache.level] = cache.id"
+    )
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+        before = conn.execute(query).scalar_one()
+        for statement in statements:
+            conn.execute(text(statement))
+        after = conn.execute(query).scalar_one()
+    return int(after - before)
+
+
+def pg_dump_schema_seconds(database) -> float:
+    """Seconds ``pg_dump --schema-only`` takes on ``database`` (a ``labkit.db.Database``),
+    output discarded. The password goes through the environment, never the command line."""
+    import os
+    import subprocess
+
+    from sqlalchemy.engine import make_url
+
+    from labkit.supervisor import postgres_bin_dir
+
+    url = make_url(database.sqlalchemy_url)
+    env = dict(os.environ, PGPASSWORD=url.password or "")
+    command = [
+        str(postgres_bin_dir() / "pg_dump"), "--schema-only", "--no-password",
+        "-h", url.host or "127.0.0.1", "-p", str(url.port or 5432),
+        "-U", url.username or "postgres", "-d", url.database, "-f", os.devnull,
+    ]  # fmt: skip
+    started = time.perf_counter()
+    subprocess.run(command, env=env, check=True, capture_output=True, timeout=300)
+    return time.perf_counter() - started
+
+
 def plot_catalog(frame):
     """Bars of pg_class rows and database size per layout and number of tenants."""
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    frame = frame[frame["tenants"] > 0]
     pivot = frame.pivot(index="tenants", columns="layout", values="pg_class_rows")
     pivot.plot.bar(ax=axes[0], rot=0)
     axes[0].set(title="pg_class rows (tables, indexes, sequences)", ylabel="rows")
@@ -668,7 +819,13 @@ def move_tenant_to_schema(engine, tenant_id: int, schema: str) -> dict[str, int]
     check that every table's count in the schema equals the shared count (else roll back),
     delete the tenant's shared rows, record ``schema_name`` in the directory. Returns the
     rows moved per table. Readers see the tenant in the shared tables until the commit,
-    and in its schema from the commit on: nothing in between."""
+    and in its schema from the commit on: nothing in between.
+
+    The tenant's writers wait for the whole copy (they need the locks the move holds), and
+    after the commit a :class:`TenantSession` refuses the tenant's writes to the shared
+    tables (``schema_name`` is set). Raw SQL is not stopped: it must read the directory
+    too. Fine for a small tenant; a large one is copied while it keeps writing, caught up
+    (logical replication of its rows) and switched over in a short locked step."""
     check_schema_name(schema)
     moved: dict[str, int] = {}
     with engine.begin() as conn:
