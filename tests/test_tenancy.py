@@ -337,3 +337,57 @@ def test_a_moved_tenant_cannot_write_to_the_shared_tables(engine):
         writer.rollback()
     writer.close()
     assert refused == list(writes) and 5 not in counts(engine)
+
+
+def test_a_write_that_arrives_during_the_move_waits_and_is_refused(engine):
+    """The move holds the directory row; a tenant write that starts meanwhile waits on its
+    check (FOR KEY SHARE) instead of on the rows, and after the commit it is refused rather
+    than landing in the shared tables or changing 0 rows without a word."""
+    import threading
+    import time
+
+    tenancy.load_shared(engine, tenants=1, projects=3, tasks=5, first=6)
+    blocker = engine.connect()  # holds one of tenant 6's rows: the move stops half-way
+    blocker.execute(text("SELECT 1 FROM tasks WHERE tenant_id = 6 AND id = 76 FOR UPDATE"))
+    outcome = {}
+
+    def move():
+        outcome["moved"] = tenancy.move_tenant_to_schema(engine, 6, "s12a_six")
+
+    def write():
+        with tenancy.session_for(engine, 6) as session:
+            try:
+                outcome["changed"] = session.execute(update(Task).values(done=True)).rowcount
+                session.commit()
+            except TenantError as error:
+                outcome["refused"] = str(error)
+
+    def waiting(pattern):
+        with engine.connect() as conn:
+            return conn.execute(
+                text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE :p"
+                ),
+                {"p": pattern},
+            ).scalar()
+
+    mover, writer = threading.Thread(target=move), threading.Thread(target=write)
+    mover.start()
+    for _ in range(100):
+        if waiting("SELECT 1 FROM tasks%FOR UPDATE"):
+            break
+        time.sleep(0.05)
+    writer.start()
+    for _ in range(100):
+        if waiting("SELECT tenants.schema_name%FOR KEY SHARE"):
+            break
+        time.sleep(0.05)
+    writer_waited = writer.is_alive()
+    blocker.rollback()
+    blocker.close()
+    mover.join(10)
+    writer.join(10)
+    assert writer_waited and outcome["moved"] == {"projects": 3, "tasks": 15}
+    assert "changed" not in outcome and "moved to schema 's12a_six'" in outcome["refused"]
+    assert 6 not in counts(engine)

@@ -20,6 +20,11 @@ labkit.tenancy.TenantNameError: tenant schema name 'acme"; DROP SCHEMA public CA
 >>> with tenancy.tenant_engine(engine, "tenant_2").connect() as conn:
 ...     conn.execute(select(func.count()).select_from(tenancy.schema_tasks)).scalar_one()
 8
+>>> with tenancy.session_for(engine, 2) as session:  # its writes to the shared tables: refused
+...     session.add(tenancy.Project(name="late")); session.flush()
+Traceback (most recent call last):
+...
+labkit.tenancy.TenantError: tenant 2 has moved to schema 'tenant_2': ...
 >>> engine.dispose(); db.drop_database("doctest_tenancy")
 """
 
