@@ -28,7 +28,7 @@ import pytest
 from notebook_params import CI_PARAMETERS
 
 from labkit import config
-from labkit.course import labsetup
+from labkit.course import labsetup, nbgrader_ext
 from labkit.course.cli import lab_command
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -258,26 +258,6 @@ def banner_text(driver) -> str:
     return "\n".join(lines)
 
 
-def drop_databases(prefix: str) -> None:
-    """Drop the databases and roles this run's notebooks created (their names start with
-    ``prefix``)."""
-    from psycopg import sql
-
-    from labkit import db
-
-    with db.connect(autocommit=True) as conn:
-        names = conn.execute(
-            "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
-        ).fetchall()
-        for (name,) in names:
-            db.drop_database(name, qualified=True, conn=conn)
-        roles = conn.execute(
-            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (prefix,)
-        ).fetchall()
-        for (role,) in roles:
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))
-
-
 @contextlib.contextmanager
 def lab_in_browser(tmp_path: Path, budget_s: float, what: str):
     """The learner's JupyterLab (`make lab`'s configuration) serving a copy of the course,
@@ -354,7 +334,8 @@ def lab_in_browser(tmp_path: Path, budget_s: float, what: str):
         except subprocess.TimeoutExpired:
             os.killpg(lab.pid, signal.SIGKILL)
         log.close()
-        drop_databases(env["LABKIT_DB_PREFIX"])
+        nbgrader_ext.drop_databases(env["LABKIT_DB_PREFIX"])
+        nbgrader_ext.drop_roles(env["LABKIT_DB_PREFIX"])
         warnings.warn(BrowserScreenshots(f"browser test screenshots: {shots}"), stacklevel=1)
     noise = [
         line
