@@ -316,6 +316,26 @@ def instrument(engine, registry):
         f"FROM read_parquet('{path}') GROUP BY region ORDER BY revenue DESC, region"
     ).fetchall()
 """,
+    "six_letters": """import time
+
+
+def instrument(engine, registry):
+    queries = Counter("db_queries", "statements", ["operation"], registry=registry)
+    duration = Histogram("db_query_duration_seconds", "duration", ["operation"],
+                         buckets=BUCKETS, registry=registry)
+
+    @event.listens_for(engine, "before_cursor_execute")
+    def before(conn, cursor, statement, parameters, context, executemany):
+        conn.info.setdefault("start", []).append(time.perf_counter())
+        pass
+
+    @event.listens_for(engine, "after_cursor_execute")
+    def after(conn, cursor, statement, parameters, context, executemany):
+        elapsed = time.perf_counter() - conn.info["start"].pop()
+        op = statement.lstrip()[:6].upper()
+        queries.labels(op).inc()
+        duration.labels(op).observe(elapsed)
+""",
     "avg_times_count": """def revenue_by_region(path):
     return duckdb.sql(
         f"SELECT region, count(*), avg(quantity * price_cents) * count(*) AS revenue "
@@ -472,6 +492,8 @@ CASES = [
          OUTSIDE["unique_keys"], T2, origin="outside review"),
     case("the first word by split(' '): a statement starting with a newline gets the label '\\n'",
          "instr-upper", INSTR, OUTSIDE["split_space"], T4, origin="outside review"),
+    case("the first six characters (SELECT, INSERT, CREATE ... but not DROP)", "instr-upper", INSTR,
+         OUTSIDE["six_letters"], T4, origin="outside review"),
     case("count(quantity): a row without a quantity is not counted", "rev-orders", REV,
          OUTSIDE["count_column"], T6, origin="outside review"),
     case("revenue as a DOUBLE sum (floats)", "rev-revenue", REV,
