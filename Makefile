@@ -12,7 +12,8 @@ STAMP  := $(VENV)/.installed-stamp
 # Tools that nbgrader runs by name (alembic) must be found without activating the venv.
 export PATH := $(abspath $(BIN)):$(PATH)
 
-PYTEST_ARGS ?= -n 2 --dist loadgroup
+# --durations: the slowest tests, at the end of the log, to keep the suite within its budget.
+PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=30
 
 .PHONY: lab test install up down status bench lint clean check lab-instructor filter os-packages
 
