@@ -42,6 +42,7 @@ REQUIREMENTS = [
     Requirement("filter-select", NB, FILTER, "For SELECT", T4),
     Requirement("filter-writes", NB, FILTER, "and for ORM bulk UPDATE and DELETE", T4),
     Requirement("filter-aliases", NB, FILTER, "aliases included", T4),
+    Requirement("filter-owned", NB, FILTER, "to every tenant-owned entity (`TenantOwned`)", T4),
     Requirement("stamp-new", NB, STAMP, "Every new `TenantOwned` object (`session.new`) without a `tenant_id` gets the session's tenant", T4),
     Requirement("stamp-refuse-new", NB, STAMP, "A new or changed object (`session.dirty`) whose `tenant_id` is another tenant's raises `ValueError`", T4),
     Requirement("stamp-refuse-changed", NB, STAMP, "or changed object (`session.dirty`)", T4),
@@ -220,9 +221,22 @@ def move_cell(
     )
 
 
-def case(name, breaks, answer, source, loses, **_):
+def case(name, breaks, answer, source, loses, by="course"):
     return {"name": name, "breaks": breaks, "notebook": NB, "answers": {answer: source},
-            "loses": [loses], "source": "course"}  # fmt: skip
+            "loses": [loses], "source": by}  # fmt: skip
+
+
+# Written by the outside review (verbatim), from the student notebook and the task text.
+OUTSIDE = {
+    "t1_word_class_upper": '\ndef check_tenant_schema(name):\n    if not isinstance(name, str) or not re.fullmatch(r"[a-z]\\w{0,62}", name, re.ASCII):\n        raise ValueError("a schema name is a-z, then a-z 0-9 _, at most 63 characters")\n    if name.startswith("pg_") or name in ("public", "information_schema"):\n        raise ValueError("pg_ names, public and information_schema are reserved: choose another")\n    return name\n',
+    "t1_str_coerce": '\ndef check_tenant_schema(name):\n    name = str(name)\n    if not re.fullmatch(r"[a-z][a-z0-9_]{0,62}", name):\n        raise ValueError("a schema name is a-z, then a-z 0-9 _, at most 63 characters")\n    if name.startswith("pg_") or name in ("public", "information_schema"):\n        raise ValueError("pg_ names, public and information_schema are reserved: choose another")\n    return name\n',
+    "t4f_ticket_only": '\ndef filter_by_tenant(state):\n    if state.is_select or state.is_update or state.is_delete:\n        tid = state.session.info["tenant_id"]\n        state.statement = state.statement.options(\n            with_loader_criteria(Ticket, Ticket.tenant_id == tid, include_aliases=True))\n',
+    "t4s_ticket_only": '\ndef stamp_tenant(session):\n    tid = session.info["tenant_id"]\n    for obj in list(session.new) + list(session.dirty):\n        if not isinstance(obj, Ticket):\n            continue\n        if obj in session.new and obj.tenant_id is None:\n            obj.tenant_id = tid\n        elif obj.tenant_id != tid:\n            raise ValueError(f"object of tenant {obj.tenant_id} in tenant {tid}\'s session")\n',
+    "t5_text_tenant_id": '\ndef unfiltered(statements, tenant_id):\n    out = []\n    for s in statements:\n        if not re.search(r"\\btickets\\b", s.sql, re.I):\n            continue\n        rows = s.params if isinstance(s.params, list) else [s.params or {}]\n        if re.match(r"\\s*insert\\b", s.sql, re.I):\n            vals = [v for r in rows for k, v in r.items() if re.fullmatch(r"tenant_id(__\\d+)?", k)]\n        else:\n            names = re.findall(r"tenant_id\\s*=\\s*%\\((\\w+)\\)s", s.sql, re.I)\n            vals = [r.get(n) for r in rows for n in names]\n        if not vals or any(v != tenant_id for v in vals):\n            out.append(s)\n    return out\n',
+    "t5_insert_substring": '\ndef unfiltered(statements, tenant_id):\n    out = []\n    for s in statements:\n        if not re.search(r"\\btickets\\b", s.sql, re.I):\n            continue\n        rows = s.params if isinstance(s.params, list) else [s.params or {}]\n        if "INSERT" in s.sql.upper():\n            vals = [v for r in rows for k, v in r.items() if re.fullmatch(r"tenant_id(__\\d+)?", k)]\n        else:\n            names = re.findall(r"\\btickets\\.tenant_id\\s*=\\s*%\\((\\w+)\\)s", s.sql, re.I)\n            vals = [r.get(n) for r in rows for n in names]\n        if not vals or any(v != tenant_id for v in vals):\n            out.append(s)\n    return out\n',
+    "t6_hand_quoted": '\ndef move_tenant(tenant_id, schema):\n    target = sql.SQL(\'"\' + schema + \'".tickets\')\n    with demo.connect() as conn:\n        conn.execute("SELECT 1 FROM tickets WHERE tenant_id = %s FOR UPDATE", (tenant_id,))\n        n = conn.execute("SELECT count(*) FROM tickets WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]\n        conn.execute(sql.SQL("INSERT INTO {} (id, title, status) SELECT id, title, status FROM tickets WHERE tenant_id = %s").format(target), (tenant_id,))\n        landed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]\n        if landed != n:\n            raise ValueError(f"{landed} rows landed in {schema}.tickets, expected {n}")\n        conn.execute("DELETE FROM tickets WHERE tenant_id = %s", (tenant_id,))\n    return n\n',
+    "t6_delete_by_id": '\ndef move_tenant(tenant_id, schema):\n    target = sql.Identifier(schema, "tickets")\n    with demo.connect() as conn:\n        conn.execute("SELECT 1 FROM tickets WHERE tenant_id = %s FOR UPDATE", (tenant_id,))\n        n = conn.execute("SELECT count(*) FROM tickets WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]\n        conn.execute(sql.SQL("INSERT INTO {} (id, title, status) SELECT id, title, status FROM tickets WHERE tenant_id = %s").format(target), (tenant_id,))\n        landed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]\n        if landed != n:\n            raise ValueError(f"{landed} rows landed in {schema}.tickets, expected {n}")\n        conn.execute(sql.SQL("DELETE FROM tickets WHERE id IN (SELECT id FROM {})").format(target))\n    return n\n',
+}
 
 
 REGEX = r'r"[a-z][a-z0-9_]{0,62}"'
@@ -324,12 +338,29 @@ CASES = [
          move_cell(target='sql.SQL(f"{schema}.tickets")'), T6),
     case("returns nothing", "move-return", MOVE,
          move_cell(returned="None"), T6),
+    # ------------------------------------------------------------------ outside review
+    case("\\w with re.ASCII: upper-case letters after the first", "name-charset", CHECK,
+         OUTSIDE["t1_word_class_upper"], T1, by="outside review"),
+    case("str(name) first: a str-like object passes", "name-str", CHECK,
+         OUTSIDE["t1_str_coerce"], T1, by="outside review"),
+    case("the criteria on Ticket only, not every TenantOwned", "filter-owned", FILTER,
+         OUTSIDE["t4f_ticket_only"], T4, by="outside review"),
+    case("stamps Ticket objects only, not every TenantOwned", "stamp-new", STAMP,
+         OUTSIDE["t4s_ticket_only"], T4, by="outside review"),
+    case("any table's tenant_id = %(name)s counts as the predicate", "log-predicate", UNFILTERED,
+         OUTSIDE["t5_text_tenant_id"], T5, by="outside review"),
+    case("an INSERT is any statement with INSERT in it", "log-predicate", UNFILTERED,
+         OUTSIDE["t5_insert_substring"], T5, by="outside review"),
+    case('the schema quoted by hand: \'"\' + schema + \'".tickets\'', "move-quote", MOVE,
+         OUTSIDE["t6_hand_quoted"], T6, by="outside review"),
+    case("deletes the shared rows whose id was copied, of any tenant", "move-others", MOVE,
+         OUTSIDE["t6_delete_by_id"], T6, by="outside review"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
     {
         "name": "string methods instead of a regular expression; a separate existence query; "
-        "Ticket checked by class; rowcount as the landed count",
+        "new and changed objects checked in two loops; rowcount as the landed count",
         "notebook": NB,
         "answers": {
             CHECK: (
@@ -362,10 +393,10 @@ ALTERNATIVES = [
                 "def stamp_tenant(session):\n"
                 "    me = session.info['tenant_id']\n"
                 "    for obj in session.new:\n"
-                "        if isinstance(obj, Ticket) and obj.tenant_id is None:\n"
+                "        if isinstance(obj, TenantOwned) and obj.tenant_id is None:\n"
                 "            obj.tenant_id = me\n"
                 "    for obj in [*session.new, *session.dirty]:\n"
-                "        if isinstance(obj, Ticket) and obj.tenant_id != me:\n"
+                "        if isinstance(obj, TenantOwned) and obj.tenant_id != me:\n"
                 "            raise ValueError(f'tenant {obj.tenant_id} is not {me}')\n"
             ),
             MOVE: (
