@@ -64,6 +64,8 @@ REQUIREMENTS = [
     Requirement("move-delete", NB, MOVE, "delete the tenant's rows from the shared table", T6),
     Requirement("move-others", NB, MOVE, "leaving every other tenant's alone", T6),
     Requirement("move-one-tx", NB, MOVE, "do all of it in one transaction", T6),
+    Requirement("move-lock", NB, MOVE, "lock the shared table against writers before the copy", T6),
+    Requirement("move-lock-waits", NB, MOVE, "another connection's new or changed ticket of the tenant then waits until the move ends", T6),
     Requirement("move-quote", NB, MOVE, "quote the schema with the driver's tools", T6),
     Requirement("move-return", NB, MOVE, "return the number of rows moved", T6),
 ]  # fmt: skip
@@ -199,6 +201,7 @@ def unfiltered_cell(
 def move_cell(
     target='sql.Identifier(schema, "tickets")',
     connect="demo.connect()",
+    lock='conn.execute("LOCK TABLE tickets IN SHARE ROW EXCLUSIVE MODE")',
     copy='"INSERT INTO {} (id, title, status) SELECT id, title, status FROM tickets WHERE tenant_id = %s"',
     check="if landed != shared:",
     delete='conn.execute("DELETE FROM tickets WHERE tenant_id = %s", (tenant_id,))',
@@ -208,6 +211,7 @@ def move_cell(
         "def move_tenant(tenant_id, schema):\n"
         f"    target = {target}\n"
         f"    with {connect} as conn:\n"
+        f"        {lock}\n"
         f"        conn.execute(sql.SQL({copy}).format(target), (tenant_id,))\n"
         "        landed, shared = conn.execute(\n"
         '            sql.SQL("SELECT (SELECT count(*) FROM {}), "\n'
@@ -235,6 +239,7 @@ OUTSIDE = {
     "t5_text_tenant_id": '\ndef unfiltered(statements, tenant_id):\n    out = []\n    for s in statements:\n        if not re.search(r"\\btickets\\b", s.sql, re.I):\n            continue\n        rows = s.params if isinstance(s.params, list) else [s.params or {}]\n        if re.match(r"\\s*insert\\b", s.sql, re.I):\n            vals = [v for r in rows for k, v in r.items() if re.fullmatch(r"tenant_id(__\\d+)?", k)]\n        else:\n            names = re.findall(r"tenant_id\\s*=\\s*%\\((\\w+)\\)s", s.sql, re.I)\n            vals = [r.get(n) for r in rows for n in names]\n        if not vals or any(v != tenant_id for v in vals):\n            out.append(s)\n    return out\n',
     "t5_insert_substring": '\ndef unfiltered(statements, tenant_id):\n    out = []\n    for s in statements:\n        if not re.search(r"\\btickets\\b", s.sql, re.I):\n            continue\n        rows = s.params if isinstance(s.params, list) else [s.params or {}]\n        if "INSERT" in s.sql.upper():\n            vals = [v for r in rows for k, v in r.items() if re.fullmatch(r"tenant_id(__\\d+)?", k)]\n        else:\n            names = re.findall(r"\\btickets\\.tenant_id\\s*=\\s*%\\((\\w+)\\)s", s.sql, re.I)\n            vals = [r.get(n) for r in rows for n in names]\n        if not vals or any(v != tenant_id for v in vals):\n            out.append(s)\n    return out\n',
     "t6_hand_quoted": '\ndef move_tenant(tenant_id, schema):\n    target = sql.SQL(\'"\' + schema + \'".tickets\')\n    with demo.connect() as conn:\n        conn.execute("SELECT 1 FROM tickets WHERE tenant_id = %s FOR UPDATE", (tenant_id,))\n        n = conn.execute("SELECT count(*) FROM tickets WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]\n        conn.execute(sql.SQL("INSERT INTO {} (id, title, status) SELECT id, title, status FROM tickets WHERE tenant_id = %s").format(target), (tenant_id,))\n        landed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]\n        if landed != n:\n            raise ValueError(f"{landed} rows landed in {schema}.tickets, expected {n}")\n        conn.execute("DELETE FROM tickets WHERE tenant_id = %s", (tenant_id,))\n    return n\n',
+    "t6_no_lock": '\ndef move_tenant(tenant_id, schema):\n    target = sql.Identifier(schema, "tickets")\n    with demo.connect() as conn:\n        n = conn.execute("SELECT count(*) FROM tickets WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]\n        conn.execute(sql.SQL("INSERT INTO {} (id, title, status) SELECT id, title, status FROM tickets WHERE tenant_id = %s").format(target), (tenant_id,))\n        landed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]\n        if landed != n:\n            raise ValueError(f"{landed} rows landed in {schema}.tickets, expected {n}")\n        conn.execute("DELETE FROM tickets WHERE tenant_id = %s", (tenant_id,))\n    return n\n',
     "t6_delete_by_id": '\ndef move_tenant(tenant_id, schema):\n    target = sql.Identifier(schema, "tickets")\n    with demo.connect() as conn:\n        conn.execute("SELECT 1 FROM tickets WHERE tenant_id = %s FOR UPDATE", (tenant_id,))\n        n = conn.execute("SELECT count(*) FROM tickets WHERE tenant_id = %s", (tenant_id,)).fetchone()[0]\n        conn.execute(sql.SQL("INSERT INTO {} (id, title, status) SELECT id, title, status FROM tickets WHERE tenant_id = %s").format(target), (tenant_id,))\n        landed = conn.execute(sql.SQL("SELECT count(*) FROM {}").format(target)).fetchone()[0]\n        if landed != n:\n            raise ValueError(f"{landed} rows landed in {schema}.tickets, expected {n}")\n        conn.execute(sql.SQL("DELETE FROM tickets WHERE id IN (SELECT id FROM {})").format(target))\n    return n\n',
 }
 
@@ -338,6 +343,12 @@ CASES = [
          move_cell(target='sql.SQL(f"{schema}.tickets")'), T6),
     case("returns nothing", "move-return", MOVE,
          move_cell(returned="None"), T6),
+    case("no lock: a ticket written between the copy and the delete is deleted uncopied", "move-lock", MOVE,
+         move_cell(lock="pass"), T6),
+    case("locks the tenant's existing rows (FOR UPDATE): a new ticket does not wait", "move-lock-waits", MOVE,
+         move_cell(lock='conn.execute("SELECT 1 FROM tickets WHERE tenant_id = %s FOR UPDATE", (tenant_id,))'), T6),
+    case("locks the tenant's row in tenants: a new ticket waits, a changed one does not", "move-lock-waits", MOVE,
+         move_cell(lock='conn.execute("SELECT 1 FROM tenants WHERE id = %s FOR UPDATE", (tenant_id,))'), T6),
     # ------------------------------------------------------------------ outside review
     case("\\w with re.ASCII: upper-case letters after the first", "name-charset", CHECK,
          OUTSIDE["t1_word_class_upper"], T1, by="outside review"),
@@ -355,12 +366,16 @@ CASES = [
          OUTSIDE["t6_hand_quoted"], T6, by="outside review"),
     case("deletes the shared rows whose id was copied, of any tenant", "move-others", MOVE,
          OUTSIDE["t6_delete_by_id"], T6, by="outside review"),
+    case("no lock: another connection's new ticket of the tenant, committed between the copy and the "
+         "delete, is deleted without being copied", "move-lock", MOVE,
+         OUTSIDE["t6_no_lock"], T6, by="outside review"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
     {
         "name": "string methods instead of a regular expression; a separate existence query; "
-        "new and changed objects checked in two loops; rowcount as the landed count",
+        "new and changed objects checked in two loops; rowcount as the landed count; "
+        "row locks (the tenant's row in tenants, its tickets) instead of a table lock",
         "notebook": NB,
         "answers": {
             CHECK: (
@@ -403,7 +418,8 @@ ALTERNATIVES = [
                 "def move_tenant(tenant_id, schema):\n"
                 "    with demo.connect() as conn:\n"
                 "        with conn.transaction():\n"
-                "            shared = conn.execute('SELECT count(*) FROM tickets WHERE tenant_id = %s', (tenant_id,)).fetchone()[0]\n"
+                "            conn.execute('SELECT 1 FROM tenants WHERE id = %s FOR UPDATE', (tenant_id,))\n"
+                "            shared = len(conn.execute('SELECT 1 FROM tickets WHERE tenant_id = %s FOR UPDATE', (tenant_id,)).fetchall())\n"
                 "            landed = conn.execute(sql.SQL('INSERT INTO {} SELECT id, title, status FROM tickets WHERE tenant_id = %s').format(\n"
                 "                sql.Identifier(schema, 'tickets')), (tenant_id,)).rowcount\n"
                 "            if landed != shared:\n"
