@@ -141,8 +141,16 @@ def test_stale_pid_files_of_other_live_servers_are_not_ours(state):
     assert after["redis"].running and after["redis"].pid == others["redis"].pid
 
 
-def test_port_taken_by_someone_else_gives_a_message_and_another_port(state):
-    """If a remembered port is taken by another program, `up` says so and moves."""
+def test_port_taken_by_someone_else_gives_a_message_and_another_port(state, monkeypatch):
+    """If a remembered port is taken by another program, `up` says so and moves.
+
+    The first ports tried are in a range no other test starts servers in: with the usual
+    ones, another test's server (on the other xdist worker) took the port freed by `down`
+    before the squatter could, once in CI."""
+    from labkit.course import services as services_module
+
+    monkeypatch.setattr(services_module, "PG_PORT_HINT", 23532)
+    monkeypatch.setattr(services_module, "REDIS_PORT_HINT", 24479)
     state.up()
     old_port = int(urls(state)["DATABASE_URL"].rsplit(":", 1)[1].split("/")[0])
     state.down()

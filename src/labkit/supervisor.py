@@ -8,7 +8,7 @@ through :class:`Supervisor`:
 
 >>> import tempfile
 >>> from labkit.supervisor import PostgresServer, Supervisor
->>> with tempfile.TemporaryDirectory() as folder, Supervisor() as supervisor:
+>>> with tempfile.TemporaryDirectory() as folder, Supervisor(say=lambda m: None) as supervisor:
 ...     cluster = PostgresServer(folder, password="secret")
 ...     port = supervisor.up(cluster)                 # initdb, start, wait until ready
 ...     supervisor.status(cluster).running
