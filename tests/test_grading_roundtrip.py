@@ -2,8 +2,8 @@
 the solutions, zero to the untouched student version, and, for each plausible wrong answer
 in tests/wrong_answers/<assignment>.py, takes away exactly the marks of the test cells it
 targets. This is what proves the hidden tests can fail. (The students are graded in
-parallel scratch courses: each requirement's own wrong answer alone, the others together,
-one per answer cell — see ``plan``.)"""
+parallel scratch courses: one wrong answer per answer cell alone, the others several to a
+submission, at most one per answer cell — see ``plan``.)"""
 
 from __future__ import annotations
 
@@ -35,47 +35,28 @@ def test_every_assignment_has_wrong_answers(assignment):
 def plan(assignment: str):
     """Which answers are graded alone and which together.
 
-    Alone: for every requirement, the first case that breaks it (course cases first), so
-    that "loses exactly that test" is decided by a submission holding that slip only.
-    Together: every other case and the right answers written another way, one per answer
-    cell in each submission (a task's answer cannot change an earlier task's test); each
-    must lose (or, a right answer, keep) its own task's tests, else it is graded again alone."""
+    Alone: for every answer cell, its first case (course cases first): a submission holding
+    that slip only must lose exactly the tests the case lists, and nothing in any other task.
+    Together: every other case and the right answers written another way, at most one per
+    answer cell in each submission. A shared submission must lose exactly the union of its
+    wrong answers' tests: a case that lost less, a right answer that lost marks, or a slip
+    that cost marks in another task (a cascade) breaks the union, and then every answer of
+    that submission is graded again, alone. (A cascade into a test that another answer of
+    the same submission loses anyway is the one thing the union cannot show; the alone
+    cases above check one slip per task for it.)"""
     cases = wrong_answers.cases(assignment)
+    alternatives = wrong_answers.alternatives(assignment)
     order = sorted(range(len(cases)), key=lambda i: cases[i]["source"] != "course")
     alone, seen = [], set()
     for index in order:
-        if cases[index]["breaks"] not in seen:
-            seen.add(cases[index]["breaks"])
+        cells_of = {(cases[index]["notebook"], cell) for cell in cases[index]["answers"]}
+        if not cells_of <= seen:
+            seen |= cells_of
             alone.append(index)
-    together = [("wrong", i) for i in range(len(cases)) if i not in alone]
-    together += [("right", i) for i in range(len(wrong_answers.alternatives(assignment)))]
-    return alone, together
-
-
-def own_tests(assignment: str, notebook: str, answers) -> set[str]:
-    tasks = cells.task_tests(ROOT / "grading" / "source" / assignment / notebook)
-    return {test for answer in answers for test in tasks[answer]}
-
-
-@pytest.mark.parametrize("assignment", ASSIGNMENTS)
-def test_round_trip(assignment):
-    """solution → full marks; release → zero; each requirement's own wrong answer, graded
-    alone → loses exactly its tests' marks; every other wrong answer → loses its task's
-    marks; each right answer written another way → keeps its task's marks."""
-    cases = wrong_answers.cases(assignment)
-    alternatives = wrong_answers.alternatives(assignment)
-    with grading.scratch_course(ROOT / "grading") as course:
-        release = course.release(assignment)
-        # The release is a real student version: no solutions, no hidden tests.
-        for notebook in release.glob("*.ipynb"):
-            text = notebook.read_text()
-            assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, notebook.name
-    alone, together = plan(assignment)
-    students: dict = {"solutions": "solution", "untouched": "release"}
-    for index in alone:
-        students[f"alone{index:03d}"] = {cases[index]["notebook"]: cases[index]["answers"]}
-    rounds: list[list[tuple[str, int]]] = []
-    for kind, index in together:
+    rest = [("wrong", i) for i in range(len(cases)) if i not in alone]
+    rest += [("right", i) for i in range(len(alternatives))]
+    rounds: list[list[tuple[tuple[str, int], tuple[str, str]]]] = []
+    for kind, index in rest:
         item = (cases if kind == "wrong" else alternatives)[index]
         key = {(item["notebook"], cell) for cell in item["answers"]}
         home = next((r for r in rounds if not key & {k for _, k in r}), None)
@@ -84,12 +65,49 @@ def test_round_trip(assignment):
             rounds.append(home)
         home.extend(((kind, index), k) for k in key)
     groups = [sorted({member for member, _ in r}) for r in rounds]
-    for number, members in enumerate(groups):
+    return alone, groups
+
+
+@pytest.mark.parametrize("assignment", ASSIGNMENTS)
+def test_round_trip(assignment):
+    """solution → full marks; release → zero; one wrong answer per answer cell, graded
+    alone → loses exactly its tests' marks; the others, several to a submission → lose
+    exactly the union of theirs (right answers written another way lose nothing), or are
+    graded again alone."""
+    cases = wrong_answers.cases(assignment)
+    alternatives = wrong_answers.alternatives(assignment)
+    with grading.scratch_course(ROOT / "grading") as course:
+        release = course.release(assignment)
+        # The release is a real student version: no solutions, no hidden tests.
+        for notebook in release.glob("*.ipynb"):
+            text = notebook.read_text()
+            assert "BEGIN SOLUTION" not in text and "BEGIN HIDDEN TESTS" not in text, notebook.name
+
+    def item(member):
+        kind, index = member
+        return (cases if kind == "wrong" else alternatives)[index]
+
+    def expected(members) -> dict[str, list[str]]:
+        """notebook → the tests the members must lose, together."""
+        losses: dict[str, set[str]] = {}
+        for member in members:
+            losses.setdefault(item(member)["notebook"], set())
+            if member[0] == "wrong":
+                losses[item(member)["notebook"]] |= set(item(member)["loses"])
+        return {notebook: sorted(tests) for notebook, tests in losses.items()}
+
+    def submission(members) -> dict[str, dict[str, str]]:
         answers: dict[str, dict[str, str]] = {}
-        for kind, index in members:
-            item = (cases if kind == "wrong" else alternatives)[index]
-            answers.setdefault(item["notebook"], {}).update(item["answers"])
-        students[f"group{number:03d}"] = answers
+        for member in members:
+            answers.setdefault(item(member)["notebook"], {}).update(item(member)["answers"])
+        return answers
+
+    alone, groups = plan(assignment)
+    students: dict = {"solutions": "solution", "untouched": "release"}
+    for index in alone:
+        students[f"alone-wrong{index:03d}"] = submission([("wrong", index)])
+    for number, members in enumerate(groups):
+        students[f"group{number:03d}"] = submission(members)
     grades = mutation.grade_answers(assignment, students, root=ROOT / "grading", workers=2)
 
     def lost(student, notebook):
@@ -103,44 +121,48 @@ def test_round_trip(assignment):
     def total(student):
         return sum(score for score, _ in grades[student].values())
 
+    def losses(student, members):
+        return {notebook: lost(student, notebook) for notebook in expected(members)}
+
     maximum = sum(top for _, top in grades["solutions"].values())
     assert maximum > 0, f"{assignment} has no graded cells"
     assert total("solutions") == maximum, f"solutions scored {grades['solutions']}"
     assert total("untouched") == 0, f"the untouched release scored {grades['untouched']}"
     problems = []
     for index in alone:
-        case = cases[index]
-        if lost(f"alone{index:03d}", case["notebook"]) != sorted(case["loses"]):
+        member = ("wrong", index)
+        if losses(f"alone-wrong{index:03d}", [member]) != expected([member]):
             problems.append(
-                f"{case['name']!r} (alone) lost {lost(f'alone{index:03d}', case['notebook'])}, "
-                f"expected exactly {sorted(case['loses'])}"
+                f"{cases[index]['name']!r} (alone) lost "
+                f"{losses(f'alone-wrong{index:03d}', [member])}, expected exactly "
+                f"{expected([member])}"
             )
-    again = {}
+    again = []  # a notebook runs in a kernel and sandbox of its own: decided per notebook
     for number, members in enumerate(groups):
-        for kind, index in members:
-            item = (cases if kind == "wrong" else alternatives)[index]
-            own = own_tests(assignment, item["notebook"], item["answers"])
-            hit = set(lost(f"group{number:03d}", item["notebook"])) & own
-            if (kind == "wrong" and not hit) or (kind == "right" and hit):
-                again[f"{kind}{index:03d}"] = (kind, index)
+        got, wanted = losses(f"group{number:03d}", members), expected(members)
+        for notebook in sorted(n for n in wanted if got[n] != wanted[n]):
+            mine = [m for m in members if item(m)["notebook"] == notebook]
+            print(
+                f"group{number:03d}'s {notebook} lost {got[notebook]}, expected "
+                f"{wanted[notebook]}: its {len(mine)} answers are graded again, alone"
+            )
+            again.extend(mine)
     if again:  # decided alone
-        retry = {
-            name: {item["notebook"]: item["answers"]}
-            for name, (kind, index) in again.items()
-            for item in [(cases if kind == "wrong" else alternatives)[index]]
-        }
+        retry = {f"alone-{kind}{index:03d}": submission([(kind, index)]) for kind, index in again}
         grades.update(mutation.grade_answers(assignment, retry, root=ROOT / "grading", workers=2))
-        for name, (kind, index) in again.items():
-            item = (cases if kind == "wrong" else alternatives)[index]
-            got = lost(name, item["notebook"])
-            if kind == "wrong" and got != sorted(item["loses"]):
-                problems.append(f"{item['name']!r} lost {got}, expected {sorted(item['loses'])}")
-            if kind == "right" and got:
-                problems.append(f"the right answer {item['name']!r} lost marks on {got}")
+        for kind, index in again:
+            got = losses(f"alone-{kind}{index:03d}", [(kind, index)])
+            if got != expected([(kind, index)]):
+                what = "the right answer" if kind == "right" else "the wrong answer"
+                problems.append(
+                    f"{what} {item((kind, index))['name']!r} lost {got}, expected exactly "
+                    f"{expected([(kind, index)])}"
+                )
     assert not problems, "answers graded otherwise than expected:\n" + "\n".join(problems)
     print(
-        f"{assignment}: {len(alone)} wrong answers alone, {len(together)} answers in "
-        f"{len(groups)} shared submissions, {len(again)} graded again alone"
+        f"{assignment}: {len(alone)} wrong answers alone, "
+        f"{sum(map(len, groups))} answers in {len(groups)} shared submissions, "
+        f"{len(again)} graded again alone"
     )
 
 
