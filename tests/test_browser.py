@@ -214,6 +214,20 @@ class Learner:
         self.click_run_all(path)
         return self.wait(path, finished, timeout, f"run all {path}")
 
+    def run_lesson(self, path: str, timeout: float, images: int, shot: str) -> dict:
+        """Open a lesson, Run All, wait; then: no error or stderr output, every cell ran,
+        at least ``images`` plots drawn as images."""
+        self.open(path)
+        self.click_run_all(path)
+        state = self.wait(path, finished, timeout, f"run all {path}")
+        self.screenshot(shot)
+        assert not problems(state), "\n".join(problems(state))
+        assert all(c["count"] is not None for c in state["cells"]), f"not every cell of {path} ran"
+        assert mime_count(state, "image/png") >= images, (
+            f"{path}: fewer than {images} plots drawn as images"
+        )
+        return state
+
     def screenshot(self, name: str) -> None:
         self.driver.save_screenshot(str(self.shots / f"{name}.png"))
 
@@ -428,15 +442,8 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
 
         # 3. Lesson 02 at CI size: its servers, processes and SIGKILLs from a browser's
         # kernel, with nothing on stderr (drawn in red) and its plots drawn.
-        phase2 = "notebooks/02-production-architecture.ipynb"
-        learner.open(phase2)
-        learner.click_run_all(phase2)
-        state = learner.wait(phase2, finished, 300, "run all lesson 02")
+        learner.run_lesson("notebooks/02-production-architecture.ipynb", 300, 3, "02-lesson")
         timings["02 lesson"] = time.monotonic() - started
-        learner.screenshot("02-lesson")
-        assert not problems(state), "\n".join(problems(state))
-        assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
-        assert mime_count(state, "image/png") >= 3, "lesson 02's plots were not drawn as images"
 
 
 @pytest.mark.xdist_group("browser-03")
@@ -446,12 +453,5 @@ def test_phase3_lesson_in_a_real_browser(tmp_path):
     pytest-xdist can run it beside the first-hour test.)"""
     with lab_in_browser(tmp_path, BUDGET_03_S, "lesson 03") as (learner, driver, timings):
         started = time.monotonic()
-        phase3 = "notebooks/03-security-and-scale.ipynb"
-        learner.open(phase3)
-        learner.click_run_all(phase3)
-        state = learner.wait(phase3, finished, 400, "run all lesson 03")
+        learner.run_lesson("notebooks/03-security-and-scale.ipynb", 400, 5, "03-lesson")
         timings["03 lesson"] = time.monotonic() - started
-        learner.screenshot("03-lesson")
-        assert not problems(state), "\n".join(problems(state))
-        assert all(c["count"] is not None for c in state["cells"]), "not every cell ran"
-        assert mime_count(state, "image/png") >= 5, "lesson 03's plots were not drawn as images"
