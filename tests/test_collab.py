@@ -1,0 +1,144 @@
+"""labkit.collab against the course's PostgreSQL: offline CRDT edits that converge and
+survive a restart from the store, a compaction that keeps an update committed late with a
+lower id (where "delete up to the last id folded" loses it), and the three conflict
+strategies counted on the same concurrent edits."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from labkit import collab, db
+
+
+@pytest.fixture(scope="module")
+def store():
+    database = db.fresh_database("s14_test_collab")
+    store = collab.DocStore(database)
+    store.create_tables()
+    store.create_tables()  # idempotent
+    yield store
+    db.drop_database("s14_test_collab")
+
+
+def synced(store, doc):
+    """A client that loads the document, as a browser tab does when it opens it."""
+    return store.load(doc)
+
+
+def test_offline_edits_converge_and_survive_a_restart(store):
+    """Three clients edit the same words at once, offline; their updates reach the store
+    shuffled and one twice. Every client, and the document restored from the store, ends
+    with the same text holding every edit."""
+    first = collab.new_doc()
+    with collab.recording(first) as sent:
+        collab.text(first).insert(0, "the cat sat")
+    for update in sent:
+        store.append("converge", update)
+    clients = [synced(store, "converge") for _ in range(3)]
+    updates = []
+    for number, (client, (at, word)) in enumerate(
+        zip(clients, [(4, "big "), (4, "old "), (11, " down")], strict=True)
+    ):
+        with collab.recording(client) as sent:
+            collab.text(client).insert(at, word)
+            collab.text(client).insert(0, f"[{number}]")
+        updates += sent
+    shuffled = updates + updates[:1]
+    random.Random(7).shuffle(shuffled)
+    for update in shuffled:
+        store.append("converge", update)
+    for client in clients:  # each receives everyone's updates, its own included
+        for update in updates:
+            client.apply_update(update)
+    texts = {str(collab.text(client)) for client in clients}
+    restored = str(collab.text(store.load("converge")))
+    assert texts == {restored}, f"clients {texts} and the store {restored!r} differ"
+    for word in ("big ", "old ", " down", "[0]", "[1]", "[2]", "the cat sat"[:3]):
+        assert word in restored, f"{word!r} lost: {restored!r}"
+    assert len(restored) == len("the cat sat") + len("big old  down") + 9
+
+
+def test_compaction_keeps_an_update_committed_late_with_a_lower_id(store):
+    """A's update gets its id first but commits after B's; a compaction in between folds
+    only B's. The store keeps A's update, and the restored text holds both edits; deleting
+    "every id up to the last one folded" instead would have lost A's."""
+    base = collab.new_doc()
+    with collab.recording(base) as sent:
+        collab.text(base).insert(0, "draft")
+    for update in sent:
+        store.append("late", update)
+    alice, bob = synced(store, "late"), synced(store, "late")
+    with collab.recording(alice) as from_alice:
+        collab.text(alice).insert(0, "ALICE ")
+    with collab.recording(bob) as from_bob:
+        collab.text(bob).insert(5, " BOB")
+    slow = store.database.connect()  # alice's transaction: its id now, its commit later
+    try:
+        late_id = slow.execute(
+            "INSERT INTO crdt_updates (doc, update) VALUES ('late', %s) RETURNING id",
+            (from_alice[0],),
+        ).fetchone()[0]
+        bob_id = store.append("late", from_bob[0])
+        assert late_id < bob_id
+        compaction = store.compact("late")
+        slow.commit()
+    finally:
+        slow.close()
+    assert compaction.folded == 2, compaction  # "draft" and bob's edit; alice's not visible yet
+    assert store.stored_updates("late") == 1
+    assert str(collab.text(store.load("late"))) == "ALICE draft BOB"
+    # The naive compaction, for contrast: alice's row goes with the ids "up to" bob's.
+    with store.database.connect() as conn:
+        conn.execute("DELETE FROM crdt_updates WHERE doc = 'late' AND id <= %s", (bob_id,))
+    assert str(collab.text(store.load("late"))) == "draft BOB", "the control lost nothing"
+
+
+def test_compaction_shrinks_many_small_updates(store):
+    """200 one-character updates fold into one snapshot: fewer bytes, same text, and a
+    second compaction with nothing new folds 0."""
+    writer = synced(store, "typing")
+    for index in range(200):
+        with collab.recording(writer) as sent:
+            collab.text(writer).insert(index, "abcdefghij"[index % 10])
+        for update in sent:
+            store.append("typing", update)
+    expected = str(collab.text(writer))
+    compaction = store.compact("typing")
+    assert compaction.folded == 200 and compaction.bytes_after < compaction.bytes_before / 3
+    assert str(collab.text(store.load("typing"))) == expected
+    assert store.compact("typing").folded == 0
+    assert str(collab.text(store.load("typing"))) == expected
+
+
+def test_three_strategies_on_the_same_concurrent_edits(store):
+    """Four clients read the same version and each insert a word. Last write wins loses 3;
+    optimistic locking loses none with one conflict (and retry) per later client; the
+    CRDT loses none with no conflict."""
+    edits = [
+        collab.Edit("ana", "one", " alpha"),
+        collab.Edit("ben", "two", " beta"),
+        collab.Edit("cy", "three", " gamma"),
+        collab.Edit("dee", "one", " delta"),  # the same place as ana's
+    ]
+    results = {r.strategy: r for r in collab.compare(store.database, edits, "one two three")}
+    lww = results["last write wins"]
+    assert (lww.lost_updates, lww.conflicts, lww.writes) == (3, 0, 4)
+    assert lww.final_text == edits[-1].apply("one two three")
+    locking = results["optimistic locking"]
+    assert (locking.lost_updates, locking.conflicts, locking.writes) == (0, 3, 7)
+    crdt = results["CRDT (pycrdt)"]
+    assert (crdt.lost_updates, crdt.conflicts, crdt.writes) == (0, 0, 4)
+    assert all(word in crdt.final_text for word in ("one", "two", "three"))
+    assert locking.final_text.replace(" delta", "") == "one alpha two beta three gamma"
+
+
+def test_bad_input_says_what_to_do(store):
+    with pytest.raises(ValueError, match="bytes a pycrdt Doc emits"):
+        store.append("bad", "not bytes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="distinct word"):
+        collab.compare(store.database, [collab.Edit("a", "", "x"), collab.Edit("b", "", "x")], "")
+    with pytest.raises(ValueError, match="after 'four'"):
+        collab.compare(store.database, [collab.Edit("a", "four", " x")], "one two")
+    assert str(collab.text(store.load("never written"))) == ""
