@@ -1,15 +1,18 @@
 """labkit.collab against the course's PostgreSQL: offline CRDT edits that converge and
 survive a restart from the store, a compaction that keeps an update committed late with a
-lower id (where "delete up to the last id folded" loses it), and the three conflict
-strategies counted on the same concurrent edits."""
+lower id (where "delete up to the last id folded" loses it), the three conflict
+strategies counted on the same concurrent edits, and editors on two real server
+instances (uvicorn) that converge, offline or not, across a compaction and a restart."""
 
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
 from labkit import collab, db
+from labkit.supervisor import Supervisor
 
 
 @pytest.fixture(scope="module")
@@ -142,3 +145,52 @@ def test_bad_input_says_what_to_do(store):
     with pytest.raises(ValueError, match="after 'four'"):
         collab.compare(store.database, [collab.Edit("a", "four", " x")], "one two")
     assert str(collab.text(store.load("never written"))) == ""
+
+
+def converge(clients, parts, timeout: float = 20) -> str:
+    """Pull until every client shows the same text holding every part; that text."""
+    deadline = time.monotonic() + timeout
+    while True:
+        for client in clients:
+            client.pull(timeout=0.05)
+        texts = {client.text for client in clients}
+        if len(texts) == 1 and all(part in client.text for part in parts):
+            return texts.pop()
+        assert time.monotonic() < deadline, f"no convergence: {[c.text for c in clients]}"
+
+
+def test_editors_on_two_instances_converge_offline_and_after_a_restart(store):
+    """ana on instance 1 and ben on instance 2 edit at the same moment; carl edits offline
+    and reconnects; the document is compacted mid-session; then both instances stop, a new
+    one starts, and a new editor opens the same text, restored from PostgreSQL."""
+    url = store.database.url
+    with Supervisor(say=lambda message: None) as supervisor:
+        one = collab.start(supervisor, url, name="collab-1")
+        two = collab.start(supervisor, url, name="collab-2")
+        with collab.Client(one.url("shared")) as ana, collab.Client(two.url("shared")) as ben:
+            ana.insert(0, "hello")
+            converge([ana, ben], ["hello"])
+            ana.insert(5, " world")  # both at once, neither has the other's edit yet
+            ben.insert(0, "oh, ")
+            converge([ana, ben], ["oh, hello world"])
+            carl = collab.Client(one.url("shared")).connect()
+            converge([ana, ben, carl], ["oh, hello world"])
+            carl.disconnect()
+            carl.insert(0, "[carl, offline] ")
+            ben.insert(len(ben.text), "!")
+            assert store.compact("shared").folded >= 4
+            ana.insert(0, "> ")
+            carl.connect()
+            final = converge([ana, ben, carl], ["[carl, offline] ", "hello world!", "> "])
+            carl.disconnect()
+        collab.stop(supervisor, one)
+        collab.stop(supervisor, two)
+        assert store.stored_updates("shared") >= 1  # after the compaction
+        three = collab.start(supervisor, url, name="collab-3")
+        with collab.Client(three.url("shared")) as dana:
+            assert dana.text == final == str(collab.text(store.load("shared")))
+        with collab.Client(three.url("other")) as eve:
+            assert eve.text == "", "documents are separate"
+        collab.stop(supervisor, three)
+    with pytest.raises(RuntimeError, match=collab.ENV_DATABASE):
+        collab.create_app({})

@@ -40,6 +40,17 @@ snapshot that already holds it changes nothing.
 (3, 0, 'oh, hello world')
 >>> db.drop_database("s14_doctest_collab")
 
+**Through a server** (:func:`create_app`, served by :func:`start`): a client opens the
+WebSocket ``/docs/<name>`` and is sent the whole document (one update); then every update
+it sends is stored and, once committed, sent to every client of that document, on every
+server instance. Storing and fanning out share one transaction: the ``INSERT`` and a
+``pg_notify`` naming the new row's id, delivered at ``COMMIT``. Each instance listens (``LISTEN``)
+and fetches exactly the ids it is notified of (no "everything after the last id" cursor,
+which a late commit with a lower id would slip past); an update compacted away before it
+was fetched is sent as the whole document, which holds it. A sender gets its own update
+back, harmlessly. A client that was offline reconnects, receives the whole document and sends
+the updates it made meanwhile; :class:`Client` does this for a notebook.
+
 **The comparison** (:func:`compare`) runs the same concurrent edits three ways against a
 ``shared_docs`` row: every client reads the same version, edits its copy, and writes it
 back. *Last write wins* (a plain ``UPDATE``) keeps only the last client's edit: the others
@@ -52,24 +63,35 @@ client's update: nothing lost, no conflict, no retry, and clients need not be on
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "CHANNEL",
     "ROOT",
+    "Client",
+    "CollabServer",
     "Compaction",
     "DocStore",
     "Edit",
     "StrategyResult",
     "compare",
+    "create_app",
     "new_doc",
     "recording",
+    "start",
+    "stop",
     "text",
 ]
 
 #: The name of the document's one shared ``Text``.
 ROOT = "body"
+#: The notification channel that fans stored updates out to every server instance.
+CHANNEL = "labkit_collab"
+ENV_DATABASE = "LABKIT_COLLAB_DATABASE_URL"
 
 
 def new_doc():
@@ -350,3 +372,242 @@ def compare(database: Any, edits: Sequence[Edit], initial: str) -> list[Strategy
         optimistic_locking(database, edits, initial),
         crdt_merge(database, edits, initial),
     ]
+
+
+# --------------------------------------------------------------------------- the server
+
+
+def create_app(environ: dict[str, str] | None = None):
+    """The ASGI app (Starlette): ``/docs/<name>`` (WebSocket, binary updates both ways) and
+    ``/health``. Configured by ``LABKIT_COLLAB_DATABASE_URL`` (required); the tables are
+    created if missing."""
+    import asyncio
+
+    import anyio
+    import psycopg
+    from psycopg import sql
+    from starlette.applications import Starlette
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocketDisconnect
+
+    environ = dict(os.environ if environ is None else environ)
+    url = environ.get(ENV_DATABASE)
+    if not url:
+        raise RuntimeError(
+            f"set {ENV_DATABASE} to the postgresql:// URL of the documents' database"
+        )
+    rooms: dict[str, set[asyncio.Queue]] = {}
+    ready = asyncio.Event()
+
+    async def fan_out() -> None:
+        async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listen, \
+                await psycopg.AsyncConnection.connect(url, autocommit=True) as query:  # fmt: skip
+            await listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+            ready.set()
+            async for notify in listen.notifies():
+                note = json.loads(notify.payload)
+                if not rooms.get(note["doc"]):
+                    continue  # no client of that document on this instance
+                cursor = await query.execute(
+                    "SELECT update FROM crdt_updates WHERE id = %s", (note["id"],)
+                )
+                row = await cursor.fetchone()
+                if row is not None:
+                    update = bytes(row[0])
+                else:  # compacted away already: send the whole document, which holds it
+                    update = await anyio.to_thread.run_sync(
+                        lambda doc=note["doc"]: DocStore(_UrlDatabase(url)).load(doc).get_update()
+                    )
+                for queue in list(rooms.get(note["doc"], ())):
+                    queue.put_nowait(update)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        await anyio.to_thread.run_sync(DocStore(_UrlDatabase(url)).create_tables)
+        task = asyncio.create_task(fan_out())
+        await asyncio.wait([task, asyncio.create_task(ready.wait())], timeout=30,
+                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
+        if task.done():
+            task.result()  # the LISTEN connection failed: say why
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    async def health(request):
+        return JSONResponse({name: len(queues) for name, queues in rooms.items()})
+
+    async def document(websocket):
+        name = websocket.path_params["name"]
+        await websocket.accept()
+        queue: asyncio.Queue = asyncio.Queue()
+        rooms.setdefault(name, set()).add(queue)  # updates from now on ...
+        store = DocStore(_UrlDatabase(url))
+        state = await anyio.to_thread.run_sync(lambda: store.load(name).get_update())
+        await websocket.send_bytes(state)  # ... and everything before
+
+        async def relay() -> None:
+            while True:
+                await websocket.send_bytes(await queue.get())
+
+        async def store_updates() -> None:
+            async with await psycopg.AsyncConnection.connect(url) as conn:
+                while True:
+                    message = await websocket.receive()
+                    if message["type"] == "websocket.disconnect":
+                        return
+                    update = message.get("bytes")
+                    if not update:
+                        continue  # text frames are not updates
+                    async with conn.transaction():
+                        cursor = await conn.execute(
+                            "INSERT INTO crdt_updates (doc, update) VALUES (%s, %s) RETURNING id",
+                            (name, update),
+                        )
+                        row_id = (await cursor.fetchone())[0]
+                        note = json.dumps({"id": row_id, "doc": name})
+                        await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, note))
+
+        tasks = [asyncio.create_task(relay()), asyncio.create_task(store_updates())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            rooms[name].discard(queue)
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
+                    await task
+
+    return Starlette(
+        routes=[Route("/health", health), WebSocketRoute("/docs/{name}", document)],
+        lifespan=lifespan,
+    )
+
+
+@dataclass(frozen=True)
+class _UrlDatabase:
+    """A :class:`DocStore` database given by URL (what a server process receives)."""
+
+    url: str
+
+    def connect(self, **kwargs: Any):
+        import psycopg
+
+        return psycopg.connect(self.url, **kwargs)
+
+
+@dataclass
+class CollabServer:
+    """One running instance: its port, and the supervisor's handle."""
+
+    port: int
+    process: Any = field(repr=False)
+    folder: Any = field(repr=False)
+
+    def url(self, doc: str) -> str:
+        return f"ws://127.0.0.1:{self.port}/docs/{doc}"
+
+
+def start(supervisor: Any, database_url: str, *, name: str = "collab") -> CollabServer:
+    """Serve :func:`create_app` with uvicorn in a process of its own through ``supervisor``
+    (127.0.0.1, a free port; stopped by :func:`stop` or when the Python process ends).
+    Instances started on the same database share their documents."""
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from labkit.supervisor import HOST, ProcessServer
+
+    folder = tempfile.TemporaryDirectory(prefix=f"labkit-{name}-")
+
+    def command(port: int | None) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", "labkit.collab:create_app", "--factory",
+                "--host", HOST, "--port", str(port), "--log-level", "info", "--no-access-log",
+                "--ws", "websockets-sansio"]  # fmt: skip
+
+    process = ProcessServer(
+        Path(folder.name) / name, command, name=name, ready_text="Uvicorn running on",
+        env={ENV_DATABASE: database_url},
+    )  # fmt: skip
+    try:
+        port = supervisor.up(process)
+    except BaseException:
+        folder.cleanup()
+        raise
+    return CollabServer(port, process, folder)
+
+
+def stop(supervisor: Any, server: CollabServer) -> bool:
+    """Stop ``server`` and remove its folder; True if it was running."""
+    stopped = supervisor.down(server.process)
+    server.folder.cleanup()
+    return stopped
+
+
+class Client:
+    """A notebook's editor of one document on a collab server: a local replica
+    (``doc``), edits sent as updates, and what others sent applied when you :meth:`pull`.
+
+    Offline editing: :meth:`disconnect`, edit (updates are kept), :meth:`connect` again —
+    the whole document arrives and the kept updates are sent."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.doc = new_doc()
+        text(self.doc)
+        self.ws = None
+        self.unsent: list[bytes] = []
+        self.received = 0
+
+    @property
+    def text(self) -> str:
+        return str(text(self.doc))
+
+    def connect(self, timeout: float = 10) -> Client:
+        from websockets.sync.client import connect
+
+        self._stack = contextlib.ExitStack()
+        self.ws = self._stack.enter_context(connect(self.url, open_timeout=timeout))
+        self.doc.apply_update(self.ws.recv(timeout=timeout))  # the whole document
+        pending, self.unsent = self.unsent, []
+        for update in pending:
+            self.ws.send(update)
+        return self
+
+    def disconnect(self) -> None:
+        if self.ws is not None:
+            self._stack.close()
+            self.ws = None
+
+    def insert(self, index: int, value: str) -> None:
+        """Insert ``value`` at ``index`` of the text; sent now, or on reconnecting."""
+        with recording(self.doc) as sent:
+            text(self.doc).insert(index, value)
+        for update in sent:
+            if self.ws is None:
+                self.unsent.append(update)
+            else:
+                self.ws.send(update)
+
+    def pull(self, timeout: float = 0.2) -> int:
+        """Apply every update that arrives within ``timeout`` seconds of the last one;
+        returns how many."""
+        if self.ws is None:
+            raise RuntimeError("this client is offline: connect() first")
+        count = 0
+        while True:
+            try:
+                update = self.ws.recv(timeout=timeout)
+            except TimeoutError:
+                return count
+            self.doc.apply_update(update)
+            count += 1
+            self.received += 1
+
+    def __enter__(self) -> Client:
+        return self.connect()
+
+    def __exit__(self, *exc: object) -> None:
+        self.disconnect()
