@@ -1,7 +1,8 @@
-"""labkit.changefeed against the course's PostgreSQL and a real uvicorn server: ids in
-commit order (and the skipped change without the lock), nothing delivered before COMMIT
-or after a ROLLBACK, resume by last-seen id with no loss and no duplicates, and a client
-that connects while changes are being committed gets each of them once, in order."""
+"""labkit.changefeed against the course's PostgreSQL and real uvicorn servers: ids in
+commit order (and the change a reader skips without the deferred lock), no deadlock from
+that lock, nothing delivered before COMMIT or after a ROLLBACK, resume by last-seen id,
+a client joining mid-burst, a catch-up longer than a page, a dropped LISTEN connection,
+and a client too slow to keep up, closed and resuming — each change once, in order."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import statistics
 import threading
 import time
 
+import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
 from labkit import changefeed, db
@@ -28,11 +31,16 @@ def demo():
 
 
 @pytest.fixture(scope="module")
-def server(demo):
-    with Supervisor(say=lambda message: None) as supervisor:
-        running = changefeed.start(supervisor, demo.url)
+def supervisor():
+    with Supervisor(say=lambda message: None) as running:
         yield running
-        changefeed.stop(supervisor, running)
+
+
+@pytest.fixture(scope="module")
+def server(demo, supervisor):
+    running = changefeed.start(supervisor, demo.url)
+    yield running
+    changefeed.stop(supervisor, running)
 
 
 def last_id(database) -> int:
@@ -52,51 +60,67 @@ def receive(ws, timeout: float = 10) -> dict:
     return json.loads(ws.recv(timeout=timeout))
 
 
-def test_ids_follow_commit_order_only_with_the_lock(demo):
-    """Without the lock, A takes id n, B takes n+1 and commits first: a reader that went on
-    from n+1 never sees A's change. With it, B waits for A's COMMIT (an advisory lock wait
-    in pg_stat_activity) and gets the later id: the reader misses nothing."""
-    with demo.connect(autocommit=True) as conn:
-        changefeed.install(conn, "items", ordered=False)
+def late_commit(database, ordered: bool) -> tuple[list[int], list[int]]:
+    """A inserts first and commits last; B commits in between. Returns what a reader saw
+    after B's commit, and what it saw after A's when it went on from there (item ids)."""
+    with database.connect(autocommit=True) as conn:
+        changefeed.install(conn, "items", ordered=ordered)
+    base = 1000 if ordered else 2000
+    cursor = last_id(database)
+    slow = database.connect()
     try:
-        cursor = last_id(demo)
-        slow = demo.connect()
-        slow.execute("INSERT INTO items VALUES (101, 'A, committed last')")
-        insert(demo, 102, "B, committed first")
-        with demo.connect() as reader:
+        slow.execute("INSERT INTO items VALUES (%s, 'A: first in, last to commit')", (base,))
+        insert(database, base + 1, "B: commits first")
+        with database.connect() as reader:
             seen = changefeed.since(reader, cursor)
             cursor = seen[-1].id
             slow.commit()
-            slow.close()
-            missed = changefeed.since(reader, cursor)
-            everything = changefeed.since(reader, 0)
-        assert [c.row["id"] for c in seen] == [102] and missed == []
-        assert 101 in [c.row["id"] for c in everything], "A's change is in the log, skipped"
+            later = changefeed.since(reader, cursor)
     finally:
-        with demo.connect(autocommit=True) as conn:
-            changefeed.install(conn, "items")  # ordered again
-    cursor = last_id(demo)
-    slow = demo.connect()
-    slow.execute("INSERT INTO items VALUES (103, 'A, first to change')")
-    second = threading.Thread(target=insert, args=(demo, 104, "B, waits for A"))
-    second.start()
-    with demo.connect(autocommit=True) as watcher:
-        for _ in range(200):
-            waiting = watcher.execute(
-                "SELECT count(*) FROM pg_stat_activity"
-                " WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
-                " AND datname = current_database()"
-            ).fetchone()[0]
-            if waiting:
-                break
-            time.sleep(0.05)
-    assert waiting == 1, "B did not wait for A's transaction"
-    slow.commit()
-    slow.close()
-    second.join(timeout=10)
-    with demo.connect() as reader:
-        ids = [(c.id, c.row["id"]) for c in changefeed.since(reader, cursor)]
-    assert [item for _, item in ids] == [103, 104], ids
+        slow.close()
+        with database.connect(autocommit=True) as conn:
+            changefeed.install(conn, "items")  # ordered, as the other tests expect
+    return [c.row["id"] for c in seen], [c.row["id"] for c in later]
+
+
+def test_a_late_commit_is_skipped_without_the_lock_and_not_with_it(demo):
+    """Without the lock, A's id comes before B's although A commits after: a reader that
+    went on from B's id never sees A. With the deferred lock, A's change takes its id at its
+    COMMIT, after B's: the reader gets it."""
+    assert late_commit(demo, ordered=False) == ([2001], [])
+    assert late_commit(demo, ordered=True) == ([1001], [1000])
+
+
+def test_the_lock_taken_at_commit_causes_no_deadlock(demo):
+    """A changes row 1; B changes row 2; A then waits for row 2, and B commits: with the
+    lock taken only at COMMIT, B is not waiting for A, and both commit."""
+    with demo.connect(autocommit=True) as conn:
+        conn.execute("INSERT INTO items VALUES (3001, 'one'), (3002, 'two')")
+    a, b = demo.connect(), demo.connect()
+    errors: list[BaseException] = []
+    try:
+        a.execute("UPDATE items SET label = 'A' WHERE id = 3001")
+        b.execute("UPDATE items SET label = 'B' WHERE id = 3002")
+
+        def a_goes_on() -> None:
+            try:
+                a.execute("UPDATE items SET label = 'A' WHERE id = 3002")  # waits for B
+                a.commit()
+            except Exception as exc:
+                errors.append(exc)
+
+        waiter = threading.Thread(target=a_goes_on)
+        waiter.start()
+        time.sleep(0.3)
+        b.commit()
+        waiter.join(timeout=20)
+        assert not waiter.is_alive() and errors == [], errors
+    finally:
+        a.close()
+        b.close()
+    with demo.connect() as conn:
+        labels = conn.execute("SELECT label FROM items WHERE id IN (3001, 3002) ORDER BY id")
+        assert [row[0] for row in labels] == ["A", "A"]
 
 
 def test_delivered_at_commit_never_before_and_never_after_a_rollback(demo, server):
@@ -120,6 +144,7 @@ def test_delivered_at_commit_never_before_and_never_after_a_rollback(demo, serve
             change = receive(ws)
             latencies.append(time.perf_counter() - committed)
             assert change["row"]["id"] == item_id and change["op"] == "INSERT"
+            assert change["table"] == "public.items"
     p50 = statistics.median(latencies)
     print(f"commit to client: p50 {p50 * 1000:.1f} ms, max {max(latencies) * 1000:.1f} ms")
     assert len(latencies) == 20
@@ -166,6 +191,71 @@ def test_joining_while_changes_are_committed_loses_and_repeats_nothing(demo, ser
             ws.recv(timeout=0.5)
     assert [c["row"]["id"] for c in got] == list(range(400, 460))
     assert [c["id"] for c in got] == sorted(c["id"] for c in got)
+
+
+def test_a_bulk_change_longer_than_a_page_arrives_whole(demo, server):
+    """One transaction inserts 2.5 pages of rows: a connected client gets them all live,
+    and a client resuming from before them gets them all from the table, each once."""
+    rows = changefeed.PAGE * 5 // 2
+    start = last_id(demo)
+    with connect(server.url(start)) as live:
+        with demo.connect() as conn:
+            conn.execute(
+                "INSERT INTO items SELECT n, 'bulk' FROM generate_series(10000, %s) AS n",
+                (10000 + rows - 1,),
+            )
+        heard = [receive(live)["row"]["id"] for _ in range(rows)]
+    with connect(server.url(start)) as late:
+        replayed = [receive(late)["row"]["id"] for _ in range(rows)]
+        with pytest.raises(TimeoutError):
+            late.recv(timeout=0.5)
+    assert heard == replayed == list(range(10000, 10000 + rows))
+
+
+def test_a_dropped_listen_connection_is_reconnected(demo, server):
+    """The server's LISTEN connection is killed (a restart, a failover): it reconnects, and
+    a change committed meanwhile still reaches a connected client."""
+    start = last_id(demo)
+    with connect(server.url(start)) as ws, demo.connect(autocommit=True) as admin:
+        killed = admin.execute(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+        ).fetchone()[0]
+        assert killed == 1
+        insert(demo, 501, "committed while the server was reconnecting")
+        assert receive(ws, timeout=20)["row"]["id"] == 501
+    health = httpx.get(server.health_url, timeout=10).json()
+    assert health["reconnects"] >= 1
+
+
+def test_a_client_too_slow_is_closed_and_resumes(demo, supervisor):
+    """A server whose clients may have 50 changes waiting; a client that does not read
+    while 3,000 large changes are committed is closed with code 4000 once it has read what
+    was queued, and resuming after its last id it gets the rest: each change once."""
+    small = changefeed.start(supervisor, demo.url, name="changefeed-small", queue_limit=50)
+    try:
+        start = last_id(demo)
+        got: list[int] = []
+        with connect(small.url(start), max_size=None) as ws:
+            with demo.connect() as conn:
+                conn.execute(
+                    "INSERT INTO items SELECT n, repeat('x', 4000) FROM generate_series(20000, 22999) AS n"
+                )
+            deadline = time.monotonic() + 30  # its socket buffers fill, then our queue
+            while httpx.get(small.health_url, timeout=10).json()["too_slow"] == 0:
+                assert time.monotonic() < deadline, "the queue never overflowed"
+                time.sleep(0.1)
+            with pytest.raises(ConnectionClosed) as closed:
+                while True:
+                    change = receive(ws)
+                    got.append(change["id"])
+            assert closed.value.rcvd.code == 4000
+        with connect(small.url(got[-1]), max_size=None) as ws:
+            while len(got) < 3000:
+                got.append(receive(ws)["id"])
+        assert len(got) == len(set(got)) == 3000 and got == sorted(got)
+    finally:
+        changefeed.stop(supervisor, small)
 
 
 def test_bad_input_says_what_to_do(demo):
