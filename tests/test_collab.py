@@ -178,19 +178,93 @@ def test_editors_on_two_instances_converge_offline_and_after_a_restart(store):
             carl.disconnect()
             carl.insert(0, "[carl, offline] ")
             ben.insert(len(ben.text), "!")
-            assert store.compact("shared").folded >= 4
+            converge([ana, ben], ["hello world!"])
+            assert store.compact("shared").folded >= 4  # hello, world, oh, !
             ana.insert(0, "> ")
             carl.connect()
-            final = converge([ana, ben, carl], ["[carl, offline] ", "hello world!", "> "])
+            converge([ana, ben, carl], ["[carl, offline] ", "hello world!", "> "])
             carl.disconnect()
-        collab.stop(supervisor, one)
-        collab.stop(supervisor, two)
+            collab.stop(supervisor, one)
+            collab.stop(supervisor, two)
+            ana.insert(0, "(sent to a dead server) ")  # lost in flight
+            three = collab.start(supervisor, url, name="collab-3")
+            ana.url = three.url("shared")
+            ana.disconnect()
+            ana.connect()  # the handshake sends what the server lacks
+            with collab.Client(three.url("shared")) as dana:
+                final = converge(
+                    [ana, dana], ["(sent to a dead server) ", "[carl, offline] ", "> ", "world!"]
+                )
         assert store.stored_updates("shared") >= 1  # after the compaction
-        three = collab.start(supervisor, url, name="collab-3")
-        with collab.Client(three.url("shared")) as dana:
-            assert dana.text == final == str(collab.text(store.load("shared")))
+        with collab.Client(three.url("shared")) as fresh:
+            assert fresh.text == final == str(collab.text(store.load("shared")))
         with collab.Client(three.url("other")) as eve:
             assert eve.text == "", "documents are separate"
         collab.stop(supervisor, three)
     with pytest.raises(RuntimeError, match=collab.ENV_DATABASE):
         collab.create_app({})
+
+
+def test_compaction_keeps_an_update_still_waiting_for_an_earlier_one(store):
+    """u2 is stored, u1 (which it builds on) not yet: compaction must keep u2, so that the
+    text is whole once u1 arrives."""
+    writer = collab.new_doc()
+    with collab.recording(writer) as sent:
+        collab.text(writer).insert(0, "one ")
+    with collab.recording(writer) as sent_later:
+        collab.text(writer).insert(4, "two")
+    store.append("pending", sent_later[0])
+    assert store.compact("pending").folded == 1
+    assert str(collab.text(store.load("pending"))) == ""  # u2 waits
+    store.append("pending", sent[0])
+    assert str(collab.text(store.load("pending"))) == "one two"
+    store.compact("pending")
+    assert str(collab.text(store.load("pending"))) == "one two"
+
+
+def test_the_server_refuses_garbage_ignores_stray_notifications_and_resyncs(store):
+    """A client sending a malformed frame is closed (1007) and nothing is stored; a NOTIFY
+    on the channel that is not ours is ignored; the server's listener killed, its clients
+    are closed to resync (4000), reconnect by themselves, and edits still converge."""
+    import httpx
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    with Supervisor(say=lambda message: None) as supervisor:
+        server = collab.start(supervisor, store.database.url, name="collab-guard")
+        with (
+            collab.Client(server.url("guarded")) as ana,
+            collab.Client(server.url("guarded")) as ben,
+        ):
+            ana.insert(0, "safe")
+            converge([ana, ben], ["safe"])
+            with connect(server.url("guarded")) as rogue:
+                rogue.recv(timeout=10)
+                rogue.send(b"\x00garbage\xff\xff")
+                with pytest.raises(ConnectionClosed) as closed:
+                    rogue.recv(timeout=10)
+            assert closed.value.rcvd.code == 1007
+            with store.database.connect(autocommit=True) as conn:
+                conn.execute("SELECT pg_notify(%s, 'hi')", (collab.CHANNEL,))
+                conn.execute(
+                    "SELECT pg_notify(%s, %s)", (collab.CHANNEL, '{"doc": "guarded", "id": -1}')
+                )
+            ben.insert(4, " and sound")
+            converge([ana, ben], ["safe and sound"])
+            with store.database.connect(autocommit=True) as conn:
+                killed = conn.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND query LIKE 'LISTEN%%'"
+                ).fetchone()[0]
+            assert killed == 1
+            ana.insert(0, "still ")
+            converge([ana, ben], ["still safe and sound"])
+            assert ana.resyncs + ben.resyncs >= 1
+            health = httpx.get(f"http://127.0.0.1:{server.port}/health", timeout=10).json()
+        assert health["rejected"] == 1 and health["ignored"] >= 1 and health["reconnects"] >= 1
+        assert str(collab.text(store.load("guarded"))) == "still safe and sound"
+        collab.stop(supervisor, server)
+    with pytest.raises(ValueError, match="not a CRDT update"):
+        store.append("guarded", b"\x00garbage\xff\xff")
+    with pytest.raises(ValueError, match="document name"):
+        store.append("x" * 300, collab.new_doc().get_update())

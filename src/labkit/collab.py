@@ -49,15 +49,27 @@ and fetches exactly the ids it is notified of (no "everything after the last id"
 which a late commit with a lower id would slip past); an update compacted away before it
 was fetched is sent as the whole document, which holds it. A sender gets its own update
 back, harmlessly. A client that was offline reconnects, receives the whole document and sends
-the updates it made meanwhile; :class:`Client` does this for a notebook.
+what the server lacks; :class:`Client` does this for a notebook. The server checks every
+frame before storing it (:func:`check_update`: one malformed update stored would make the
+document unreadable for everyone) and closes a client that sends garbage (1007); a client
+too slow to take its updates, or connected while the server's listener reconnected, is
+closed with code 4000 and, reconnecting, gets the whole document again.
 
 **The comparison** (:func:`compare`) runs the same concurrent edits three ways against a
 ``shared_docs`` row: every client reads the same version, edits its copy, and writes it
 back. *Last write wins* (a plain ``UPDATE``) keeps only the last client's edit: the others
 are lost updates. *Optimistic locking* (``UPDATE ... WHERE version = %s``) detects each
 lost update as a conflict (0 rows updated); the client re-reads and applies its edit again,
-so nothing is lost, at the cost of one retry per conflict. *The CRDT* merges every
-client's update: nothing lost, no conflict, no retry, and clients need not be online.
+so nothing is lost, at the cost of one retry per conflict here (the clients take turns
+on one connection; under real concurrency a retry can conflict again). *The CRDT* merges
+every client's update: no insert lost, no conflict, no retry, and clients need not be
+online. What a CRDT guarantees is that every copy converges to the same text, not that it
+is the text anyone meant: two people who retype the same word at once get both versions
+side by side, and someone has to read the result.
+
+Not here, and needed in production: authentication and per-document permissions on the
+WebSocket handshake, an ``Origin`` check, and a compaction job (nothing calls
+:meth:`DocStore.compact` by itself).
 """
 
 from __future__ import annotations
@@ -71,6 +83,8 @@ from typing import Any
 
 __all__ = [
     "CHANNEL",
+    "MAX_NAME_BYTES",
+    "MAX_UPDATE_BYTES",
     "ROOT",
     "Client",
     "CollabServer",
@@ -78,6 +92,8 @@ __all__ = [
     "DocStore",
     "Edit",
     "StrategyResult",
+    "check_name",
+    "check_update",
     "compare",
     "create_app",
     "new_doc",
@@ -120,6 +136,49 @@ def recording(doc) -> Iterator[list[bytes]]:
         doc.unobserve(subscription)
 
 
+#: The largest update the store and the server accept (bytes).
+MAX_UPDATE_BYTES = 1 << 20
+#: The longest document name (bytes of UTF-8): it travels in a NOTIFY payload.
+MAX_NAME_BYTES = 200
+
+
+def check_update(update: Any) -> bytes:
+    """``update`` as bytes, if it is one a pycrdt ``Doc`` can decode and not over
+    :data:`MAX_UPDATE_BYTES`; ValueError otherwise. Stored unchecked, one malformed update
+    would make the document fail to load for everyone."""
+    if not isinstance(update, bytes | bytearray | memoryview) or not bytes(update):
+        raise ValueError(
+            f"an update is the non-empty bytes a pycrdt Doc emits (see recording()), "
+            f"not {type(update).__name__}"
+        )
+    update = bytes(update)
+    if len(update) > MAX_UPDATE_BYTES:
+        raise ValueError(f"an update of {len(update):,} bytes: at most {MAX_UPDATE_BYTES:,}")
+    try:
+        new_doc().apply_update(update)
+    except ValueError as exc:
+        raise ValueError(f"not a CRDT update ({exc})") from None
+    return update
+
+
+def check_name(doc: str) -> str:
+    if not doc or len(doc.encode()) > MAX_NAME_BYTES:
+        raise ValueError(f"a document name is 1 to {MAX_NAME_BYTES} bytes, not {doc!r}")
+    return doc
+
+
+def _snapshot(parts: list[bytes]) -> bytes:
+    """One update equal to ``parts`` together: the integrated document in its compact
+    encoding, plus, as they are, the parts still waiting for an earlier update."""
+    from pycrdt import get_update, merge_updates
+
+    merged = merge_updates(*parts)
+    doc = new_doc()
+    text(doc)
+    doc.apply_update(merged)
+    return merge_updates(doc.get_update(), get_update(merged, doc.get_state()))
+
+
 @dataclass(frozen=True)
 class Compaction:
     """What :meth:`DocStore.compact` did: updates folded, and the bytes stored before and
@@ -157,12 +216,10 @@ class DocStore:
             )
 
     def append(self, doc: str, update: bytes) -> int:
-        """Store one update of ``doc``; returns its row id."""
-        if not isinstance(update, bytes | bytearray | memoryview) or not bytes(update):
-            raise ValueError(
-                f"an update is the non-empty bytes a pycrdt Doc emits (see recording()), "
-                f"not {type(update).__name__}"
-            )
+        """Store one update of ``doc`` (checked first: see :func:`check_update`); returns
+        its row id."""
+        update = check_update(update)
+        check_name(doc)
         with self.database.connect() as conn:
             return conn.execute(
                 "INSERT INTO crdt_updates (doc, update) VALUES (%s, %s) RETURNING id",
@@ -206,7 +263,9 @@ class DocStore:
     def compact(self, doc: str) -> Compaction:
         """Fold ``doc``'s stored updates into its snapshot, in one transaction, and delete
         exactly the update rows folded (by id). One compaction per document at a time
-        (a transaction-level advisory lock); appends go on meanwhile."""
+        (a transaction-level advisory lock); appends go on meanwhile. An update still
+        waiting for an earlier one that is not stored yet (*pending*) is kept in the
+        snapshot as it is, and takes effect when that one arrives."""
         before = self.stored_bytes(doc)
         with self.database.connect() as conn:
             conn.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", (f"crdt:{doc}",))
@@ -216,18 +275,15 @@ class DocStore:
             rows = conn.execute(
                 "SELECT id, update FROM crdt_updates WHERE doc = %s ORDER BY id", (doc,)
             ).fetchall()
-            merged = new_doc()
-            text(merged)
-            if row is not None:
-                merged.apply_update(bytes(row[0]))
-            for _, update in rows:
-                merged.apply_update(bytes(update))
+            parts = ([bytes(row[0])] if row is not None else []) + [bytes(u) for _, u in rows]
+            if not rows:
+                return Compaction(0, before, before)
             folded = (row[1] if row is not None else 0) + len(rows)
             conn.execute(
                 "INSERT INTO crdt_snapshots (doc, state, folded) VALUES (%s, %s, %s)"
                 " ON CONFLICT (doc) DO UPDATE SET state = excluded.state,"
                 " folded = excluded.folded, compacted_at = now()",
-                (doc, merged.get_update(), folded),
+                (doc, _snapshot(parts), folded),
             )
             conn.execute(
                 "DELETE FROM crdt_updates WHERE id = ANY(%s)", ([row_id for row_id, _ in rows],)
@@ -348,6 +404,7 @@ def crdt_merge(database: Any, edits: Sequence[Edit], initial: str, doc: str = "c
     replicas = {}
     for edit in edits:  # everyone reads the same version ...
         replicas[edit.client] = store.load(doc)
+    writes = 0
     for edit in edits:  # ... and edits it
         replica = replicas[edit.client]
         at = edit.position(str(text(replica)))
@@ -355,8 +412,9 @@ def crdt_merge(database: Any, edits: Sequence[Edit], initial: str, doc: str = "c
             text(replica).insert(at, edit.word)
         for update in sent:
             store.append(doc, update)
+            writes += 1
     final = str(text(store.load(doc)))
-    return StrategyResult("CRDT (pycrdt)", len(edits), _lost(edits, final), 0, len(edits), final)
+    return StrategyResult("CRDT (pycrdt)", len(edits), _lost(edits, final), 0, writes, final)
 
 
 def compare(database: Any, edits: Sequence[Edit], initial: str) -> list[StrategyResult]:
@@ -375,6 +433,11 @@ def compare(database: Any, edits: Sequence[Edit], initial: str) -> list[Strategy
 
 
 # --------------------------------------------------------------------------- the server
+
+
+#: Updates a client may have waiting before the server closes it (code 4000); on
+#: reconnecting it is sent the whole document, so nothing is lost.
+QUEUE_LIMIT = 1000
 
 
 def create_app(environ: dict[str, str] | None = None):
@@ -397,59 +460,100 @@ def create_app(environ: dict[str, str] | None = None):
         raise RuntimeError(
             f"set {ENV_DATABASE} to the postgresql:// URL of the documents' database"
         )
-    rooms: dict[str, set[asyncio.Queue]] = {}
+    rooms: dict[str, set[_Editor]] = {}
     ready = asyncio.Event()
+    counts = {"reconnects": 0, "ignored": 0, "rejected": 0}
 
-    async def fan_out() -> None:
+    def deliver(doc: str, update: bytes) -> None:
+        for editor in list(rooms.get(doc, ())):
+            try:
+                editor.queue.put_nowait(update)
+            except asyncio.QueueFull:  # too slow: closed; it gets the whole document back
+                editor.resync = True
+
+    async def listen_once() -> None:
         async with await psycopg.AsyncConnection.connect(url, autocommit=True) as listen, \
                 await psycopg.AsyncConnection.connect(url, autocommit=True) as query:  # fmt: skip
             await listen.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
             ready.set()
             async for notify in listen.notifies():
-                note = json.loads(notify.payload)
-                if not rooms.get(note["doc"]):
+                try:  # anyone who can connect can NOTIFY: check what it says
+                    note = json.loads(notify.payload)
+                    doc, row_id = str(note["doc"]), int(note["id"])
+                except (ValueError, KeyError, TypeError):
+                    counts["ignored"] += 1
+                    continue
+                if not rooms.get(doc):
                     continue  # no client of that document on this instance
                 cursor = await query.execute(
-                    "SELECT update FROM crdt_updates WHERE id = %s", (note["id"],)
+                    "SELECT update FROM crdt_updates WHERE id = %s AND doc = %s", (row_id, doc)
                 )
                 row = await cursor.fetchone()
                 if row is not None:
-                    update = bytes(row[0])
-                else:  # compacted away already: send the whole document, which holds it
-                    update = await anyio.to_thread.run_sync(
-                        lambda doc=note["doc"]: DocStore(_UrlDatabase(url)).load(doc).get_update()
+                    deliver(doc, bytes(row[0]))
+                else:  # compacted away already (or a forged id): the whole document holds it
+                    state = await anyio.to_thread.run_sync(
+                        lambda doc=doc: DocStore(_UrlDatabase(url)).load(doc).get_update()
                     )
-                for queue in list(rooms.get(note["doc"], ())):
-                    queue.put_nowait(update)
+                    deliver(doc, state)
+
+    async def fan_out() -> None:
+        pause = 0.1
+        while True:
+            try:
+                await listen_once()
+            except (psycopg.OperationalError, OSError):
+                pass
+            ready.clear()
+            counts["reconnects"] += 1
+            # Updates notified while we were away were missed: close every client, which
+            # reconnects and is sent the whole document.
+            for editor in [e for editors in rooms.values() for e in editors]:
+                editor.resync = True
+                with contextlib.suppress(asyncio.QueueFull):
+                    editor.queue.put_nowait(b"")  # wakes it up
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await anyio.to_thread.run_sync(DocStore(_UrlDatabase(url)).create_tables)
         task = asyncio.create_task(fan_out())
-        await asyncio.wait([task, asyncio.create_task(ready.wait())], timeout=30,
-                           return_when=asyncio.FIRST_COMPLETED)  # fmt: skip
-        if task.done():
-            task.result()  # the LISTEN connection failed: say why
+        try:
+            await asyncio.wait_for(ready.wait(), timeout=30)
+        except TimeoutError:
+            task.cancel()
+            raise RuntimeError(f"the collab server could not LISTEN on {ENV_DATABASE}") from None
         yield
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
     async def health(request):
-        return JSONResponse({name: len(queues) for name, queues in rooms.items()})
+        body = {"rooms": {name: len(editors) for name, editors in rooms.items()}, **counts}
+        return JSONResponse(body, status_code=200 if ready.is_set() else 503)
 
     async def document(websocket):
         name = websocket.path_params["name"]
+        try:
+            check_name(name)
+        except ValueError as exc:
+            await websocket.close(code=1008, reason=str(exc)[:120])
+            return
         await websocket.accept()
-        queue: asyncio.Queue = asyncio.Queue()
-        rooms.setdefault(name, set()).add(queue)  # updates from now on ...
-        store = DocStore(_UrlDatabase(url))
-        state = await anyio.to_thread.run_sync(lambda: store.load(name).get_update())
-        await websocket.send_bytes(state)  # ... and everything before
+        me = _Editor(asyncio.Queue(maxsize=QUEUE_LIMIT))
 
         async def relay() -> None:
+            rooms.setdefault(name, set()).add(me)  # updates from now on ...
+            state = await anyio.to_thread.run_sync(
+                lambda: DocStore(_UrlDatabase(url)).load(name).get_update()
+            )
+            await websocket.send_bytes(state)  # ... and everything before
             while True:
-                await websocket.send_bytes(await queue.get())
+                update = await me.queue.get()
+                if me.resync:
+                    raise _Resync
+                await websocket.send_bytes(update)
 
         async def store_updates() -> None:
             async with await psycopg.AsyncConnection.connect(url) as conn:
@@ -457,33 +561,62 @@ def create_app(environ: dict[str, str] | None = None):
                     message = await websocket.receive()
                     if message["type"] == "websocket.disconnect":
                         return
-                    update = message.get("bytes")
-                    if not update:
-                        continue  # text frames are not updates
+                    try:
+                        update = check_update(message.get("bytes"))
+                    except ValueError as exc:
+                        counts["rejected"] += 1
+                        raise _Rejected(str(exc)) from None
                     async with conn.transaction():
                         cursor = await conn.execute(
                             "INSERT INTO crdt_updates (doc, update) VALUES (%s, %s) RETURNING id",
                             (name, update),
                         )
-                        row_id = (await cursor.fetchone())[0]
-                        note = json.dumps({"id": row_id, "doc": name})
+                        note_id = (await cursor.fetchone())[0]
+                        note = json.dumps({"id": note_id, "doc": name})
                         await conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, note))
 
         tasks = [asyncio.create_task(relay()), asyncio.create_task(store_updates())]
         try:
-            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            failure = next((t.exception() for t in done if not t.cancelled()), None)
+            if isinstance(failure, _Rejected):
+                await websocket.close(code=1007, reason=str(failure)[:120])
+            elif isinstance(failure, _Resync):
+                await websocket.close(code=4000, reason="reconnect: the document is sent whole")
         finally:
-            rooms[name].discard(queue)
+            room = rooms.get(name, set())
+            room.discard(me)
+            if not room:
+                rooms.pop(name, None)
             for task in tasks:
                 task.cancel()
             for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError, WebSocketDisconnect, OSError):
+                with contextlib.suppress(
+                    asyncio.CancelledError, WebSocketDisconnect, OSError, RuntimeError,
+                    _Rejected, _Resync,
+                ):  # fmt: skip
                     await task
 
     return Starlette(
         routes=[Route("/health", health), WebSocketRoute("/docs/{name}", document)],
         lifespan=lifespan,
     )
+
+
+@dataclass(eq=False)
+class _Editor:
+    """One connected client: the updates waiting for it, and whether it missed some."""
+
+    queue: Any
+    resync: bool = False
+
+
+class _Rejected(Exception):
+    """A client sent something that is not an update: it is closed (1007)."""
+
+
+class _Resync(Exception):
+    """A client missed updates (too slow, or the listener reconnected): closed (4000)."""
 
 
 @dataclass(frozen=True)
@@ -550,16 +683,19 @@ class Client:
     """A notebook's editor of one document on a collab server: a local replica
     (``doc``), edits sent as updates, and what others sent applied when you :meth:`pull`.
 
-    Offline editing: :meth:`disconnect`, edit (updates are kept), :meth:`connect` again —
-    the whole document arrives and the kept updates are sent."""
+    Connecting is a handshake (as y-websocket's sync step): the server sends the whole
+    document, and the client answers with everything the server lacks — edits made
+    offline, and any update that was lost in flight. A client the server closed to resync
+    (code 4000) reconnects by itself in :meth:`pull`."""
 
     def __init__(self, url: str) -> None:
         self.url = url
         self.doc = new_doc()
         text(self.doc)
         self.ws = None
-        self.unsent: list[bytes] = []
+        self._stack: contextlib.ExitStack | None = None
         self.received = 0
+        self.resyncs = 0
 
     @property
     def text(self) -> str:
@@ -568,32 +704,44 @@ class Client:
     def connect(self, timeout: float = 10) -> Client:
         from websockets.sync.client import connect
 
-        self._stack = contextlib.ExitStack()
-        self.ws = self._stack.enter_context(connect(self.url, open_timeout=timeout))
-        self.doc.apply_update(self.ws.recv(timeout=timeout))  # the whole document
-        pending, self.unsent = self.unsent, []
-        for update in pending:
-            self.ws.send(update)
+        stack = contextlib.ExitStack()
+        try:
+            ws = stack.enter_context(connect(self.url, open_timeout=timeout, max_size=None))
+            whole = ws.recv(timeout=timeout)  # the server's document
+            server = new_doc()
+            server.apply_update(whole)
+            self.doc.apply_update(whole)
+            missing = self.doc.get_update(server.get_state())  # what the server lacks
+            if missing != new_doc().get_update():
+                ws.send(missing)
+        except BaseException:
+            stack.close()
+            raise
+        self.ws, self._stack = ws, stack
         return self
 
     def disconnect(self) -> None:
-        if self.ws is not None:
+        if self._stack is not None:
             self._stack.close()
-            self.ws = None
+        self.ws = self._stack = None
 
     def insert(self, index: int, value: str) -> None:
-        """Insert ``value`` at ``index`` of the text; sent now, or on reconnecting."""
+        """Insert ``value`` at ``index`` of the text; sent now if online (if not, or if
+        it is lost on the way, the next :meth:`connect` sends it)."""
+        from websockets.exceptions import ConnectionClosed
+
         with recording(self.doc) as sent:
             text(self.doc).insert(index, value)
-        for update in sent:
-            if self.ws is None:
-                self.unsent.append(update)
-            else:
-                self.ws.send(update)
+        if self.ws is not None:
+            with contextlib.suppress(ConnectionClosed):
+                for update in sent:
+                    self.ws.send(update)
 
     def pull(self, timeout: float = 0.2) -> int:
         """Apply every update that arrives within ``timeout`` seconds of the last one;
         returns how many."""
+        from websockets.exceptions import ConnectionClosed
+
         if self.ws is None:
             raise RuntimeError("this client is offline: connect() first")
         count = 0
@@ -602,6 +750,13 @@ class Client:
                 update = self.ws.recv(timeout=timeout)
             except TimeoutError:
                 return count
+            except ConnectionClosed as closed:
+                if closed.rcvd is None or closed.rcvd.code != 4000:
+                    raise
+                self.disconnect()  # the server asks for a resync: the handshake again
+                self.resyncs += 1
+                self.connect()
+                continue
             self.doc.apply_update(update)
             count += 1
             self.received += 1

@@ -11,7 +11,18 @@ Redis's clock decides expiry, so servers with different clocks agree.
 Because the state lives in Redis, every server instance sees the same room: a client
 connected to instance A is online for the clients of instance B. Joins and departures are
 also published on :meth:`Presence.channel`, so that each instance can push them to its
-own WebSocket clients without polling (``join``, ``leave``, and ``gone`` for an expired one).
+own WebSocket clients (``join``, ``leave``, and ``gone`` for an expired one). Two things
+to know about those events:
+
+- they are *at most once*: Redis pub/sub keeps nothing, so a subscriber that was not
+  listening (or reconnects) missed some; after subscribing, read :meth:`Presence.online`
+  once and apply the events from there;
+- ``gone`` is noticed by whoever calls :meth:`Presence.online` next: each instance should
+  call it every few seconds (a vanished member is otherwise never announced).
+
+Presence here is per member id. A person with two tabs open should use an id per tab
+(``"ada#1"``, ``"ada#2"``) and be shown online while any is; with one id, closing one tab
+takes them offline while the other is still open.
 
 >>> from labkit import exercises
 >>> ns = exercises.redis_namespace("doctest_presence")
@@ -34,9 +45,22 @@ from typing import Any
 
 __all__ = ["Presence"]
 
+# The member's key (KEYS[1]) for ARGV[1] ms, the member (ARGV[2]) in the index (KEYS[2]),
+# and the index kept at least that long (never shortened: instances may use other ttls),
+# so that an abandoned room's index goes too. Returns the key's previous value (nil: a join).
+_HEARTBEAT = """
+local previous = redis.call('SET', KEYS[1], '1', 'PX', ARGV[1], 'GET')
+redis.call('SADD', KEYS[2], ARGV[2])
+local left = redis.call('PTTL', KEYS[2])
+if left == -1 or left < tonumber(ARGV[1]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[1])
+end
+return previous
+"""
+
 # Remove from the index (KEYS[1]) the members (ARGV[2:]) whose key (ARGV[1] .. member) is
-# gone, and return them. (The member keys are built inside the script, so this is for one
-# Redis server, not a cluster.)
+# gone, and return them: atomic, so a member whose heartbeat lands meanwhile stays. (The
+# member keys are built inside the script: one Redis server, not a cluster.)
 _PRUNE = """
 local gone = {}
 for i = 2, #ARGV do
@@ -63,6 +87,9 @@ class Presence:
             raise ValueError(f"a room is a non-empty name without ':', not {room!r}")
         self.namespace, self.room, self.ttl_ms = namespace, room, ttl_ms
         self.client = namespace.client
+        self.member_prefix = namespace.key("presence", room, "member") + ":"
+        self._prune = self.client.register_script(_PRUNE)
+        self._heartbeat = self.client.register_script(_HEARTBEAT)
 
     @property
     def index(self) -> str:
@@ -77,7 +104,7 @@ class Presence:
     def _member_key(self, member: str) -> str:
         if not member:
             raise ValueError("a member needs a non-empty id")
-        return self.namespace.key("presence", self.room, "member", member)
+        return self.member_prefix + member
 
     def _publish(self, pipe: Any, member: str, event: str) -> None:
         pipe.publish(self.channel, json.dumps({"member": member, "event": event}))
@@ -85,11 +112,9 @@ class Presence:
     def heartbeat(self, member: str) -> bool:
         """``member`` is online for ``ttl_ms`` more; True if it was not online before (a
         join, also published)."""
-        key = self._member_key(member)
-        with self.client.pipeline(transaction=True) as pipe:
-            pipe.set(key, "1", px=self.ttl_ms, get=True)
-            pipe.sadd(self.index, member)
-            previous, _ = pipe.execute()
+        previous = self._heartbeat(
+            keys=[self._member_key(member), self.index], args=[self.ttl_ms, member]
+        )
         joined = previous is None
         if joined:
             self.client.publish(self.channel, json.dumps({"member": member, "event": "join"}))
@@ -100,10 +125,10 @@ class Presence:
         with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self._member_key(member))
             pipe.srem(self.index, member)
-            deleted, _ = pipe.execute()
-        if deleted:
+            deleted, removed = pipe.execute()
+        if deleted or removed:  # (expired but not yet pruned: a departure all the same)
             self.client.publish(self.channel, json.dumps({"member": member, "event": "leave"}))
-        return bool(deleted)
+        return bool(deleted or removed)
 
     def online(self) -> list[str]:
         """The members online now, sorted. Members whose key has expired are removed from
@@ -120,8 +145,7 @@ class Presence:
             alive = pipe.execute()
         expired = [m for m, up in zip(members, alive, strict=True) if not up]
         if expired:
-            prefix = self._member_key("x")[:-1]
-            gone = self.client.eval(_PRUNE, 1, self.index, prefix, *expired)
+            gone = self._prune(keys=[self.index], args=[self.member_prefix, *expired])
             with self.client.pipeline(transaction=False) as pipe:
                 for member in gone:
                     self._publish(
