@@ -66,9 +66,7 @@ import asyncio
 import contextlib
 import json
 import os
-import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 __all__ = [
@@ -341,8 +339,7 @@ class FeedServer:
     """One running feed server: its port, URL, and the supervisor's handle."""
 
     port: int
-    process: Any = field(repr=False)
-    folder: Any = field(repr=False)
+    served: Any = field(repr=False)
 
     def url(self, after: int = 0) -> str:
         return f"ws://127.0.0.1:{self.port}/changes?after={int(after)}"
@@ -357,31 +354,13 @@ def start(
 ) -> FeedServer:
     """Serve :func:`create_app` with uvicorn in a process of its own through ``supervisor``
     (127.0.0.1, a free port; stopped by :func:`stop` or when the Python process ends)."""
-    import tempfile
+    from labkit.supervisor import serve_app
 
-    from labkit.supervisor import HOST, ProcessServer
-
-    folder = tempfile.TemporaryDirectory(prefix=f"labkit-{name}-")
-
-    def command(port: int | None) -> list[str]:
-        return [sys.executable, "-m", "uvicorn", "labkit.changefeed:create_app", "--factory",
-                "--host", HOST, "--port", str(port), "--log-level", "info", "--no-access-log",
-                "--ws", "websockets-sansio"]  # fmt: skip
-
-    process = ProcessServer(
-        Path(folder.name) / name, command, name=name, ready_text="Uvicorn running on",
-        env={ENV_DATABASE: database_url, ENV_QUEUE_LIMIT: str(queue_limit or QUEUE_LIMIT)},
-    )  # fmt: skip
-    try:
-        port = supervisor.up(process)
-    except BaseException:
-        folder.cleanup()
-        raise
-    return FeedServer(port, process, folder)
+    env = {ENV_DATABASE: database_url, ENV_QUEUE_LIMIT: str(queue_limit or QUEUE_LIMIT)}
+    served = serve_app(supervisor, "labkit.changefeed:create_app", env, name=name)
+    return FeedServer(served.port, served)
 
 
 def stop(supervisor: Any, server: FeedServer) -> bool:
     """Stop ``server`` and remove its folder; True if it was running."""
-    stopped = supervisor.down(server.process)
-    server.folder.cleanup()
-    return stopped
+    return server.served.stop(supervisor)

@@ -636,8 +636,7 @@ class CollabServer:
     """One running instance: its port, and the supervisor's handle."""
 
     port: int
-    process: Any = field(repr=False)
-    folder: Any = field(repr=False)
+    served: Any = field(repr=False)
 
     def url(self, doc: str) -> str:
         return f"ws://127.0.0.1:{self.port}/docs/{doc}"
@@ -647,36 +646,16 @@ def start(supervisor: Any, database_url: str, *, name: str = "collab") -> Collab
     """Serve :func:`create_app` with uvicorn in a process of its own through ``supervisor``
     (127.0.0.1, a free port; stopped by :func:`stop` or when the Python process ends).
     Instances started on the same database share their documents."""
-    import sys
-    import tempfile
-    from pathlib import Path
+    from labkit.supervisor import serve_app
 
-    from labkit.supervisor import HOST, ProcessServer
-
-    folder = tempfile.TemporaryDirectory(prefix=f"labkit-{name}-")
-
-    def command(port: int | None) -> list[str]:
-        return [sys.executable, "-m", "uvicorn", "labkit.collab:create_app", "--factory",
-                "--host", HOST, "--port", str(port), "--log-level", "info", "--no-access-log",
-                "--ws", "websockets-sansio"]  # fmt: skip
-
-    process = ProcessServer(
-        Path(folder.name) / name, command, name=name, ready_text="Uvicorn running on",
-        env={ENV_DATABASE: database_url},
-    )  # fmt: skip
-    try:
-        port = supervisor.up(process)
-    except BaseException:
-        folder.cleanup()
-        raise
-    return CollabServer(port, process, folder)
+    served = serve_app(supervisor, "labkit.collab:create_app", {ENV_DATABASE: database_url},
+                       name=name)  # fmt: skip
+    return CollabServer(served.port, served)
 
 
 def stop(supervisor: Any, server: CollabServer) -> bool:
     """Stop ``server`` and remove its folder; True if it was running."""
-    stopped = supervisor.down(server.process)
-    server.folder.cleanup()
-    return stopped
+    return server.served.stop(supervisor)
 
 
 class Client:

@@ -72,12 +72,14 @@ __all__ = [
     "RedisServer",
     "Runner",
     "Server",
+    "ServedApp",
     "ServiceError",
     "ServiceStatus",
     "Supervisor",
     "port_is_free",
     "postgres_bin_dir",
     "redis_server_binary",
+    "serve_app",
     "write_private",
 ]
 
@@ -957,6 +959,51 @@ class AsgiServer(ProcessServer):
                     "--port", str(port), "--log-level", "info", "--no-access-log"]  # fmt: skip
 
         super().__init__(home, command, name=name, ready_text="Uvicorn running on")
+
+
+@dataclass
+class ServedApp:
+    """An ASGI app factory served by :func:`serve_app`: its port, the process handle and its
+    folder (both removed by :meth:`stop`)."""
+
+    name: str
+    port: int
+    process: ProcessServer = field(repr=False)
+    folder: object = field(repr=False)
+
+    def stop(self, supervisor: Supervisor) -> bool:
+        """Stop the process and remove its folder; True if it was running."""
+        stopped = supervisor.down(self.process)
+        self.folder.cleanup()
+        return stopped
+
+
+def serve_app(supervisor: Supervisor, factory: str, env: dict[str, str], *, name: str) -> ServedApp:
+    """Serve the ASGI app factory ``"module:function"`` with uvicorn (WebSockets with the
+    ``websockets`` library) in a process of its own through ``supervisor``: 127.0.0.1, a
+    free port, ``env`` added to its environment, stopped by :meth:`ServedApp.stop` or
+    when the Python process ends."""
+    import tempfile
+
+    folder = tempfile.TemporaryDirectory(prefix=f"labkit-{name}-")
+
+    def command(port: int | None) -> list[str]:
+        return [sys.executable, "-m", "uvicorn", factory, "--factory", "--host", HOST,
+                "--port", str(port), "--log-level", "info", "--no-access-log",
+                "--ws", "websockets-sansio"]  # fmt: skip
+
+    process = ProcessServer(
+        Path(folder.name) / name, command, name=name, ready_text="Uvicorn running on", env=env
+    )
+    # A block of ports of this process's own (by pid): servers that several processes
+    # start at once (test workers, two kernels) do not race for the same first free port.
+    hint = 30000 + (os.getpid() * 50) % 20000
+    try:
+        port = supervisor.up(process, hint=hint)
+    except BaseException:
+        folder.cleanup()
+        raise
+    return ServedApp(name, port, process, folder)
 
 
 # --------------------------------------------------------------------------- the supervisor
