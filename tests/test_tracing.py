@@ -11,7 +11,7 @@ import warnings
 import matplotlib
 import pytest
 
-from labkit import data, db, gql_auth, graphql_api, tracing
+from labkit import config, data, db, gql_auth, graphql_api, tracing
 
 matplotlib.use("Agg")
 QUERY = "{ users(limit: 10) { name posts { title } } }"
@@ -21,7 +21,7 @@ KEY = "k" * 40
 @pytest.fixture(scope="module")
 def api():
     demo = data.blog_database("s15_test_tracing", users=10, posts=30, comments=20)
-    environ = {graphql_api.ENV_DATABASE: demo.url, graphql_api.ENV_REDIS: os.environ["REDIS_URL"],
+    environ = {graphql_api.ENV_DATABASE: demo.url, graphql_api.ENV_REDIS: config.redis_url(),
                graphql_api.ENV_CHANNEL: f"{os.environ.get('LABKIT_DB_PREFIX', '')}s15:posts",
                gql_auth.KEY_ENV: KEY}  # fmt: skip
     yield environ

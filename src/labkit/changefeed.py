@@ -69,6 +69,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.errors import LabkitError
+
 __all__ = [
     "CHANNEL",
     "Change",
@@ -166,7 +168,7 @@ def since(conn: Any, after: int, *, limit: int = 10_000) -> list[Change]:
 # --------------------------------------------------------------------------- the server
 
 
-class _TooSlow(Exception):
+class _TooSlow(LabkitError):
     """A client's queue is full: it is closed, to resume with its last id."""
 
 

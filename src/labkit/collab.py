@@ -81,6 +81,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from labkit.errors import LabkitError
+
 __all__ = [
     "CHANNEL",
     "MAX_NAME_BYTES",
@@ -611,11 +613,11 @@ class _Editor:
     resync: bool = False
 
 
-class _Rejected(Exception):
+class _Rejected(LabkitError):
     """A client sent something that is not an update: it is closed (1007)."""
 
 
-class _Resync(Exception):
+class _Resync(LabkitError):
     """A client missed updates (too slow, or the listener reconnected): closed (4000)."""
 
 
