@@ -1,5 +1,7 @@
 """labkit.measure: timings and comparisons return numbers."""
 
+import pytest
+
 from labkit import measure
 
 
@@ -103,3 +105,30 @@ def test_throwaway_redis_never_adopts_a_server_on_a_taken_port(monkeypatch):
             assert len(picks) >= 2, "the taken port was not detected"
             assert second.port != first.port
             assert int(second.client().info("server")["process_id"]) == second.pid
+
+
+def test_a_killed_throwaway_redis_port_reused_by_another_refuses_the_old_clients(monkeypatch):
+    """Killed, a throwaway server frees its port; another program's throwaway server may
+    start there at once (grading sandboxes start them all the time). The old clients must be
+    refused, not served someone else's keys: each throwaway server has its own password."""
+    import redis
+
+    from labkit import cache, supervisor
+
+    with cache.ThrowawayRedis() as first:
+        old = first.client(socket_timeout=5)
+        old.set("mine", "1")
+        port = first.port
+        first.kill()
+        real = supervisor.Supervisor.pick_port
+        monkeypatch.setattr(
+            supervisor.Supervisor, "pick_port", lambda self, hint, avoid=frozenset(): port
+        )
+        with cache.ThrowawayRedis() as second:
+            monkeypatch.setattr(supervisor.Supervisor, "pick_port", real)
+            assert second.port == port, "the newcomer did not take the freed port"
+            second.client().set("theirs", "1")
+            with pytest.raises(redis.ConnectionError) as refused:
+                old.get("theirs")
+            assert isinstance(refused.value, redis.AuthenticationError), repr(refused.value)
+            assert "1" == second.client().get("theirs")

@@ -66,17 +66,25 @@ class ThrowawayRedis:
     timed out
     connection refused
 
-    It is never the course's shared server, so killing it breaks nothing else."""
+    It is never the course's shared server, so killing it breaks nothing else. Each one has
+    a random password of its own: when one is killed and another program's throwaway
+    server starts on the freed port (test workers and graded notebooks start them all the
+    time), the old clients are refused (``AuthenticationError``, a ``ConnectionError``)
+    instead of quietly reading and writing someone else's keys."""
 
     def __init__(self) -> None:
+        import secrets
+
         self.port: int | None = None
         self._folder = None
         self._supervisor = None
         self._server = None
+        self._password = secrets.token_hex(16)
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        """``redis://:<password>@127.0.0.1:<port>/0`` (mask it before printing it)."""
+        return f"redis://:{self._password}@127.0.0.1:{self.port}/0"
 
     @property
     def pid(self) -> int | None:
@@ -94,7 +102,9 @@ class ThrowawayRedis:
         self._folder = tempfile.TemporaryDirectory(prefix="labkit-redis-")
         runner = Runner()
         runner.as_user = None  # Redis runs as the caller, who must be able to freeze and kill it
-        self._server = RedisServer(Path(self._folder.name) / "redis", runner=runner)
+        self._server = RedisServer(
+            Path(self._folder.name) / "redis", password=self._password, runner=runner
+        )
         self._supervisor = Supervisor(say=lambda message: None)
         try:
             self.port = self._supervisor.up(self._server)
