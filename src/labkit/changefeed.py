@@ -266,16 +266,10 @@ def create_app(environ: dict[str, str] | None = None):
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        task = asyncio.create_task(hub.run())
-        try:
-            await asyncio.wait_for(hub.ready.wait(), timeout=30)
-        except TimeoutError:
-            task.cancel()
-            raise RuntimeError(f"the feed could not LISTEN on {ENV_DATABASE} in 30 s") from None
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        from labkit.supervisor import running_until_ready
+
+        async with running_until_ready(hub.run, hub.ready, f"LISTEN on {ENV_DATABASE}"):
+            yield
 
     async def health(request):
         body = {"clients": len(hub.clients), "last": hub.last, "reconnects": hub.reconnects,

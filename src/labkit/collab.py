@@ -520,16 +520,10 @@ def create_app(environ: dict[str, str] | None = None):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         await anyio.to_thread.run_sync(DocStore(_UrlDatabase(url)).create_tables)
-        task = asyncio.create_task(fan_out())
-        try:
-            await asyncio.wait_for(ready.wait(), timeout=30)
-        except TimeoutError:
-            task.cancel()
-            raise RuntimeError(f"the collab server could not LISTEN on {ENV_DATABASE}") from None
-        yield
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        from labkit.supervisor import running_until_ready
+
+        async with running_until_ready(fan_out, ready, f"LISTEN on {ENV_DATABASE}"):
+            yield
 
     async def health(request):
         body = {"rooms": {name: len(editors) for name, editors in rooms.items()}, **counts}

@@ -79,6 +79,7 @@ __all__ = [
     "port_is_free",
     "postgres_bin_dir",
     "redis_server_binary",
+    "running_until_ready",
     "serve_app",
     "write_private",
 ]
@@ -1004,6 +1005,27 @@ def serve_app(supervisor: Supervisor, factory: str, env: dict[str, str], *, name
         folder.cleanup()
         raise
     return ServedApp(name, port, process, folder)
+
+
+@contextlib.asynccontextmanager
+async def running_until_ready(work, ready, what: str, *, timeout: float = 30):
+    """An ASGI lifespan's body for a server that needs a background task (a LISTEN loop):
+    start ``work()`` as a task, wait until it sets the ``ready`` event (or fail, saying
+    ``what`` could not start), and cancel it when the server stops."""
+    import asyncio
+
+    task = asyncio.create_task(work())
+    try:
+        await asyncio.wait_for(ready.wait(), timeout=timeout)
+    except TimeoutError:
+        task.cancel()
+        raise RuntimeError(f"{what} did not get ready in {timeout:.0f} s") from None
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 # --------------------------------------------------------------------------- the supervisor
