@@ -41,7 +41,7 @@ def plan(assignment: str):
     answer cell in each submission. A shared submission must lose exactly the union of its
     wrong answers' tests: a case that lost less, a right answer that lost marks, or a slip
     that cost marks in another task (a cascade) breaks the union, and then every answer of
-    that submission is graded again, alone. (A cascade into a test that another answer of
+    that submission's notebook is graded again, alone. (A cascade into a test that another answer of
     the same submission loses anyway is the one thing the union cannot show; the alone
     cases above check one slip per task for it.)"""
     cases = wrong_answers.cases(assignment)
