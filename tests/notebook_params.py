@@ -60,4 +60,19 @@ CI_PARAMETERS: dict[str, dict] = {
         "S13B_VIEWS": 50_000,
         "S13B_TICKS": 14,  # at least 12
     },
+    # Lesson 04's claims are counts (notifications, changes lost or repeated, members
+    # online, edits lost, deliveries, tests passed, spans and statements per request):
+    # CI shrinks the changes, the clients, the examples and the locust runs.
+    "04-realtime-and-testing.ipynb": {
+        "S14_FEED_CHANGES": 50,
+        "S14_AWAY_CHANGES": 10,
+        "S14_PRESENCE_TTL_MS": 1_000,
+        "S14_LOAD_CLIENTS": [10, 50],
+        "S14_LOAD_MESSAGES": 10,
+        "S15_ISOLATION_TESTS": 5,
+        "S15_PROPERTY_EXAMPLES": 50,
+        "S15_BLOG_USERS": 50,
+        "S15_LOCUST_USERS": [1, 4, 16],
+        "S15_LOCUST_SECONDS": 2,
+    },
 }

@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI", "").lower() == "true"
 BUDGET_S = 160  # measured: ~90 s for 00, 01 and the warm-up, ~60-80 s more for lesson 02
 BUDGET_03_S = 150  # lesson 03 at CI size: ≤ 120 s under papermill, plus the lab's start
+BUDGET_04_S = 90  # lesson 04 at CI size: ~60 s under papermill, in the same lab as lesson 03
 CHECK_CELL = 'from labkit.course import selfcheck\n\nselfcheck.check("00-warmup", "warmup.ipynb")'
 SCREENSHOTS = config.state_dir() / "browser-screenshots"
 # Warnings JupyterLab's log must not show a learner (issue 9, "Noise").
@@ -447,11 +448,16 @@ def test_learner_first_hour_in_a_real_browser(tmp_path):
 
 
 @pytest.mark.xdist_group("browser-03")
-def test_phase3_lesson_in_a_real_browser(tmp_path):
-    """Lesson 03 at CI size with Run All: its roles, second cluster, replica and load test
-    from a browser's kernel, nothing on stderr, its plots drawn. (A test of its own, so that
-    pytest-xdist can run it beside the first-hour test.)"""
-    with lab_in_browser(tmp_path, BUDGET_03_S, "lesson 03") as (learner, driver, timings):
+def test_phase3_and_4_lessons_in_a_real_browser(tmp_path):
+    """Lessons 03 and 04 at CI size with Run All, one after the other in one lab: lesson
+    03's roles, second cluster, replica and load test, then lesson 04's WebSocket servers,
+    clients, locust runs, ipytest cells and traces, from a browser's kernel; nothing on
+    stderr, their plots drawn. (A test of its own, so that pytest-xdist can run it beside
+    the first-hour test.)"""
+    budget = BUDGET_03_S + BUDGET_04_S
+    with lab_in_browser(tmp_path, budget, "lessons 03 and 04") as (learner, driver, timings):
         started = time.monotonic()
         learner.run_lesson("notebooks/03-security-and-scale.ipynb", 400, 5, "03-lesson")
         timings["03 lesson"] = time.monotonic() - started
+        learner.run_lesson("notebooks/04-realtime-and-testing.ipynb", 300, 5, "04-lesson")
+        timings["04 lesson"] = time.monotonic() - started

@@ -40,15 +40,20 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 __all__ = [
     "CopyReport",
+    "LocustPoint",
     "WorkloadResult",
     "copy_rows",
     "generate_rows",
+    "knee",
     "percentile",
+    "plot_knee",
     "plot_latency",
+    "run_locust",
     "run_workload",
 ]
 
@@ -278,6 +283,121 @@ def plot_latency(result: WorkloadResult, title: str = "Latency under load"):
     right.set_title(
         f"{result.count:,} requests, {result.threads} threads: {result.throughput:,.0f}/s"
     )
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- locust
+
+
+@dataclass(frozen=True)
+class LocustPoint:
+    """One headless locust run at ``users`` concurrent users: its "Aggregated" row."""
+
+    users: int
+    requests: int
+    failures: int
+    per_s: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    seconds: float  # the run's wall-clock time, start-up included
+
+
+def _number(text: str) -> float:
+    """A number of locust's CSV; "N/A" (nothing measured) is NaN."""
+    return float("nan") if text.strip() in ("", "N/A") else float(text)
+
+
+def run_locust(
+    locustfile: str | Path,
+    host: str,
+    users: int,
+    *,
+    seconds: float = 5,
+    folder: str | Path | None = None,
+) -> LocustPoint:
+    """Run `locust <https://locust.io>`_ headless in a subprocess: ``users`` users, all
+    started at once, for ``seconds``; read the result from its CSV (the ``Aggregated`` row;
+    its percentiles include failed requests). Locust's percentiles are rounded (to 2 significant digits above 100 ms). Raises with
+    locust's own message when it fails to start, and when no request was sent."""
+    import csv
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="labkit-locust-") as scratch:
+        prefix = Path(folder or scratch) / f"users{users}"
+        command = [sys.executable, "-m", "locust", "-f", str(locustfile), "--headless",
+                   "-u", str(users), "-r", str(users), "-t", f"{max(1, round(seconds))}s",
+                   "--host", host, "--csv", str(prefix), "--only-summary",
+                   "--loglevel", "WARNING", "--exit-code-on-error", "0"]  # fmt: skip
+        started = time.perf_counter()
+        done = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60)
+        elapsed = time.perf_counter() - started
+        stats = prefix.with_name(prefix.name + "_stats.csv")
+        if done.returncode != 0 or not stats.exists():
+            raise RuntimeError(f"locust failed (exit {done.returncode}): {done.stderr[-800:]}")
+        with stats.open() as handle:
+            row = [r for r in csv.DictReader(handle) if r["Name"] == "Aggregated"][0]
+    if int(row["Request Count"]) == 0:
+        raise RuntimeError(
+            f"locust sent no request in {seconds} s with {users} users (start-up took the "
+            f"time, or the users never ran a task): give it more seconds"
+        )
+    return LocustPoint(
+        users=users,
+        requests=int(row["Request Count"]),
+        failures=int(row["Failure Count"]),
+        per_s=float(row["Requests/s"]),
+        p50_ms=_number(row["50%"]),
+        p95_ms=_number(row["95%"]),
+        p99_ms=_number(row["99%"]),
+        seconds=elapsed,
+    )
+
+
+def knee(points: list[LocustPoint], *, factor: float = 2.0) -> LocustPoint | None:
+    """The first point, by users, whose p95 is at least ``factor`` times the p95 of the
+    run with the fewest users: where adding users starts to cost latency instead of adding
+    throughput. None if no point reaches it.
+
+    >>> runs = [LocustPoint(u, 100, 0, 10.0 * min(u, 4), 5, p95, 9, 1) for u, p95 in
+    ...         [(1, 6.0), (2, 7.0), (4, 9.0), (8, 13.0), (16, 30.0)]]
+    >>> knee(runs).users
+    8
+    >>> knee(runs, factor=10) is None
+    True
+    """
+    if not points:
+        raise ValueError("no load-test points: run run_locust at a few user counts first")
+    ordered = sorted(points, key=lambda p: p.users)
+    base = ordered[0].p95_ms
+    return next((p for p in ordered[1:] if p.p95_ms >= factor * base), None)
+
+
+def plot_knee(points: list[LocustPoint], *, factor: float = 2.0, title: str = "Load test"):
+    """Throughput and p50/p95/p99 against users, with the knee marked."""
+    import matplotlib.pyplot as plt
+
+    ordered = sorted(points, key=lambda p: p.users)
+    users = [p.users for p in ordered]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    left.plot(users, [p.per_s for p in ordered], marker="o")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("concurrent users")
+    left.set_ylabel("requests per second")
+    left.set_title(f"{title}: throughput")
+    for name in ("p50_ms", "p95_ms", "p99_ms"):
+        right.plot(users, [getattr(p, name) for p in ordered], marker="o", label=name[:3])
+    found = knee(ordered, factor=factor)
+    if found is not None:
+        right.axvline(found.users, color="grey", linestyle="--",
+                      label=f"knee: {found.users} users (p95 ×{factor:g})")  # fmt: skip
+    right.set_xscale("log", base=2)
+    right.set_xlabel("concurrent users")
+    right.set_ylabel("ms")
+    right.set_title(f"{title}: latency")
     right.legend()
     fig.tight_layout()
     return fig
