@@ -80,8 +80,8 @@ STEPS: tuple[Step, ...] = (
     Step(3, 11, "Security", "03-*", ("03-security/*",)),
     Step(3, 12, "Multi-tenant SaaS", "03-*", ("03-tenancy/*",)),
     Step(3, 13, "Scale", "03-*", ("03-scale/*",)),
-    Step(4, 14, "Real-time", "04-*"),
-    Step(4, 15, "Testing and monitoring", "04-*"),
+    Step(4, 14, "Real-time", "04-*", ("04-realtime/*",)),
+    Step(4, 15, "Testing and monitoring", "04-*", ("04-testing/*",)),
 )
 
 
