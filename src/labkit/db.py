@@ -43,6 +43,7 @@ __all__ = [
     "database",
     "database_exists",
     "drop_database",
+    "drop_databases",
     "engine",
     "explain",
     "fresh_database",
@@ -184,6 +185,18 @@ def drop_database(name: str, *, qualified: bool = False, conn: Any = None) -> No
         return
     with connect(autocommit=True) as own:
         own.execute(statement)
+
+
+def drop_databases(names: Any, *, qualified: bool = False) -> None:
+    """Drop several databases at once (:func:`drop_database` on a thread each): every
+    ``DROP DATABASE`` waits for a checkpoint, and drops issued together share one."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = list(names)
+    if not names:
+        return
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        list(pool.map(lambda name: drop_database(name, qualified=qualified), names))
 
 
 def database_exists(name: str, *, qualified: bool = False) -> bool:

@@ -367,15 +367,10 @@ class ShardCluster:
 
 
 def drop_databases(names: Iterable[str], *, qualified: bool = False) -> None:
-    """Drop several databases at once (``db.drop_database`` on a thread each): every ``DROP
-    DATABASE`` waits for a checkpoint, and drops issued together share one."""
+    """Drop several databases at once: :func:`labkit.db.drop_databases`."""
     from labkit import db
 
-    names = list(names)
-    if not names:
-        return
-    with ThreadPoolExecutor(max_workers=len(names)) as pool:
-        list(pool.map(lambda name: db.drop_database(name, qualified=qualified), names))
+    db.drop_databases(names, qualified=qualified)
 
 
 def _quote(name: str) -> str:
