@@ -263,3 +263,74 @@ def test_bad_input_says_what_to_do(demo):
         changefeed.install(conn, "")
     with pytest.raises(RuntimeError, match=changefeed.ENV_DATABASE):
         changefeed.create_app({})
+
+
+def test_a_column_allowlist_keeps_other_columns_in_the_database(demo):
+    """With columns=, a change carries only those columns; unknown ones are refused."""
+    with demo.connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE members (id int PRIMARY KEY, name text, password_hash text)")
+        changefeed.install(conn, "members", columns=["id", "name"])
+        cursor = last_id(demo)
+        conn.execute("INSERT INTO members VALUES (1, 'ada', 'argon2id$secret')")
+        (change,) = changefeed.since(conn, cursor)
+        assert change.row == {"id": 1, "name": "ada"} and change.table == "public.members"
+        with pytest.raises(ValueError, match="unknown: email"):
+            changefeed.install(conn, "members", columns=["id", "email"])
+        with pytest.raises(ValueError, match="no table public.nowhere"):
+            changefeed.install(conn, "nowhere")
+
+
+def test_truncate_is_logged_at_commit_and_not_after_a_rollback(demo):
+    with demo.connect(autocommit=True) as conn:
+        conn.execute("CREATE TABLE scratch (id int PRIMARY KEY)")
+        changefeed.install(conn, "scratch")
+        conn.execute("INSERT INTO scratch VALUES (1), (2)")
+    cursor = last_id(demo)
+    with demo.connect() as conn:
+        conn.execute("TRUNCATE scratch")
+        conn.rollback()
+        conn.execute("TRUNCATE scratch")
+        with demo.connect() as reader:
+            assert changefeed.since(reader, cursor) == []  # not before COMMIT
+        conn.commit()
+        changes = changefeed.since(conn, cursor)
+        pending = conn.execute("SELECT count(*) FROM change_log_truncates").fetchone()[0]
+    assert [(c.table, c.op, c.row) for c in changes] == [("public.scratch", "TRUNCATE", {})]
+    assert pending == 0
+
+
+def test_a_client_resuming_from_before_the_retention_horizon_is_told_to_reload(demo, server):
+    """trim deletes old changes and records the horizon; resuming from before it closes
+    the client with 4001 (never a feed with a hole); from after it, the feed goes on."""
+    before = last_id(demo)
+    insert(demo, 700, "old")
+    insert(demo, 701, "old")
+    with demo.connect() as conn:
+        deleted = changefeed.trim(conn, older_than_s=0)
+        conn.commit()
+        horizon = changefeed.horizon(conn)
+    assert deleted >= 2 and horizon >= before + 2
+    with connect(server.url(after=before)) as ws:
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+    assert closed.value.rcvd.code == 4001
+    with connect(server.url(after=horizon)) as ws:
+        insert(demo, 702, "new")
+        assert receive(ws)["row"]["id"] == 702
+
+
+def test_handshakes_from_other_origins_are_refused(demo, supervisor):
+    from websockets.exceptions import InvalidStatus
+
+    guarded = changefeed.start(supervisor, demo.url, name="feed-origins",
+                               origins=["https://course.example"])  # fmt: skip
+    try:
+        with pytest.raises(InvalidStatus) as refused:
+            connect(guarded.url(), origin="https://evil.example").close()
+        assert refused.value.response.status_code == 403
+        for allowed in ("https://course.example", None):  # None: not a browser
+            with connect(guarded.url(after=last_id(demo)), origin=allowed) as ws:
+                insert(demo, 800 if allowed else 801, "seen")
+                assert receive(ws)["op"] == "INSERT"
+    finally:
+        changefeed.stop(supervisor, guarded)

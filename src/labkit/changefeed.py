@@ -55,9 +55,15 @@ between the two, and nothing comes twice. A client that reads too slowly (its qu
 :data:`QUEUE_LIMIT` changes is full) is closed with code 4000; it resumes with the last id
 it got. Each message is one change as JSON: ``id``, ``table``, ``op``, ``row``.
 
-Not here, and needed in production: authentication and an ``Origin`` check on the
-handshake, and a column allowlist (``row`` is every column of the watched row), and a
-retention job for ``change_log``.
+**Hygiene a production feed needs, here:** ``columns=`` in :func:`install` is an allowlist
+(by default ``row`` is every column of the watched row: a password hash would go to every
+client); a ``TRUNCATE`` is logged too (op ``TRUNCATE``, row ``{}``: clear your copy), in
+commit order; :func:`trim` is the retention job, and a client that resumes from before
+what it deleted is closed with code 4001 (load the current state again) rather than sent a
+feed with a hole in it; ``origins=`` in :func:`start` refuses WebSocket handshakes from
+other sites' pages (cross-site WebSocket hijacking: a browser sends its cookies with
+them). **Not here:** authentication of the client and filtering rows by what it may see
+(per tenant, e.g. with the row-level security of Step 11).
 """
 
 from __future__ import annotations
@@ -66,6 +72,7 @@ import asyncio
 import contextlib
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,10 +83,12 @@ __all__ = [
     "Change",
     "FeedServer",
     "create_app",
+    "horizon",
     "install",
     "since",
     "start",
     "stop",
+    "trim",
 ]
 
 #: The notification channel of the feed (``pg_notify``'s first argument).
@@ -91,22 +100,61 @@ PAGE = 1000
 #: (``LABKIT_FEED_QUEUE_LIMIT`` changes it for a server process).
 QUEUE_LIMIT = 10_000
 ENV_QUEUE_LIMIT = "LABKIT_FEED_QUEUE_LIMIT"
+#: Comma-separated origins (``https://app.example.com``) whose pages may connect; a
+#: handshake with another ``Origin`` is refused. Unset: any origin (a course server).
+ENV_ORIGINS = "LABKIT_FEED_ORIGINS"
 
 _FUNCTION = """
 CREATE OR REPLACE FUNCTION labkit_change_feed() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+DECLARE
+    changed_table text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+    change_op text := TG_OP;
+    changed_row jsonb;
 BEGIN
     IF TG_ARGV[0] = 'ordered' THEN
         -- at COMMIT (a deferred trigger): ids in commit order, one committer at a time
         PERFORM pg_advisory_xact_lock(hashtextextended('labkit_change_feed', 0));
     END IF;
+    IF TG_TABLE_NAME = 'change_log_truncates' THEN  -- a TRUNCATE, noted by its own trigger
+        changed_table := NEW.table_name;
+        change_op := 'TRUNCATE';
+        changed_row := '{}';
+        DELETE FROM public.change_log_truncates WHERE id = NEW.id;
+    ELSE
+        changed_row := to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END);
+        IF TG_NARGS > 2 THEN  -- a column allowlist: only these columns leave the database
+            SELECT coalesce(jsonb_object_agg(key, value), '{}') INTO changed_row
+            FROM jsonb_each(changed_row) WHERE key = ANY (TG_ARGV[2:TG_NARGS - 1]);
+        END IF;
+    END IF;
     INSERT INTO public.change_log (table_name, op, row_data)
-    VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, TG_OP,
-            to_jsonb(CASE WHEN TG_OP = 'DELETE' THEN OLD ELSE NEW END));
+    VALUES (changed_table, change_op, changed_row);
     -- one notification per transaction: identical ones are folded into one
     PERFORM pg_notify(TG_ARGV[1], '');
     RETURN NULL;
-END $$
+END $$;
+
+-- A TRUNCATE fires a statement trigger, which cannot be deferred: it only notes the table
+-- here, and the deferred trigger on this table logs it at COMMIT, in commit order.
+CREATE OR REPLACE FUNCTION labkit_change_feed_truncate() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, public AS $$
+BEGIN
+    INSERT INTO public.change_log_truncates (table_name)
+    VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME);
+    RETURN NULL;
+END $$;
+"""
+
+_TABLES = """
+CREATE TABLE IF NOT EXISTS public.change_log (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    table_name text NOT NULL, op text NOT NULL, row_data jsonb NOT NULL,
+    changed_at timestamptz NOT NULL DEFAULT clock_timestamp());
+CREATE TABLE IF NOT EXISTS public.change_log_truncates (
+    id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, table_name text NOT NULL);
+CREATE TABLE IF NOT EXISTS public.change_log_horizon (
+    one boolean PRIMARY KEY DEFAULT true CHECK (one), trimmed_upto bigint NOT NULL);
 """
 
 
@@ -123,36 +171,93 @@ class Change:
         return json.dumps({"id": self.id, "table": self.table, "op": self.op, "row": self.row})
 
 
-def install(conn: Any, table: str, *, ordered: bool = True) -> None:
-    """Create ``change_log`` and the trigger function (if missing), and the trigger that
-    feeds ``table``'s changes (in schema ``public``) into them, replacing an earlier one.
-    ``conn`` is a psycopg connection; the table name is quoted as an identifier."""
+def install(
+    conn: Any,
+    table: str,
+    *,
+    ordered: bool = True,
+    schema: str = "public",
+    columns: Sequence[str] | None = None,
+) -> None:
+    """Create ``change_log`` and the trigger functions (if missing), and the triggers that
+    feed ``schema.table``'s inserts, updates, deletes and TRUNCATEs into them, replacing
+    earlier ones. With ``columns``, a change carries only those columns of the row (an
+    allowlist: a password hash or an e-mail never leaves the database); a TRUNCATE
+    carries ``{}``. ``conn`` is a psycopg connection; names are quoted as identifiers."""
     from psycopg import sql
 
     if not table or not isinstance(table, str):
         raise ValueError(f"name the table to watch, not {table!r}")
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS public.change_log ("
-        " id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,"
-        " table_name text NOT NULL, op text NOT NULL, row_data jsonb NOT NULL,"
-        " changed_at timestamptz NOT NULL DEFAULT clock_timestamp())"
-    )
+    target = sql.Identifier(schema, table)
+    found = [row[0] for row in conn.execute(
+        "SELECT attname FROM pg_attribute WHERE attrelid = to_regclass(%s)"
+        " AND attnum > 0 AND NOT attisdropped", (target.as_string(conn),)
+    ).fetchall()]  # fmt: skip
+    if not found:
+        raise ValueError(f"no table {schema}.{table} to watch: create it first")
+    if columns is not None:
+        unknown = sorted(set(columns) - set(found))
+        if unknown or not columns:
+            raise ValueError(
+                f"columns must name columns of {schema}.{table} (it has {', '.join(found)}); "
+                f"unknown: {', '.join(unknown) or 'none given'}"
+            )
+    conn.execute(_TABLES)
     conn.execute(_FUNCTION)
-    trigger, target = sql.Identifier(f"{table}_change_feed"), sql.Identifier("public", table)
-    conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, target))
+    mode = sql.Literal("ordered" if ordered else "unordered")
+    deferred = sql.SQL("DEFERRABLE INITIALLY DEFERRED" if ordered else "")
+    kind = sql.SQL("CONSTRAINT" if ordered else "")
+    rows, truncates = (sql.Identifier(f"{table}_change_feed{end}") for end in ("", "_truncate"))
+    arguments = sql.SQL(", ").join(
+        [mode, sql.Literal(CHANNEL), *(sql.Literal(c) for c in (columns or ()))]
+    )
+    log_truncates = sql.Identifier("public", "change_log_truncates")
+    for trigger, on in ((rows, target), (truncates, target), (sql.Identifier("change_feed_truncates"), log_truncates)):  # fmt: skip
+        conn.execute(sql.SQL("DROP TRIGGER IF EXISTS {} ON {}").format(trigger, on))
     conn.execute(
         sql.SQL(
             "CREATE {} TRIGGER {} AFTER INSERT OR UPDATE OR DELETE ON {} {}"
-            " FOR EACH ROW EXECUTE FUNCTION labkit_change_feed({}, {})"
-        ).format(
-            sql.SQL("CONSTRAINT" if ordered else ""),
-            trigger,
-            target,
-            sql.SQL("DEFERRABLE INITIALLY DEFERRED" if ordered else ""),
-            sql.Literal("ordered" if ordered else "unordered"),
-            sql.Literal(CHANNEL),
-        )
+            " FOR EACH ROW EXECUTE FUNCTION labkit_change_feed({})"
+        ).format(kind, rows, target, deferred, arguments)
     )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER {} AFTER TRUNCATE ON {} FOR EACH STATEMENT"
+            " EXECUTE FUNCTION labkit_change_feed_truncate()"
+        ).format(truncates, target)
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE {} TRIGGER change_feed_truncates AFTER INSERT ON {} {}"
+            " FOR EACH ROW EXECUTE FUNCTION labkit_change_feed({}, {})"
+        ).format(kind, log_truncates, deferred, mode, sql.Literal(CHANNEL))
+    )
+
+
+def trim(conn: Any, *, older_than_s: float) -> int:
+    """Retention: delete the changes logged more than ``older_than_s`` seconds ago (a
+    prefix of ids), and remember the highest id deleted, so that the server refuses to
+    resume a client from before it (code 4001: load the current state again) instead of
+    sending it a feed with a hole. Returns how many changes were deleted. Run it from a
+    scheduled job, e.g. daily with a week's retention."""
+    row = conn.execute(
+        "WITH cut AS (SELECT max(id) AS upto FROM public.change_log"
+        "             WHERE changed_at < clock_timestamp() - make_interval(secs => %s)),"
+        " gone AS (DELETE FROM public.change_log WHERE id <= (SELECT upto FROM cut) RETURNING id),"
+        " moved AS (INSERT INTO public.change_log_horizon (trimmed_upto)"
+        "           SELECT upto FROM cut WHERE upto IS NOT NULL"
+        "           ON CONFLICT (one) DO UPDATE SET trimmed_upto = greatest("
+        "               public.change_log_horizon.trimmed_upto, excluded.trimmed_upto))"
+        " SELECT count(*) FROM gone",
+        (float(older_than_s),),
+    ).fetchone()
+    return int(row[0])
+
+
+def horizon(conn: Any) -> int:
+    """The highest id :func:`trim` deleted (0 if none): resuming after a lower id is refused."""
+    row = conn.execute("SELECT trimmed_upto FROM public.change_log_horizon").fetchone()
+    return int(row[0]) if row else 0
 
 
 def since(conn: Any, after: int, *, limit: int = 10_000) -> list[Change]:
@@ -170,6 +275,10 @@ def since(conn: Any, after: int, *, limit: int = 10_000) -> list[Change]:
 
 class _TooSlow(LabkitError):
     """A client's queue is full: it is closed, to resume with its last id."""
+
+
+class _Trimmed(LabkitError):
+    """The client resumes from before the retention horizon: the feed has a hole there."""
 
 
 class _Subscriber:
@@ -199,6 +308,21 @@ class _Hub:
             (after, PAGE),
         )
         return [Change(*row) for row in await cursor.fetchall()]
+
+    async def resume_page(self, conn: Any, after: int) -> list[Change]:
+        """A page of the changes after ``after``, read in the same snapshot as the
+        retention horizon; raises :class:`_Trimmed` if changes after ``after`` were
+        deleted (before or while the client catches up)."""
+        cursor = await conn.execute(
+            "SELECT coalesce((SELECT trimmed_upto FROM public.change_log_horizon), 0),"
+            " coalesce((SELECT json_agg(c ORDER BY c.id) FROM (SELECT id, table_name, op,"
+            " row_data FROM public.change_log WHERE id > %s ORDER BY id LIMIT %s) c), '[]')",
+            (after, PAGE),
+        )
+        trimmed, rows = await cursor.fetchone()
+        if trimmed > after:
+            raise _Trimmed(f"changes up to {trimmed} were deleted by the retention job")
+        return [Change(r["id"], r["table_name"], r["op"], r["row_data"]) for r in rows]
 
     def deliver(self, change: Change) -> None:
         for client in list(self.clients):
@@ -263,6 +387,7 @@ def create_app(environ: dict[str, str] | None = None):
         raise RuntimeError(f"set {ENV_DATABASE} to the postgresql:// URL of the watched database")
     hub = _Hub(environ[ENV_DATABASE])
     limit = int(environ.get(ENV_QUEUE_LIMIT, QUEUE_LIMIT))
+    origins = {o.strip() for o in environ.get(ENV_ORIGINS, "").split(",") if o.strip()}
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
@@ -279,6 +404,11 @@ def create_app(environ: dict[str, str] | None = None):
     async def changes(websocket):
         import psycopg
 
+        origin = websocket.headers.get("origin")
+        if origins and origin is not None and origin not in origins:
+            # a browser page of another site (cross-site WebSocket hijacking): refused
+            await websocket.close(code=1008, reason="origin not allowed")
+            return
         try:
             after = int(websocket.query_params.get("after", "0"))
         except ValueError:
@@ -292,7 +422,7 @@ def create_app(environ: dict[str, str] | None = None):
             hub.clients.add(me)  # join the live stream first ...
             async with await psycopg.AsyncConnection.connect(hub.url, autocommit=True) as conn:
                 while True:  # ... then catch up from the table, page by page
-                    page = await hub.fetch(conn, last)
+                    page = await hub.resume_page(conn, last)
                     for change in page:
                         await websocket.send_text(change.as_json())
                         last = change.id
@@ -313,15 +443,23 @@ def create_app(environ: dict[str, str] | None = None):
         tasks = [asyncio.create_task(send()), asyncio.create_task(until_closed())]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-            if tasks[0] in done and isinstance(tasks[0].exception(), _TooSlow):
+            failure = tasks[0].exception() if tasks[0] in done else None
+            if isinstance(failure, _TooSlow):
                 await websocket.close(code=4000, reason="too slow: resume with after=<last id>")
+            elif isinstance(failure, _Trimmed):
+                await websocket.close(code=4001, reason="resume point trimmed: reload the state")
         finally:
             hub.clients.discard(me)
             for task in tasks:
                 task.cancel()
             for task in tasks:
                 with contextlib.suppress(
-                    asyncio.CancelledError, WebSocketDisconnect, OSError, _TooSlow, RuntimeError
+                    asyncio.CancelledError,
+                    WebSocketDisconnect,
+                    OSError,
+                    _TooSlow,
+                    _Trimmed,
+                    RuntimeError,
                 ):
                     await task
 
@@ -346,13 +484,19 @@ class FeedServer:
 
 
 def start(
-    supervisor: Any, database_url: str, *, name: str = "changefeed", queue_limit: int | None = None
+    supervisor: Any,
+    database_url: str,
+    *,
+    name: str = "changefeed",
+    queue_limit: int | None = None,
+    origins: Sequence[str] = (),
 ) -> FeedServer:
     """Serve :func:`create_app` with uvicorn in a process of its own through ``supervisor``
     (127.0.0.1, a free port; stopped by :func:`stop` or when the Python process ends)."""
     from labkit.supervisor import serve_app
 
-    env = {ENV_DATABASE: database_url, ENV_QUEUE_LIMIT: str(queue_limit or QUEUE_LIMIT)}
+    env = {ENV_DATABASE: database_url, ENV_QUEUE_LIMIT: str(queue_limit or QUEUE_LIMIT),
+           ENV_ORIGINS: ",".join(origins)}  # fmt: skip
     served = serve_app(supervisor, "labkit.changefeed:create_app", env, name=name)
     return FeedServer(served.port, served)
 
