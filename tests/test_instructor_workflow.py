@@ -252,6 +252,36 @@ def test_instructor_pipeline(assignment, tmp_path):
     assert rows_again["partial"]["timestamp"] > rows["partial"]["timestamp"]
 
 
+def test_nbgrader_commands_fork_as_new_processes_would(monkeypatch):
+    """The fork server (nbgrader imported once, a child per command) gives what a new
+    `python -m nbgrader` process gives: the same release, the same failure with its
+    output, and a timeout that stops the command."""
+    import subprocess
+
+    with grading.scratch_course(ROOT / "grading") as course:
+
+        def release() -> dict[str, bytes]:
+            course.nbgrader("generate_assignment", "00-warmup", "--force")
+            folder = course.release_dir("00-warmup")
+            return {p.name: p.read_bytes() for p in sorted(folder.iterdir())}
+
+        def failure() -> str:
+            with pytest.raises(grading.GradingError) as caught:
+                course.nbgrader("generate_assignment", "no-such-assignment")
+            return re.sub(r"\d\d:\d\d:\d\d\.\d+", "", str(caught.value))
+
+        forked = release(), failure()
+        assert grading._fork_server() is not None
+        monkeypatch.setenv(grading.FORK_SERVER_ENV, "0")
+        assert grading._fork_server() is None
+        spawned = release(), failure()
+        assert forked == spawned
+        assert "no-such-assignment" in forked[1]
+        monkeypatch.delenv(grading.FORK_SERVER_ENV)
+        with pytest.raises(subprocess.TimeoutExpired):
+            course.nbgrader("generate_assignment", "00-warmup", "--force", timeout=0.05)
+
+
 def leftovers_notebook(path: Path) -> Path:
     """An assignment whose answer leaves state behind in PostgreSQL and Redis (a table with
     an index and rows, a counter key), and whose tests see whether earlier state leaked in."""

@@ -36,17 +36,21 @@ Scores come from nbgrader's gradebook, per notebook and per graded cell.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import csv
 import datetime as dt
 import filecmp
 import hashlib
+import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -855,14 +859,18 @@ def _empty_gradebook() -> Path:
 
 
 def _run_nbgrader(args: Sequence[str], *, cwd: Path, timeout: float = 1800):
-    proc = subprocess.run(
-        [sys.executable, "-c", _NBGRADER, *args],
-        cwd=cwd,
-        env=_tool_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    server = _fork_server()
+    if server is None:
+        proc = subprocess.run(
+            [sys.executable, "-c", _NBGRADER, *args],
+            cwd=cwd,
+            env=_tool_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+    else:
+        proc = server.run(args, cwd=cwd, env=_tool_env(), timeout=timeout)
     config_broken = "Exception while loading config file" in proc.stderr
     if proc.returncode != 0 or config_broken:
         what = "could not load its config" if config_broken else f"failed (exit {proc.returncode})"
@@ -871,6 +879,175 @@ def _run_nbgrader(args: Sequence[str], *, cwd: Path, timeout: float = 1800):
             f"{_first_failure(proc.stderr)}{proc.stderr[-3000:]}"
         )
     return proc
+
+
+# --------------------------------------------------------------------------- fork server
+
+#: Set to 0 to start every nbgrader command as a new Python process (as ``nbgrader`` on a
+#: terminal does) instead of forking it from :class:`_ForkServer`.
+FORK_SERVER_ENV = "LABKIT_NBGRADER_FORK_SERVER"
+
+# The fork server: imports nbgrader once (1.2 CPU-s: jupyter_server, nbconvert, SQLAlchemy,
+# setuptools...), then for each connection forks a child that runs nbgrader's own main()
+# with the request's arguments, working directory and environment, its output in files,
+# exactly as `python -m nbgrader ARGS` would; the child sends its pid, then its exit code.
+# It is single-threaded (fork is safe), reaps its children (so their CPU time is counted,
+# as a subprocess's is) and stops when its parent closes its stdin.
+_FORK_SERVER = r"""
+import sys
+sys.modules["rfc3987_syntax"] = None
+import atexit, contextlib, json, os, selectors, socket, struct, threading, time, traceback
+
+from nbgrader.apps.nbgraderapp import main
+import jupyter_client.manager, nbclient, nbconvert.preprocessors, nbgrader.api  # noqa
+import labkit.course.nbgrader_ext  # noqa: what the course's nbgrader_config.py imports
+
+def child(conn):
+    code = 1
+    try:
+        request = json.loads(conn.makefile("rb").readline())
+        os.chdir(request["cwd"])
+        os.environ.clear()
+        os.environ.update(request["env"])
+        os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+        for fd, path in ((1, request["stdout"]), (2, request["stderr"])):
+            os.dup2(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), fd)
+        conn.sendall(struct.pack("!i", os.getpid()))
+        sys.argv = ["nbgrader", *request["args"]]
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:
+                print(exc.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        getattr(threading, "_shutdown", lambda: None)()  # what the interpreter's exit does
+        atexit._run_exitfuncs()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        conn.sendall(struct.pack("!i", code))
+    finally:
+        os._exit(0)
+
+listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+listener.bind(sys.argv[1])
+listener.listen(64)
+selector = selectors.DefaultSelector()
+selector.register(listener, selectors.EVENT_READ)
+selector.register(sys.stdin, selectors.EVENT_READ)
+assert threading.active_count() == 1, "nbgrader's imports started a thread: cannot fork"
+print("ready", flush=True)
+while True:
+    events = selector.select(timeout=1)
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass  # reaped here, a child's CPU time counts as this process's children's
+    for key, _ in events:
+        if key.fileobj is sys.stdin:
+            if not sys.stdin.buffer.read1(4096):  # the parent is done, or gone
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:  # reap those exiting
+                    try:
+                        if not os.waitpid(-1, os.WNOHANG)[0]:
+                            time.sleep(0.02)
+                    except ChildProcessError:
+                        break
+                sys.exit(0)
+            continue
+        conn, _ = listener.accept()
+        if os.fork() == 0:
+            selector.close()
+            listener.close()
+            child(conn)
+        conn.close()
+"""
+
+
+class _ForkServer:
+    """Runs nbgrader commands forked from one process that imported nbgrader already:
+    the same ``main()``, arguments, config, working directory and environment as a new
+    ``python -m nbgrader`` process, minus ~1.2 CPU-s of imports per command."""
+
+    def __init__(self) -> None:
+        self._folder = tempfile.TemporaryDirectory(prefix="labkit-nbgrader-")
+        self.socket_path = str(Path(self._folder.name) / "socket")
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER, self.socket_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=_tool_env(),
+        )
+        line = self.process.stdout.readline()
+        if line.strip() != b"ready":
+            self.process.kill()
+            raise GradingError(f"the nbgrader fork server did not start (said {line!r})")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self) -> None:
+        if self.alive():
+            self.process.stdin.close()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        self._folder.cleanup()
+
+    def run(
+        self, args: Sequence[str], *, cwd: Path, env: Mapping[str, str], timeout: float
+    ) -> subprocess.CompletedProcess:
+        """One nbgrader command; like ``subprocess.run(..., capture_output=True, text=True,
+        timeout=timeout)`` (the command is killed, and TimeoutExpired raised, on timeout)."""
+        import socket
+        import struct
+
+        with tempfile.TemporaryDirectory(prefix="labkit-nbgrader-run-") as folder:
+            out, err = Path(folder) / "stdout", Path(folder) / "stderr"
+            request = {"args": list(args), "cwd": str(Path(cwd).resolve()), "env": dict(env),
+                       "stdout": str(out), "stderr": str(err)}  # fmt: skip
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as conn:
+                conn.connect(self.socket_path)
+                conn.sendall(json.dumps(request).encode() + b"\n")
+                conn.settimeout(timeout)
+                reply = b""
+                pid = None
+                try:
+                    while len(reply) < 8:
+                        chunk = conn.recv(8 - len(reply))
+                        if not chunk:
+                            break  # the child died without a word (killed)
+                        reply += chunk
+                        if pid is None and len(reply) >= 4:
+                            pid = struct.unpack("!i", reply[:4])[0]
+                except TimeoutError:
+                    if pid is not None:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
+                    raise subprocess.TimeoutExpired(["nbgrader", *args], timeout) from None
+            code = struct.unpack("!i", reply[4:8])[0] if len(reply) == 8 else -signal.SIGKILL
+            read = lambda path: path.read_text(errors="replace") if path.exists() else ""  # noqa: E731
+            return subprocess.CompletedProcess(["nbgrader", *args], code, read(out), read(err))
+
+
+_fork_servers: dict[int, _ForkServer] = {}
+_fork_lock = threading.Lock()
+
+
+def _fork_server() -> _ForkServer | None:
+    """This process's fork server (started on first use; Linux only), or None when
+    :data:`FORK_SERVER_ENV` is 0."""
+    if sys.platform != "linux" or os.environ.get(FORK_SERVER_ENV, "1") == "0":
+        return None
+    with _fork_lock:
+        server = _fork_servers.get(os.getpid())  # not one inherited through a fork
+        if server is None or not server.alive():
+            server = _fork_servers[os.getpid()] = _ForkServer()
+            atexit.register(server.stop)
+        return server
 
 
 def _first_failure(log: str) -> str:
