@@ -83,7 +83,7 @@ def test_one_trace_from_the_client_to_sql_and_redis(traced):
     assert all("traced" not in s.attributes["db.statement"] for s in sql), "parameters leaked"
     publish = [s for s in trace if s.attributes.get("db.system") == "redis"]
     assert [s.name for s in publish] == ["PUBLISH"] and under_server(publish[0])
-    assert server.attributes["db.statement_count"] == len(sql), [
+    assert server.attributes["app.db.statement_count"] == len(sql), [
         s.attributes["db.statement"] for s in sql
     ]
 
@@ -97,10 +97,10 @@ def test_the_n_plus_one_is_an_attribute_of_the_request_span(traced):
     handle.clear()
     assert client.post("/graphql", json={"query": QUERY}).status_code == 200
     batched = server_span(handle.spans())
-    assert naive.attributes["db.n_plus_one"] is True
-    assert naive.attributes["db.max_repeats"] == 10 and naive.attributes["db.statement_count"] == 11
-    assert batched.attributes["db.n_plus_one"] is False
-    assert batched.attributes["db.statement_count"] == 2
+    assert naive.attributes["app.db.n_plus_one"] is True
+    assert naive.attributes["app.db.max_repeats"] == 10 and naive.attributes["app.db.statement_count"] == 11
+    assert batched.attributes["app.db.n_plus_one"] is False
+    assert batched.attributes["app.db.statement_count"] == 2
     assert tracing.n_plus_one(handle.spans()) == []
     handle.clear()
     client.post("/graphql-naive", json={"query": QUERY})

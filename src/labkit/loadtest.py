@@ -320,7 +320,8 @@ def run_locust(
 ) -> LocustPoint:
     """Run `locust <https://locust.io>`_ headless in a subprocess: ``users`` users, all
     started at once, for ``seconds``; read the result from its CSV (the ``Aggregated`` row;
-    its percentiles include failed requests). Locust's percentiles are rounded (to 2 significant digits above 100 ms). Raises with
+    its percentiles include failed requests; as in :meth:`WorkloadResult.percentiles`, a
+    percentile is NaN when too few requests measure it). Locust's percentiles are rounded (to 2 significant digits above 100 ms). Raises with
     locust's own message when it fails to start, and when no request was sent."""
     import csv
     import subprocess
@@ -350,9 +351,12 @@ def run_locust(
         requests=int(row["Request Count"]),
         failures=int(row["Failure Count"]),
         per_s=float(row["Requests/s"]),
-        p50_ms=_number(row["50%"]),
-        p95_ms=_number(row["95%"]),
-        p99_ms=_number(row["99%"]),
+        **{
+            f"p{q}_ms": _number(row[f"{q}%"])
+            if int(row["Request Count"]) >= least
+            else float("nan")
+            for q, least in MIN_REQUESTS.items()
+        },  # fmt: skip
         seconds=elapsed,
     )
 

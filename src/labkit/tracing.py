@@ -17,8 +17,9 @@ waterfall, with the N+1 pattern written on the request's own span.
 
 An ASGI app is traced by :meth:`Tracing.wrap`: OpenTelemetry's ASGI middleware makes the
 request's span, and :class:`StatementCounter` inside it counts the statements the request
-sent and writes on that span ``db.statement_count``, ``db.max_repeats`` (how often the most
-repeated statement text ran) and ``db.n_plus_one`` (true when that reaches the threshold):
+sent and writes on that span ``app.db.statement_count``, ``app.db.max_repeats`` (how often
+the most repeated statement text ran) and ``app.db.n_plus_one`` (true when that reaches the
+threshold; ``app.``: the ``db.*`` names belong to OpenTelemetry's semantic conventions):
 the N+1 becomes a span attribute an alert or a trace search can find.
 
 >>> from opentelemetry import trace
@@ -145,9 +146,9 @@ class StatementCounter:
 
         def write() -> None:
             repeats = max(counter.values(), default=0)
-            span.set_attribute("db.statement_count", sum(counter.values()))
-            span.set_attribute("db.max_repeats", repeats)
-            span.set_attribute("db.n_plus_one", repeats >= self.threshold)
+            span.set_attribute("app.db.statement_count", sum(counter.values()))
+            span.set_attribute("app.db.max_repeats", repeats)
+            span.set_attribute("app.db.n_plus_one", repeats >= self.threshold)
 
         async def sending(message) -> None:
             # The outer middleware ends the span with the response: write before it starts

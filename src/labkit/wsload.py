@@ -24,8 +24,8 @@ figure to scale from.
 ...     feed = changefeed.start(supervisor, demo.url)
 ...     result = fan_out(feed.url, demo, "ticks", clients=5, messages=4, progress=False)
 ...     _ = changefeed.stop(supervisor, feed)
->>> result.deliveries, result.missed, result.failed
-(20, 0, 0)
+>>> result.deliveries, result.missed, result.failed, len(result.commit_ms)
+(20, 0, 0, 4)
 >>> sorted(result.percentiles())
 ['max_ms', 'p50_ms', 'p95_ms', 'p99_ms']
 >>> db.drop_database("s14_doctest_wsload")
@@ -57,6 +57,16 @@ class FanOutResult:
     missed: int  # deliveries that never arrived
     seconds: float  # from the first COMMIT to the last delivery
     latencies_ms: list[float] = field(repr=False)
+    commit_ms: list[float] = field(repr=False, default_factory=list)  # each COMMIT alone
+    rss_before_kb: int | None = None  # the server's resident memory before the clients
+    rss_connected_kb: int | None = None  # ... and with all of them connected
+
+    @property
+    def kb_per_client(self) -> float | None:
+        """The server's extra resident memory per connected client (kB), if measured."""
+        if self.rss_before_kb is None or self.rss_connected_kb is None or not self.connected:
+            return None
+        return (self.rss_connected_kb - self.rss_before_kb) / self.connected
 
     @property
     def deliveries(self) -> int:
@@ -77,10 +87,26 @@ class FanOutResult:
         }
 
     def row(self) -> dict[str, Any]:
+        per_client = self.kb_per_client
+        commit = round(percentile(self.commit_ms, 50), 1) if self.commit_ms else None
         return {"clients": self.clients, "connected": self.connected, "failed": self.failed,
                 "messages": self.messages, "deliveries": self.deliveries,
                 "missed": self.missed, "per_s": round(self.per_s),
-                **{k: round(v, 1) for k, v in self.percentiles().items()}}  # fmt: skip
+                **{k: round(v, 1) for k, v in self.percentiles().items()},
+                "commit_p50_ms": commit,
+                "server_kb_per_client": None if per_client is None else round(per_client, 1)}  # fmt: skip
+
+
+def resident_kb(pid: int) -> int | None:
+    """A process's resident memory in kB (``ps -o rss=``, on Linux and macOS), or None."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["ps", "-o", "rss=", "-p", str(int(pid))], capture_output=True,
+                             text=True, timeout=10).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return int(out) if out.isdigit() else None
 
 
 def _last_id(database: Any) -> int:
@@ -97,11 +123,17 @@ def fan_out(
     messages: int,
     timeout: float = 30,
     progress: bool = True,
+    server_pid: int | None = None,
 ) -> FanOutResult:
     """Connect ``clients`` clients to ``url(after)`` (a feed server's :meth:`url`), commit
     ``messages`` rows into ``table`` (columns ``id``, ``label``; watched by the feed) one
     transaction each, and measure each delivery. Row ids continue after the table's
-    largest id, so the function can run again on the same table."""
+    largest id, so the function can run again on the same table. With ``server_pid``, the
+    server's resident memory is read before the clients connect and once all have.
+
+    The one writer commits back to back, so deliveries per second are bounded by its
+    commit rate too; and the clients share one event loop (and the GIL) with the writer's
+    thread, so part of the latency at large N is the clients' own."""
     from psycopg import sql
     from websockets.asyncio.client import connect
 
@@ -114,6 +146,8 @@ def fan_out(
         ).fetchone()[0]
     ids = list(range(first, first + messages))
     sent_at: dict[int, float] = {}
+    commit_ms: list[float] = []
+    rss_before = resident_kb(server_pid) if server_pid else None
     received: list[dict[int, float]] = [{} for _ in range(clients)]
     failed = [0]
     all_connected = threading.Event()
@@ -143,6 +177,7 @@ def fan_out(
     thread.start()
     if not all_connected.wait(timeout + clients * 0.1):
         raise TimeoutError(f"{clients} clients did not all connect within the time allowed")
+    rss_connected = resident_kb(server_pid) if server_pid else None
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -154,6 +189,7 @@ def fan_out(
             conn.execute(insert, (row_id, f"load {row_id}"))
             sent_at[row_id] = time.perf_counter()
             conn.commit()
+            commit_ms.append((time.perf_counter() - sent_at[row_id]) * 1000)
             if bar is not None:
                 bar.update()
     if bar is not None:
@@ -175,4 +211,7 @@ def fan_out(
         missed=connected * messages - len(latencies),
         seconds=last - sent_at[ids[0]],
         latencies_ms=latencies,
+        commit_ms=commit_ms,
+        rss_before_kb=rss_before,
+        rss_connected_kb=rss_connected,
     )
