@@ -29,6 +29,7 @@ import atexit
 import hashlib
 import os
 import re
+import threading
 from dataclasses import dataclass, field
 
 from nbformat.notebooknode import NotebookNode
@@ -135,9 +136,17 @@ class Sandbox:
         return {"LABKIT_DB_PREFIX": self.prefix, "REDIS_URL": self.redis.url}
 
     def stop(self) -> None:
+        self.stop_redis()
+        self.drop()
+
+    def stop_redis(self) -> None:
+        """Stop the private Redis server (its clients are refused from now on)."""
         if self.redis is not None:
             self.redis.__exit__(None, None, None)
             self.redis = None
+
+    def drop(self) -> None:
+        """Drop the databases and roles created under the prefix."""
         drop_databases(self.prefix)
         drop_roles(self.prefix)
 
@@ -152,14 +161,28 @@ class Sandbox:
 class _Active:
     """The sandbox of the notebook being graded. nbgrader makes a new instance of each
     preprocessor, so EnterSandbox and LeaveSandbox share it through the module; the exit
-    hook that tears it down is registered when the first sandbox starts, not at import."""
+    hook that tears it down is registered when the first sandbox starts, not at import.
+
+    ``drops``: the threads dropping the databases and roles of notebooks already graded.
+    A DROP DATABASE waits for a checkpoint (a second or more while other tests write), so
+    the next notebook starts meanwhile: its prefix is a different one. The process waits
+    for every drop before it exits, and fails if one failed (``failures``)."""
 
     sandbox: Sandbox | None = None
     saved_env: dict[str, str | None] = field(default_factory=dict)
     exit_hook: bool = False
+    drops: list[threading.Thread] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
 
 _active = _Active()
+
+
+def _drop(sandbox: Sandbox) -> None:
+    try:
+        sandbox.drop()
+    except Exception as exc:  # reported, and the process fails, at exit (_finish)
+        _active.failures.append(f"{sandbox.prefix}*: {exc!r}")
 
 
 def _leave() -> None:
@@ -171,7 +194,25 @@ def _leave() -> None:
             os.environ[key] = value
     _active.saved_env = {}
     if sandbox is not None:
-        sandbox.stop()
+        sandbox.stop_redis()
+        thread = threading.Thread(target=_drop, args=(sandbox,), name=f"drop {sandbox.prefix}")
+        thread.start()
+        _active.drops = [t for t in _active.drops if t.is_alive()] + [thread]
+
+
+def _finish() -> None:
+    """At exit: leave the last sandbox, wait for every drop; exit 1 if one failed (its
+    databases are left behind: the next run with the same prefix drops them first)."""
+    _leave()
+    for thread in _active.drops:
+        thread.join()
+    if _active.failures:
+        import sys
+
+        for failure in _active.failures:
+            print(f"[LeaveSandbox | ERROR] could not drop {failure}", file=sys.stderr)
+        sys.stderr.flush()
+        os._exit(1)
 
 
 class EnterSandbox(NbGraderPreprocessor):
@@ -188,7 +229,7 @@ class EnterSandbox(NbGraderPreprocessor):
         sandbox = Sandbox(f"{os.getcwd()}:{tag}")
         env = sandbox.start()
         if not _active.exit_hook:  # an interrupted nbgrader still stops the private Redis
-            atexit.register(_leave)
+            atexit.register(_finish)
             _active.exit_hook = True
         _active.saved_env = {key: os.environ.get(key) for key in env}
         _active.sandbox = sandbox
@@ -198,7 +239,8 @@ class EnterSandbox(NbGraderPreprocessor):
 
 
 class LeaveSandbox(NbGraderPreprocessor):
-    """After ``Execute``: stop the private Redis, drop the notebook's databases."""
+    """After ``Execute``: stop the private Redis; drop the notebook's databases and roles
+    (in the background, while the next notebook runs; nbgrader exits when all are gone)."""
 
     def preprocess(self, nb, resources):
         _leave()
