@@ -1095,16 +1095,54 @@ def exchange_submit(
 
 
 @contextlib.contextmanager
-def scratch_course(root: Path | None = None) -> Iterator[Course]:
+def scratch_course(root: Path | None = None, *, released: str | None = None) -> Iterator[Course]:
     """A temporary copy of the course (config + sources, and an empty gradebook), removed
-    afterwards."""
+    afterwards.
+
+    ``released``: an assignment to find released already, as after ``course.release``:
+    its ``release/`` folder and gradebook are copies of what one ``nbgrader
+    generate_assignment`` made, once per process for these sources and config (many
+    scratch courses grading one assignment need not make the same release each)."""
     source_root = root or course_dir()
     with tempfile.TemporaryDirectory(prefix="labkit-course-") as folder:
         target = Path(folder)
         shutil.copyfile(source_root / "nbgrader_config.py", target / "nbgrader_config.py")
         shutil.copytree(source_root / "source", target / "source")
-        shutil.copyfile(_empty_gradebook(), target / "gradebook.db")
+        if released:
+            made = _released(source_root, released)
+            shutil.copyfile(made / "gradebook.db", target / "gradebook.db")
+            shutil.copytree(made / "release", target / "release")
+        else:
+            shutil.copyfile(_empty_gradebook(), target / "gradebook.db")
         yield Course(target)
+
+
+_releases: dict[str, Path] = {}
+_releases_lock = threading.Lock()
+
+
+def _released(root: Path, assignment: str) -> Path:
+    """A folder with the gradebook and ``release/`` of a scratch course in which
+    ``assignment`` was released, made once per process for the same config, sources and
+    nbgrader version (removed at exit)."""
+    import importlib.metadata
+
+    source = root / "source" / assignment
+    digest = hashlib.sha256(importlib.metadata.version("nbgrader").encode())
+    for path in [root / "nbgrader_config.py", *sorted(source.rglob("*"))]:
+        if path.is_file():
+            digest.update(f"\0{path.relative_to(root)}\0".encode() + path.read_bytes())
+    key = f"{assignment}-{digest.hexdigest()[:16]}"
+    with _releases_lock:
+        if key not in _releases:
+            folder = Path(tempfile.mkdtemp(prefix=f"labkit-release-{assignment}-"))
+            atexit.register(shutil.rmtree, folder, ignore_errors=True)
+            with scratch_course(root) as course:
+                course.release(assignment)
+                shutil.copyfile(course.root / "gradebook.db", folder / "gradebook.db")
+                shutil.copytree(course.root / "release", folder / "release")
+            _releases[key] = folder
+        return _releases[key]
 
 
 # --------------------------------------------------------------------------- student copies

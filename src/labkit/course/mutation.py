@@ -631,8 +631,8 @@ def _grade(
     "notebook:test" → (score, max score). See :func:`grade_answers`."""
     from labkit.course import grading
 
-    with grading.scratch_course(course_root) as course:
-        release = course.release(assignment)
+    with grading.scratch_course(course_root, released=assignment) as course:
+        release = course.release_dir(assignment)
         source = course.source_dir(assignment)
         staging = course.root / "answers"
         for student, answers in students.items():
