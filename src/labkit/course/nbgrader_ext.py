@@ -65,7 +65,8 @@ _CELL_FRAME = re.compile(
 
 
 def drop_databases(prefix: str) -> list[str]:
-    """Drop every database whose name starts with ``prefix``; return their names."""
+    """Drop every database whose name starts with ``prefix``, together (each DROP DATABASE
+    waits for a checkpoint; drops issued at once share one); return their names."""
     from labkit import db
 
     if not prefix:
@@ -77,8 +78,23 @@ def drop_databases(prefix: str) -> list[str]:
                 "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
             )
         ]
-        for name in names:
-            db.drop_database(name, qualified=True, conn=conn)
+    # On plain threads (not db.drop_databases' thread pool): the last notebook's drop runs
+    # while nbgrader exits, when a pool takes no new work.
+    failures: list[BaseException] = []
+
+    def drop(name: str) -> None:
+        try:
+            db.drop_database(name, qualified=True)
+        except BaseException as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=drop, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
     return names
 
 
