@@ -32,6 +32,11 @@ word: skipped files, missing notebooks and ungraded students are reported, and
 folder learners open), :func:`apply_answers`, :func:`solution_cells`,
 :func:`exchange_fetch` / :func:`exchange_submit` (a student's side of the exchange).
 Scores come from nbgrader's gradebook, per notebook and per graded cell.
+
+Every nbgrader command is nbgrader's own ``main()``, forked from one process per Python
+process that imported nbgrader once (~1.2 CPU-s saved per command; Linux;
+``LABKIT_NBGRADER_FORK_SERVER=0`` starts a new process each time instead).
+``scratch_course(released=A)`` copies one release of ``A`` made once per process.
 """
 
 from __future__ import annotations
