@@ -64,7 +64,7 @@ def test_empty_state(tmp_path):
     assert phase(report, 0)["steps done"] == "0 / 1"
     assert phase(report, 2)["status"] == "not started"  # its lesson and exercises are in
     assert phase(report, 3)["status"] == "not started"  # its exercises are in
-    assert phase(report, 4)["status"] == "coming soon"
+    assert phase(report, 4)["status"] == "not started"  # its exercises are in
     html = report._repr_html_()
     assert "Per phase" in html and "Start here and warm-up" in html
 
