@@ -334,3 +334,56 @@ def test_handshakes_from_other_origins_are_refused(demo, supervisor):
                 assert receive(ws)["op"] == "INSERT"
     finally:
         changefeed.stop(supervisor, guarded)
+
+
+def test_a_reconnect_storm_shares_a_few_catch_up_connections(demo, supervisor):
+    """12 clients resume at once, each with a backlog of 2,500 changes, on a server whose
+    catch-ups share 2 connections: the server never holds more than its LISTEN and query
+    connections plus those 2, and every client gets every change once, in order."""
+    small = changefeed.start(supervisor, demo.url, name="feed-pool", catchups=2)
+    try:
+        start = last_id(demo)
+        with demo.connect() as conn:
+            conn.execute("INSERT INTO items SELECT g, 'backlog' FROM generate_series(5000, 7499) g")
+            conn.commit()
+        expected = list(range(start + 1, start + 2501))
+        peak, stop = [0], threading.Event()
+
+        def sample() -> None:
+            with demo.connect(autocommit=True) as watcher:
+                while not stop.is_set():
+                    (n,) = watcher.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                        " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+                    ).fetchone()
+                    peak[0] = max(peak[0], n)
+                    time.sleep(0.005)
+
+        got: dict[int, list[int]] = {}
+        with demo.connect(autocommit=True) as counter:  # the idle servers' connections
+            (baseline,) = counter.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+            ).fetchone()
+
+        def client(index: int) -> None:
+            with connect(small.url(after=start), max_size=None) as ws:
+                ids = got.setdefault(index, [])
+                while len(ids) < len(expected):
+                    ids.append(receive(ws, timeout=30)["id"])
+
+        watcher = threading.Thread(target=sample, daemon=True)
+        watcher.start()
+        threads = [threading.Thread(target=client, args=(i,)) for i in range(12)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        stop.set()
+        watcher.join(5)
+    finally:
+        changefeed.stop(supervisor, small)
+    assert all(got.get(i) == expected for i in range(12)), {i: len(v) for i, v in got.items()}
+    # the pool holds 1 connection when idle (in the baseline) and 2 at most; the watcher
+    # itself is one more connection (its own pid is excluded)
+    assert peak[0] - baseline <= 1, f"{peak[0]} connections at the peak, {baseline} idle"

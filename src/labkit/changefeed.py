@@ -100,6 +100,10 @@ PAGE = 1000
 #: (``LABKIT_FEED_QUEUE_LIMIT`` changes it for a server process).
 QUEUE_LIMIT = 10_000
 ENV_QUEUE_LIMIT = "LABKIT_FEED_QUEUE_LIMIT"
+#: Database connections shared by the clients' catch-ups (``LABKIT_FEED_CATCHUPS``):
+#: at most this many clients read their backlog at once; the others wait their turn.
+CATCHUPS = 10
+ENV_CATCHUPS = "LABKIT_FEED_CATCHUPS"
 #: Comma-separated origins (``https://app.example.com``) whose pages may connect; a
 #: handshake with another ``Origin`` is refused. Unset: any origin (a course server).
 ENV_ORIGINS = "LABKIT_FEED_ORIGINS"
@@ -300,6 +304,7 @@ class _Hub:
         self.ready = asyncio.Event()
         self.reconnects = 0
         self.overflows = 0
+        self.pool: Any = None  # the catch-ups' connection pool, opened by the lifespan
 
     async def fetch(self, conn: Any, after: int) -> list[Change]:
         cursor = await conn.execute(
@@ -388,13 +393,22 @@ def create_app(environ: dict[str, str] | None = None):
     hub = _Hub(environ[ENV_DATABASE])
     limit = int(environ.get(ENV_QUEUE_LIMIT, QUEUE_LIMIT))
     origins = {o.strip() for o in environ.get(ENV_ORIGINS, "").split(",") if o.strip()}
+    catchups = int(environ.get(ENV_CATCHUPS, CATCHUPS))
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
+        from psycopg_pool import AsyncConnectionPool
+
         from labkit.supervisor import running_until_ready
 
-        async with running_until_ready(hub.run, hub.ready, f"LISTEN on {ENV_DATABASE}"):
-            yield
+        # Catch-ups share a small pool: a reconnect storm of N clients waits for a
+        # connection instead of opening N at once (and running out of max_connections).
+        async with AsyncConnectionPool(
+            hub.url, min_size=1, max_size=catchups, kwargs={"autocommit": True}, open=False
+        ) as pool:
+            hub.pool = pool
+            async with running_until_ready(hub.run, hub.ready, f"LISTEN on {ENV_DATABASE}"):
+                yield
 
     async def health(request):
         body = {"clients": len(hub.clients), "last": hub.last, "reconnects": hub.reconnects,
@@ -402,7 +416,6 @@ def create_app(environ: dict[str, str] | None = None):
         return JSONResponse(body, status_code=200 if hub.ready.is_set() else 503)
 
     async def changes(websocket):
-        import psycopg
 
         origin = websocket.headers.get("origin")
         if origins and origin is not None and origin not in origins:
@@ -420,7 +433,7 @@ def create_app(environ: dict[str, str] | None = None):
         async def send() -> None:
             last = after
             hub.clients.add(me)  # join the live stream first ...
-            async with await psycopg.AsyncConnection.connect(hub.url, autocommit=True) as conn:
+            async with hub.pool.connection() as conn:
                 while True:  # ... then catch up from the table, page by page
                     page = await hub.resume_page(conn, last)
                     for change in page:
@@ -490,13 +503,14 @@ def start(
     name: str = "changefeed",
     queue_limit: int | None = None,
     origins: Sequence[str] = (),
+    catchups: int = CATCHUPS,
 ) -> FeedServer:
     """Serve :func:`create_app` with uvicorn in a process of its own through ``supervisor``
     (127.0.0.1, a free port; stopped by :func:`stop` or when the Python process ends)."""
     from labkit.supervisor import serve_app
 
     env = {ENV_DATABASE: database_url, ENV_QUEUE_LIMIT: str(queue_limit or QUEUE_LIMIT),
-           ENV_ORIGINS: ",".join(origins)}  # fmt: skip
+           ENV_ORIGINS: ",".join(origins), ENV_CATCHUPS: str(int(catchups))}  # fmt: skip
     served = serve_app(supervisor, "labkit.changefeed:create_app", env, name=name)
     return FeedServer(served.port, served)
 
