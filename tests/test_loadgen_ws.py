@@ -111,3 +111,17 @@ def test_fan_out_counts_clients_that_cannot_connect(feed):
     assert (result.connected, result.failed, result.deliveries, result.missed) == (0, 4, 0, 0)
     with pytest.raises(ValueError, match="at least one client"):
         wsload.fan_out(lambda after: "", database, "ticks", clients=0, messages=1)
+    with pytest.raises(ValueError, match="open files"):
+        wsload.fan_out(lambda after: "", database, "ticks", clients=10**7, messages=1)
+
+
+def test_the_open_files_limit_is_raised_and_reported():
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))
+        raised = wsload.open_files_limit(want=min(4096, hard))
+        assert raised == min(4096, hard) == resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))

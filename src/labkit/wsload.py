@@ -97,6 +97,23 @@ class FanOutResult:
                 "server_kb_per_client": None if per_client is None else round(per_client, 1)}  # fmt: skip
 
 
+def open_files_limit(want: int = 65_536) -> int:
+    """Raise this process's limit of open files (sockets included) towards ``want``, as far
+    as the hard limit allows (no privilege needed), and return the limit now in force.
+    Each WebSocket client is one open file here, and one in the server (a process started
+    afterwards inherits the raised limit); macOS starts shells at 256."""
+    try:
+        import resource
+    except ImportError:  # Windows: no such limit
+        return want
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        soft = target
+    return want if soft == resource.RLIM_INFINITY else soft
+
+
 def resident_kb(pid: int) -> int | None:
     """A process's resident memory in kB (``ps -o rss=``, on Linux and macOS), or None."""
     import subprocess
@@ -139,6 +156,12 @@ def fan_out(
 
     if clients < 1 or messages < 1:
         raise ValueError("fan_out needs at least one client and one message")
+    limit = open_files_limit()
+    if clients > limit - 100:
+        raise ValueError(
+            f"{clients} clients need as many open files, and this process may open {limit} "
+            f"(the hard limit): raise it (ulimit -Hn, as root) or use fewer clients"
+        )
     after = _last_id(database)
     with database.connect() as conn:
         first = conn.execute(
