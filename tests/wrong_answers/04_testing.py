@@ -210,9 +210,324 @@ INTERPOLATED = (
 )
 
 
-def case(name, breaks, answer, source, loses, by="course"):
-    return {"name": name, "breaks": breaks, "notebook": NB, "answers": {answer: source},
-            "loses": [loses], "source": by}  # fmt: skip
+def case(name, breaks, answer, source, loses, origin="course"):
+    answers = source if isinstance(source, dict) else {answer: source}
+    return {"name": name, "breaks": breaks, "notebook": NB, "answers": answers,
+            "loses": [loses], "source": origin}  # fmt: skip
+
+
+# Written by the outside review (verbatim), from the student notebook and the task text.
+OUTSIDE = {
+    # WRONG: listens on the Engine class, so statements of every engine (not only `engine`) are recorded
+    "at_most_all_engines": """@contextlib.contextmanager
+def at_most(engine, limit):
+    from sqlalchemy.engine import Engine
+
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(Engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(Engine, "before_cursor_execute", record)
+    if len(statements) > limit:
+        raise AssertionError(f"{len(statements)} statements, more than {limit}")
+""",
+    # WRONG: checks the count in `finally`, so when the block raised after too many statements its own exception is replaced by the AssertionError
+    "at_most_masks_error": """@contextlib.contextmanager
+def at_most(engine, limit):
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+        if len(statements) > limit:
+            raise AssertionError(f"{len(statements)} statements, more than {limit}")
+""",
+    # WRONG: the AssertionError's message does not say how many statements were sent
+    "at_most_no_count": """@contextlib.contextmanager
+def at_most(engine, limit):
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    if len(statements) > limit:
+        raise AssertionError("too many statements: N+1?")
+""",
+    # WRONG: removes the listener only when the block ends normally: after a block that raised, every later statement is still recorded
+    "at_most_no_finally": """@contextlib.contextmanager
+def at_most(engine, limit):
+    statements = []
+
+    def record(conn, cursor, statement, parameters, context, executemany):
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    yield statements
+    event.remove(engine, "before_cursor_execute", record)
+    if len(statements) > limit:
+        raise AssertionError(f"{len(statements)} statements, more than {limit}")
+""",
+    # WRONG: accepts q = 0 (only q > 100 raises): nearest_rank(values, 0) returns the largest value through index -1
+    "percentiles_accepts_zero": """def nearest_rank(values, q):
+    if not values or q > 100:
+        raise ValueError("empty values or q above 100")
+    ordered = sorted(values)
+    return ordered[math.ceil(q / 100 * len(ordered)) - 1]
+""",
+    # correct alternative: statistics-free nearest rank via integer arithmetic (-(-q*n // 100)), knee via one pass over sorted (users, p95) pairs
+    "percentiles_correct_alternative__nearest_rank": """def nearest_rank(values, q):
+    values = list(values)
+    if len(values) == 0:
+        raise ValueError("no values")
+    if q <= 0 or q > 100:
+        raise ValueError(f"q={q} is outside 0 < q <= 100")
+    rank = math.ceil(q * len(values) / 100)
+    return sorted(values)[rank - 1]
+""",
+    # correct alternative: statistics-free nearest rank via integer arithmetic (-(-q*n // 100)), knee via one pass over sorted (users, p95) pairs
+    "percentiles_correct_alternative__knee": """def knee(path):
+    with open(path, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row["Name"] == "Aggregated" and row["95%"] != "N/A"]
+    p95 = dict((int(row["User Count"]), float(row["95%"])) for row in rows)  # later lines win
+    pairs = sorted(p95.items())
+    if not pairs:
+        return None
+    baseline = pairs[0][1]
+    return next((users for users, value in pairs if value >= 2 * baseline), None)
+""",
+    # WRONG: takes the FIRST line of each user count (setdefault), not its last
+    "percentiles_knee_first_line": """def knee(path):
+    first = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            if row["Name"] != "Aggregated" or row["95%"] == "N/A":
+                continue
+            first.setdefault(int(row["User Count"]), float(row["95%"]))
+    if not first:
+        return None
+    counts = sorted(first)
+    baseline = first[counts[0]]
+    for users in counts:
+        if first[users] >= 2 * baseline:
+            return users
+    return None
+""",
+    # WRONG: knee compares each user count with the previous one (the knee against the wrong baseline), not with the smallest user count
+    "percentiles_knee_previous_step": """def knee(path):
+    last = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            if row["Name"] != "Aggregated" or row["95%"] == "N/A":
+                continue
+            last[int(row["User Count"])] = float(row["95%"])
+    counts = sorted(last)
+    for before, users in zip(counts, counts[1:]):
+        if last[users] >= 2 * last[before]:
+            return users
+    return None
+""",
+    # WRONG: "over twice" (>) instead of "at least twice" (>=): a p95 of exactly twice the baseline is not the knee
+    "percentiles_knee_strictly_over": """def knee(path):
+    last = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            if row["Name"] != "Aggregated" or row["95%"] == "N/A":
+                continue
+            last[int(row["User Count"])] = float(row["95%"])
+    if not last:
+        return None
+    counts = sorted(last)
+    baseline = last[counts[0]]
+    for users in counts:
+        if last[users] > 2 * baseline:
+            return users
+    return None
+""",
+    # WRONG: user counts kept as strings: "100" sorts before "20", so the baseline and the first count past it are wrong
+    "percentiles_knee_string_counts": """def knee(path):
+    last = {}
+    with open(path, newline="") as file:
+        for row in csv.DictReader(file):
+            if row["Name"] != "Aggregated" or row["95%"] == "N/A":
+                continue
+            last[row["User Count"]] = float(row["95%"])
+    if not last:
+        return None
+    counts = sorted(last)
+    baseline = last[counts[0]]
+    for users in counts:
+        if last[users] >= 2 * baseline:
+            return int(users)
+    return None
+""",
+    # WRONG: rounds the rank to the nearest integer instead of ceil (the 90th percentile of 15 values is then the 13th, not the 14th)
+    "percentiles_round_rank": """def nearest_rank(values, q):
+    if not values or not 0 < q <= 100:
+        raise ValueError("empty values or q outside (0, 100]")
+    ordered = sorted(values)
+    return ordered[max(round(q / 100 * len(ordered)), 1) - 1]
+""",
+    # WRONG: no try/finally around the yield: when the block raises, the connection is never closed (it stays checked out of the pool, its transaction open)
+    "rolled_back_no_finally": """@contextlib.contextmanager
+def rolled_back(engine):
+    connection = engine.connect()
+    transaction = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    yield session
+    session.close()
+    transaction.rollback()
+    connection.close()
+""",
+    # WRONG: no join_transaction_mode="create_savepoint": the code's session.rollback() rolls back the whole outer transaction, the test's earlier work included
+    "rolled_back_no_savepoint": """@contextlib.contextmanager
+def rolled_back(engine):
+    connection = engine.connect()
+    transaction = connection.begin()
+    session = Session(bind=connection)
+    try:
+        yield session
+    finally:
+        session.close()
+        if transaction.is_active:
+            transaction.rollback()
+        connection.close()
+""",
+    # WRONG: catches the block's exception to roll back and never re-raises it: the test's failure disappears
+    "rolled_back_swallows": """@contextlib.contextmanager
+def rolled_back(engine):
+    connection = engine.connect()
+    transaction = connection.begin()
+    session = Session(bind=connection, join_transaction_mode="create_savepoint")
+    try:
+        yield session
+    except Exception:
+        pass
+    finally:
+        session.close()
+        transaction.rollback()
+        connection.close()
+""",
+    # WRONG: asserts the charge happened once but not with which amount and key
+    "test_checkout_called_once_only": """def test_checkout(checkout):
+    payments = mock.create_autospec(PaymentClient, instance=True)
+    with testing.rolled_back(engine) as session:
+        checkout(session, 1, payments)
+        checkout(session, 1, payments)
+        payments.charge.assert_called_once()
+        status = session.scalar(select(Order.status).where(Order.id == 1))
+        assert status == "paid", f"order 1 is {status!r}"
+""",
+    # WRONG: calls checkout only once, so a checkout that charges again on a retry passes
+    "test_checkout_no_retry": """def test_checkout(checkout):
+    payments = mock.create_autospec(PaymentClient, instance=True)
+    with testing.rolled_back(engine) as session:
+        checkout(session, 1, payments)
+        payments.charge.assert_called_once_with(amount_cents=1250, idempotency_key="order-1")
+        status = session.scalar(select(Order.status).where(Order.id == 1))
+        assert status == "paid", f"order 1 is {status!r}"
+""",
+    # WRONG: a plain mock.Mock() (accepts any method and any arguments) instead of create_autospec of the real class
+    "test_checkout_plain_mock": """def test_checkout(checkout):
+    payments = mock.Mock()
+    with testing.rolled_back(engine) as session:
+        checkout(session, 1, payments)
+        checkout(session, 1, payments)
+        payments.charge.assert_called_once_with(amount_cents=1250, idempotency_key="order-1")
+        status = session.scalar(select(Order.status).where(Order.id == 1))
+        assert status == "paid", f"order 1 is {status!r}"
+""",
+    # WRONG: runs checkout in a plain Session(engine), so order 1 stays paid in the database after the test
+    "test_checkout_real_session": """def test_checkout(checkout):
+    payments = mock.create_autospec(PaymentClient, instance=True)
+    with Session(engine) as session:
+        checkout(session, 1, payments)
+        checkout(session, 1, payments)
+        payments.charge.assert_called_once_with(amount_cents=1250, idempotency_key="order-1")
+        status = session.scalar(select(Order.status).where(Order.id == 1))
+        assert status == "paid", f"order 1 is {status!r}"
+""",
+    # WRONG: reads the status from the object checkout returned, not from the database
+    "test_checkout_returned_object": """def test_checkout(checkout):
+    payments = mock.create_autospec(PaymentClient, instance=True)
+    with testing.rolled_back(engine) as session:
+        checkout(session, 1, payments)
+        order = checkout(session, 1, payments)
+        payments.charge.assert_called_once_with(amount_cents=1250, idempotency_key="order-1")
+        assert order.status == "paid", f"order 1 is {order.status!r}"
+""",
+    # WRONG: no functools.wraps: the decorated function is called "wrapper" and loses its docstring
+    "traced_no_wraps": """def traced(name, **attributes):
+    def decorator(function):
+        def wrapper(*args, **kwargs):
+            with tracer.start_as_current_span(name, attributes={**attributes, "code.function": function.__name__}):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+""",
+    # WRONG: start_span (not current) and end() without try/finally: spans started inside are not its children, and on an error the span is never ended
+    "traced_not_current": """def traced(name, **attributes):
+    def decorator(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            span = tracer.start_span(name, attributes={**attributes, "code.function": function.__name__})
+            result = function(*args, **kwargs)
+            span.end()
+            return result
+
+        return wrapper
+
+    return decorator
+""",
+    # WRONG: code.function is the __qualname__ ("outer.<locals>.f" for a nested function), not the __name__
+    "traced_qualname": """def traced(name, **attributes):
+    def decorator(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with tracer.start_as_current_span(name, attributes={**attributes, "code.function": function.__qualname__}):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorator
+""",
+    # WRONG: records the exception and sets ERROR but returns None instead of letting the exception go on to the caller
+    "traced_swallows": """def traced(name, **attributes):
+    def decorator(function):
+        @functools.wraps(function)
+        def wrapper(*args, **kwargs):
+            with tracer.start_as_current_span(
+                name, attributes={**attributes, "code.function": function.__name__},
+                record_exception=False, set_status_on_exception=False,
+            ) as span:
+                try:
+                    return function(*args, **kwargs)
+                except Exception as error:
+                    span.record_exception(error)
+                    span.set_status(StatusCode.ERROR)
+                    return None
+
+        return wrapper
+
+    return decorator
+""",
+}
 
 
 CASES = [
@@ -303,6 +618,50 @@ CASES = [
     case("the returned object's status", "mock-status", TEST,
          test_cell(calls="checkout(session, 1, payments)\n        order = checkout(session, 1, payments)",
                    status="order.status"), T5),
+    # ------------------------------------------------------------------ outside review
+    case("no join mode: the code's rollback takes the test's work", "fixture-savepoint", ROLLED,
+         OUTSIDE["rolled_back_no_savepoint"], T1, origin="outside review"),
+    case("no try/finally around the yield", "fixture-pool", ROLLED,
+         OUTSIDE["rolled_back_no_finally"], T1, origin="outside review"),
+    case("except Exception: pass", "fixture-error", ROLLED,
+         OUTSIDE["rolled_back_swallows"], T1, origin="outside review"),
+    case("event.remove after the yield, not in finally", "count-stop-raised", AT_MOST,
+         OUTSIDE["at_most_no_finally"], T2, origin="outside review"),
+    case("listens on the Engine class", "count-engine", AT_MOST,
+         OUTSIDE["at_most_all_engines"], T2, origin="outside review"),
+    case("the count checked inside finally", "count-through", AT_MOST,
+         OUTSIDE["at_most_masks_error"], T2, origin="outside review"),
+    case("a message without the count", "count-message", AT_MOST,
+         OUTSIDE["at_most_no_count"], T2, origin="outside review"),
+    case("no functools.wraps", "span-wraps", TRACED, OUTSIDE["traced_no_wraps"], T3, origin="outside review"),
+    case("start_span and end() without try/finally", "span-current", TRACED,
+         OUTSIDE["traced_not_current"], T3, origin="outside review"),
+    case("code.function is the __qualname__", "span-function", TRACED,
+         OUTSIDE["traced_qualname"], T3, origin="outside review"),
+    case("records the error and returns None", "span-raise", TRACED,
+         OUTSIDE["traced_swallows"], T3, origin="outside review"),
+    case("round(rank), at least 1", "rank-position", RANK,
+         OUTSIDE["percentiles_round_rank"], T4, origin="outside review"),
+    case("q = 0 accepted (index -1: the largest value)", "rank-errors", RANK,
+         OUTSIDE["percentiles_accepts_zero"], T4, origin="outside review"),
+    case("each user count against the previous one", "knee-baseline", KNEE,
+         OUTSIDE["percentiles_knee_previous_step"], T4, origin="outside review"),
+    case("user counts kept as strings", "knee-numbers", KNEE,
+         OUTSIDE["percentiles_knee_string_counts"], T4, origin="outside review"),
+    case("the first line of each user count (setdefault)", "knee-last", KNEE,
+         OUTSIDE["percentiles_knee_first_line"], T4, origin="outside review"),
+    case("over twice (>), not at least twice", "knee-twice", KNEE,
+         OUTSIDE["percentiles_knee_strictly_over"], T4, origin="outside review"),
+    case("a plain mock.Mock()", "mock-autospec", TEST,
+         OUTSIDE["test_checkout_plain_mock"], T5, origin="outside review"),
+    case("assert_called_once(): neither amount nor key checked", "mock-amount", TEST,
+         OUTSIDE["test_checkout_called_once_only"], T5, origin="outside review"),
+    case("one call of checkout, no retry", "mock-retry", TEST,
+         OUTSIDE["test_checkout_no_retry"], T5, origin="outside review"),
+    case("the returned object's status", "mock-status", TEST,
+         OUTSIDE["test_checkout_returned_object"], T5, origin="outside review"),
+    case("a plain Session(engine): order 1 stays paid", "mock-rolled-back", TEST,
+         OUTSIDE["test_checkout_real_session"], T5, origin="outside review"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
@@ -374,6 +733,15 @@ ALTERNATIVES = [
                 "    client.charge.assert_called_once_with(amount_cents=1250, idempotency_key='order-1')\n"
                 "    assert status == 'paid', f'order 1 is {status}'\n"
             ),
+        },
+    },
+    {
+        "name": "outside review: the rank as ceil(q * n / 100) with the checks apart; the knee by "
+        "a dict of the kept lines (later lines win) and next() over the sorted pairs",
+        "notebook": NB,
+        "answers": {
+            RANK: OUTSIDE["percentiles_correct_alternative__nearest_rank"],
+            KNEE: OUTSIDE["percentiles_correct_alternative__knee"],
         },
     },
 ]
