@@ -215,9 +215,310 @@ WATCH_LITERAL = (
 )
 
 
-def case(name, breaks, answer, source, loses, by="course"):
-    return {"name": name, "breaks": breaks, "notebook": NB, "answers": {answer: source},
-            "loses": [loses], "source": by}  # fmt: skip
+def case(name, breaks, answer, source, loses, origin="course"):
+    answers = source if isinstance(source, dict) else {answer: source}
+    return {"name": name, "breaks": breaks, "notebook": NB, "answers": answers,
+            "loses": [loses], "source": origin}  # fmt: skip
+
+
+# Written by the outside review (verbatim), from the student notebook and the task text.
+OUTSIDE = {
+    # WRONG: deletes the folded updates before it stores the snapshot: if the snapshot write fails, the updates are gone
+    "compact_delete_first": """def compact(doc):
+    snapshot = conn.execute("SELECT state FROM crdt_snapshots WHERE doc = %s", (doc,)).fetchone()
+    rows = conn.execute("SELECT id, update FROM crdt_updates WHERE doc = %s ORDER BY id", (doc,)).fetchall()
+    parts = ([snapshot[0]] if snapshot else []) + [update for _, update in rows]
+    conn.execute("DELETE FROM crdt_updates WHERE id = ANY(%s)", ([i for i, _ in rows],))
+    conn.execute(
+        "INSERT INTO crdt_snapshots (doc, state) VALUES (%s, %s) "
+        "ON CONFLICT (doc) DO UPDATE SET state = EXCLUDED.state",
+        (doc, fold(parts)),
+    )
+    return len(rows)
+""",
+    # WRONG: deletes "id <= the largest folded id": an update that committed late with a lower id is deleted without being folded
+    "compact_delete_up_to_max": """def compact(doc):
+    snapshot = conn.execute("SELECT state FROM crdt_snapshots WHERE doc = %s", (doc,)).fetchone()
+    rows = conn.execute("SELECT id, update FROM crdt_updates WHERE doc = %s ORDER BY id", (doc,)).fetchall()
+    if not rows:
+        return 0
+    parts = ([snapshot[0]] if snapshot else []) + [update for _, update in rows]
+    conn.execute(
+        "INSERT INTO crdt_snapshots (doc, state) VALUES (%s, %s) "
+        "ON CONFLICT (doc) DO UPDATE SET state = EXCLUDED.state",
+        (doc, fold(parts)),
+    )
+    conn.execute("DELETE FROM crdt_updates WHERE doc = %s AND id <= %s", (doc, rows[-1][0]))
+    return len(rows)
+""",
+    # WRONG: folds only the updates and replaces the snapshot with them: everything the previous snapshot held is lost on the second compaction
+    "compact_ignores_snapshot": """def compact(doc):
+    rows = conn.execute("SELECT id, update FROM crdt_updates WHERE doc = %s ORDER BY id", (doc,)).fetchall()
+    if not rows:
+        return 0
+    conn.execute(
+        "INSERT INTO crdt_snapshots (doc, state) VALUES (%s, %s) "
+        "ON CONFLICT (doc) DO UPDATE SET state = EXCLUDED.state",
+        (doc, fold([update for _, update in rows])),
+    )
+    conn.execute("DELETE FROM crdt_updates WHERE id = ANY(%s)", ([i for i, _ in rows],))
+    return len(rows)
+""",
+    # WRONG: deletes every update of the document after folding (not the folded ids): an update appended in between is deleted unfolded
+    "compact_whole_doc_delete": """def compact(doc):
+    snapshot = conn.execute("SELECT state FROM crdt_snapshots WHERE doc = %s", (doc,)).fetchone()
+    rows = conn.execute("SELECT id, update FROM crdt_updates WHERE doc = %s ORDER BY id", (doc,)).fetchall()
+    parts = ([snapshot[0]] if snapshot else []) + [update for _, update in rows]
+    conn.execute(
+        "INSERT INTO crdt_snapshots (doc, state) VALUES (%s, %s) "
+        "ON CONFLICT (doc) DO UPDATE SET state = EXCLUDED.state",
+        (doc, fold(parts)),
+    )
+    conn.execute("DELETE FROM crdt_updates WHERE doc = %s", (doc,))
+    return len(rows)
+""",
+    # WRONG: the member's key leaves out the room, so a member who is online in one room is online in every room whose index lists them
+    "presence_key_per_member__heartbeat": """def heartbeat(room, member, ttl_ms):
+    r.set(ns.key("presence", member), "1", px=ttl_ms)
+    r.sadd(ns.key("presence", room), member)
+""",
+    # WRONG: the member's key leaves out the room, so a member who is online in one room is online in every room whose index lists them
+    "presence_key_per_member__online": """def online(room):
+    alive = []
+    for member in sorted(r.smembers(ns.key("presence", room))):
+        if r.exists(ns.key("presence", member)):
+            alive.append(member)
+        else:
+            r.srem(ns.key("presence", room), member)
+    return alive
+""",
+    # WRONG: online filters out expired members but never removes them from the index (no SREM): the index grows forever
+    "presence_no_srem": """def online(room):
+    members = sorted(r.smembers(ns.key("presence", room)))
+    return [m for m in members if r.exists(ns.key("presence", room, m))]
+""",
+    # WRONG: TTL in seconds (EX) with the milliseconds value: a 60_000 ms heartbeat lives 60_000 s
+    "presence_ttl_seconds": """def heartbeat(room, member, ttl_ms):
+    r.set(ns.key("presence", room, member), "1", ex=ttl_ms)
+    r.sadd(ns.key("presence", room), member)
+""",
+    # WRONG: returns the members in SMEMBERS order (a set: any order), not sorted
+    "presence_unsorted": """def online(room):
+    alive = []
+    for member in r.smembers(ns.key("presence", room)):
+        if r.exists(ns.key("presence", room, member)):
+            alive.append(member)
+        else:
+            r.srem(ns.key("presence", room), member)
+    return alive
+""",
+    # correct alternative: pages until an empty page, then a sorted merge of both sources with duplicates skipped
+    "resume_correct_alternative": """def resume(after, live):
+    table = []
+    while page := read_feed(table[-1].id if table else after, PAGE):
+        table.extend(page)
+    merged = sorted(table + [c for c in live if c.id > after], key=lambda c: c.id)
+    return [c for i, c in enumerate(merged) if i == 0 or c.id != merged[i - 1].id]
+""",
+    # WRONG: keeps the live changes at or below `after` (already handled by the client)
+    "resume_keeps_old_live": """def resume(after, live):
+    got = {}
+    cursor = after
+    while True:
+        page = read_feed(cursor, PAGE)
+        for change in page:
+            got[change.id] = change
+        if len(page) < PAGE:
+            break
+        cursor = page[-1].id
+    for change in live:
+        got.setdefault(change.id, change)
+    return [got[i] for i in sorted(got)]
+""",
+    # WRONG: reads a single page of the table and trusts live for the rest: more than PAGE missed changes leave a gap
+    "resume_one_page": """def resume(after, live):
+    got = {c.id: c for c in read_feed(after, PAGE)}
+    for change in live:
+        if change.id > after:
+            got.setdefault(change.id, change)
+    return [got[i] for i in sorted(got)]
+""",
+    # WRONG: off-by-one in paging: the next page starts after last id + 1, so the first change of every later page is skipped
+    "resume_skip_one": """def resume(after, live):
+    got = {}
+    cursor = after
+    while True:
+        page = read_feed(cursor, PAGE)
+        for change in page:
+            got[change.id] = change
+        if len(page) < PAGE:
+            break
+        cursor = page[-1].id + 1
+    for change in live:
+        if change.id > after:
+            got.setdefault(change.id, change)
+    return [got[i] for i in sorted(got)]
+""",
+    # WRONG: when the retries run out it forces the write without the version check (last writer wins) instead of raising ConflictError
+    "save_edit_force_last": """def save_edit(doc_id, edit):
+    for attempt in range(MAX_RETRIES + 1):
+        body, version = conn.execute("SELECT body, version FROM docs WHERE id = %s", (doc_id,)).fetchone()
+        updated = conn.execute(
+            "UPDATE docs SET body = %s, version = version + 1 WHERE id = %s AND version = %s",
+            (edit(body), doc_id, version),
+        ).rowcount
+        if updated:
+            return attempt
+    body, _ = conn.execute("SELECT body, version FROM docs WHERE id = %s", (doc_id,)).fetchone()
+    conn.execute("UPDATE docs SET body = %s, version = version + 1 WHERE id = %s", (edit(body), doc_id))
+    return MAX_RETRIES + 1
+""",
+    # WRONG: off-by-one: MAX_RETRIES attempts in all, i.e. MAX_RETRIES - 1 retries, so it gives up one retry too early
+    "save_edit_one_retry_short": """def save_edit(doc_id, edit):
+    for attempt in range(MAX_RETRIES):
+        body, version = conn.execute("SELECT body, version FROM docs WHERE id = %s", (doc_id,)).fetchone()
+        updated = conn.execute(
+            "UPDATE docs SET body = %s, version = version + 1 WHERE id = %s AND version = %s",
+            (edit(body), doc_id, version),
+        ).rowcount
+        if updated:
+            return attempt
+    raise ConflictError(doc_id)
+""",
+    # WRONG: on a conflict it re-reads the version only and writes the edit of the body it read first: the other user's edit is overwritten
+    "save_edit_stale_body": """def save_edit(doc_id, edit):
+    body, version = conn.execute("SELECT body, version FROM docs WHERE id = %s", (doc_id,)).fetchone()
+    new_body = edit(body)
+    for conflicts in range(MAX_RETRIES + 1):
+        updated = conn.execute(
+            "UPDATE docs SET body = %s, version = version + 1 WHERE id = %s AND version = %s",
+            (new_body, doc_id, version),
+        ).rowcount
+        if updated:
+            return conflicts
+        (version,) = conn.execute("SELECT version FROM docs WHERE id = %s", (doc_id,)).fetchone()
+    raise ConflictError(doc_id)
+""",
+    # WRONG (maybe ambiguous): counts the state vectors exchanged as bytes sent too, not only the updates
+    "sync_counts_state_vectors": """def sync(a, b):
+    state_a, state_b = a.get_state(), b.get_state()
+    to_a = b.get_update(state_a)
+    to_b = a.get_update(state_b)
+    a.apply_update(to_a)
+    b.apply_update(to_b)
+    return len(state_a) + len(state_b) + len(to_a) + len(to_b)
+""",
+    # WRONG: returns the bytes sent one way only (b to a), not both ways together
+    "sync_one_way_count": """def sync(a, b):
+    to_a = b.get_update(a.get_state())
+    to_b = a.get_update(b.get_state())
+    a.apply_update(to_a)
+    b.apply_update(to_b)
+    return len(to_a)
+""",
+    # WRONG: sends each replica's whole document (get_update() without the receiver's state vector): converges, but far more bytes travel
+    "sync_whole_doc": """def sync(a, b):
+    to_a = b.get_update()
+    to_b = a.get_update()
+    a.apply_update(to_a)
+    b.apply_update(to_b)
+    return len(to_a) + len(to_b)
+""",
+    # WRONG: the table name is pasted into the SQL with an f-string (not sql.Identifier), so a table whose name needs quoting ("Order Items", "User") breaks
+    "watch_fstring_table": r"""def watch(table):
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION feed_record() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "DECLARE new_id bigint;\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'DELETE' THEN\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(OLD)) RETURNING id INTO new_id;\n"
+            "  ELSE\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(NEW)) RETURNING id INTO new_id;\n"
+            "  END IF;\n"
+            "  PERFORM pg_notify({channel}, new_id::text);\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        ).format(channel=sql.Literal(FEED_CHANNEL))
+    )
+    conn.execute(
+        f"CREATE TRIGGER {table}_feed AFTER INSERT OR UPDATE OR DELETE ON {table} "
+        "FOR EACH ROW EXECUTE FUNCTION feed_record()"
+    )
+""",
+    # WRONG: the table's name is baked into one shared trigger function, so watching a second table re-labels the first one's changes
+    "watch_hardcoded_name": r"""def watch(table):
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION feed_record() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "DECLARE new_id bigint;\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'DELETE' THEN\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES ({name}, TG_OP, to_jsonb(OLD)) RETURNING id INTO new_id;\n"
+            "  ELSE\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES ({name}, TG_OP, to_jsonb(NEW)) RETURNING id INTO new_id;\n"
+            "  END IF;\n"
+            "  PERFORM pg_notify({channel}, new_id::text);\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        ).format(name=sql.Literal(table), channel=sql.Literal(FEED_CHANNEL))
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION feed_record()"
+        ).format(trigger=sql.Identifier(f"{table}_feed"), table=sql.Identifier(table))
+    )
+""",
+    # WRONG: notifies the changed row's own id (NEW.id) instead of the new feed row's id
+    "watch_notify_row_id": r"""def watch(table):
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION feed_record() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'DELETE' THEN\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(OLD));\n"
+            "    PERFORM pg_notify({channel}, (to_jsonb(OLD)->>'id'));\n"
+            "  ELSE\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(NEW));\n"
+            "    PERFORM pg_notify({channel}, (to_jsonb(NEW)->>'id'));\n"
+            "  END IF;\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        ).format(channel=sql.Literal(FEED_CHANNEL))
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION feed_record()"
+        ).format(trigger=sql.Identifier(f"{table}_feed"), table=sql.Identifier(table))
+    )
+""",
+    # WRONG: records OLD for every op other than INSERT (misreads "the new row, or for a DELETE the old one"): an UPDATE's row_data is the row before the change
+    "watch_old_on_update": r"""def watch(table):
+    conn.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION feed_record() RETURNS trigger LANGUAGE plpgsql AS $$\n"
+            "DECLARE new_id bigint;\n"
+            "BEGIN\n"
+            "  IF TG_OP = 'INSERT' THEN\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(NEW)) RETURNING id INTO new_id;\n"
+            "  ELSE\n"
+            "    INSERT INTO feed (table_name, op, row_data) VALUES (TG_TABLE_NAME, TG_OP, to_jsonb(OLD)) RETURNING id INTO new_id;\n"
+            "  END IF;\n"
+            "  PERFORM pg_notify({channel}, new_id::text);\n"
+            "  RETURN NULL;\n"
+            "END $$"
+        ).format(channel=sql.Literal(FEED_CHANNEL))
+    )
+    conn.execute(
+        sql.SQL(
+            "CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE ON {table} "
+            "FOR EACH ROW EXECUTE FUNCTION feed_record()"
+        ).format(trigger=sql.Identifier(f"{table}_feed"), table=sql.Identifier(table))
+    )
+""",
+}
 
 
 CASES = [
@@ -303,6 +604,50 @@ CASES = [
          compact_cell(rows='conn.execute("SELECT id, update FROM crdt_updates").fetchall()'), T6),
     case("counts the snapshot as folded", "compact-return", COMPACT,
          compact_cell(returned="len(stored) + len(rows)"), T6),
+    # ------------------------------------------------------------------ outside review
+    case("one shared function with the table's name as a literal: a second watch relabels the first",
+         "feed-second", WATCH, OUTSIDE["watch_hardcoded_name"], T1, origin="outside review"),
+    case("OLD for an UPDATE too (only an INSERT records NEW)", "feed-row-data", WATCH,
+         OUTSIDE["watch_old_on_update"], T1, origin="outside review"),
+    case("the table name in an f-string, unquoted", "feed-quote", WATCH,
+         OUTSIDE["watch_fstring_table"], T1, origin="outside review"),
+    case("the changed row's id (->>'id') as the payload", "feed-payload", WATCH,
+         OUTSIDE["watch_notify_row_id"], T1, origin="outside review"),
+    case("one page of the table, then live", "resume-pages", RESUME,
+         OUTSIDE["resume_one_page"], T2, origin="outside review"),
+    case("the next page after the last id + 1: one change skipped per page", "resume-pages", RESUME,
+         OUTSIDE["resume_skip_one"], T2, origin="outside review"),
+    case("live changes at or below after kept", "resume-handled", RESUME,
+         OUTSIDE["resume_keeps_old_live"], T2, origin="outside review"),
+    case("the member's key without the room, in heartbeat and online", "presence-key", HEARTBEAT,
+         {HEARTBEAT: OUTSIDE["presence_key_per_member__heartbeat"],
+          ONLINE: OUTSIDE["presence_key_per_member__online"]}, T3, origin="outside review"),
+    case("EX with the milliseconds", "presence-ms", HEARTBEAT,
+         OUTSIDE["presence_ttl_seconds"], T3, origin="outside review"),
+    case("expired members filtered, never SREM'd", "online-prune", ONLINE,
+         OUTSIDE["presence_no_srem"], T3, origin="outside review"),
+    case("SMEMBERS order, unsorted", "online-sorted", ONLINE,
+         OUTSIDE["presence_unsorted"], T3, origin="outside review"),
+    case("re-reads the version only and writes the first body's edit", "occ-reread", SAVE,
+         OUTSIDE["save_edit_stale_body"], T4, origin="outside review"),
+    case("MAX_RETRIES attempts in all: one retry short", "occ-bounded", SAVE,
+         OUTSIDE["save_edit_one_retry_short"], T4, origin="outside review"),
+    case("forces the write without the version check when the retries run out", "occ-raise", SAVE,
+         OUTSIDE["save_edit_force_last"], T4, origin="outside review"),
+    case("whole documents both ways", "sync-missing", SYNC,
+         OUTSIDE["sync_whole_doc"], T5, origin="outside review"),
+    case("the bytes of one direction", "sync-bytes", SYNC,
+         OUTSIDE["sync_one_way_count"], T5, origin="outside review"),
+    case("the state vectors counted as bytes sent", "sync-bytes", SYNC,
+         OUTSIDE["sync_counts_state_vectors"], T5, origin="outside review"),
+    case("deletes id <= the largest folded", "compact-exact", COMPACT,
+         OUTSIDE["compact_delete_up_to_max"], T6, origin="outside review"),
+    case("deletes every update of the document", "compact-exact", COMPACT,
+         OUTSIDE["compact_whole_doc_delete"], T6, origin="outside review"),
+    case("folds the updates only: the old snapshot is replaced", "compact-snapshot", COMPACT,
+         OUTSIDE["compact_ignores_snapshot"], T6, origin="outside review"),
+    case("deletes before it stores the snapshot", "compact-order", COMPACT,
+         OUTSIDE["compact_delete_first"], T6, origin="outside review"),
 ]  # fmt: skip
 
 ALTERNATIVES = [
@@ -389,5 +734,10 @@ ALTERNATIVES = [
                 "    return len(ids)\n"
             ),
         },
+    },
+    {
+        "name": "outside review: paging until an empty page, a sorted merge that skips repeated ids",
+        "notebook": NB,
+        "answers": {RESUME: OUTSIDE["resume_correct_alternative"]},
     },
 ]
