@@ -98,7 +98,10 @@ def test_the_n_plus_one_is_an_attribute_of_the_request_span(traced):
     assert client.post("/graphql", json={"query": QUERY}).status_code == 200
     batched = server_span(handle.spans())
     assert naive.attributes["app.db.n_plus_one"] is True
-    assert naive.attributes["app.db.max_repeats"] == 10 and naive.attributes["app.db.statement_count"] == 11
+    assert (
+        naive.attributes["app.db.max_repeats"] == 10
+        and naive.attributes["app.db.statement_count"] == 11
+    )
     assert batched.attributes["app.db.n_plus_one"] is False
     assert batched.attributes["app.db.statement_count"] == 2
     assert tracing.n_plus_one(handle.spans()) == []
