@@ -16,6 +16,7 @@ import importlib.util
 import os
 import re
 import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -280,6 +281,14 @@ def test_nbgrader_commands_fork_as_new_processes_would(monkeypatch):
         monkeypatch.delenv(grading.FORK_SERVER_ENV)
         with pytest.raises(subprocess.TimeoutExpired):
             course.nbgrader("generate_assignment", "00-warmup", "--force", timeout=0.05)
+        # A kernel interrupted or shut down (JupyterLab, a learner's self-check) sends SIGINT
+        # to its process group: the server ignores it, instead of dying with a traceback on
+        # the learner's terminal, and goes on serving.
+        server = grading._fork_server()
+        os.kill(server.process.pid, signal.SIGINT)
+        time.sleep(0.5)
+        assert server.alive()
+        assert release() == forked[0]
 
 
 def leftovers_notebook(path: Path) -> Path:

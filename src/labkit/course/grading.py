@@ -901,7 +901,10 @@ FORK_SERVER_ENV = "LABKIT_NBGRADER_FORK_SERVER"
 _FORK_SERVER = r"""
 import sys
 sys.modules["rfc3987_syntax"] = None
-import atexit, contextlib, json, os, selectors, socket, struct, threading, time, traceback
+import atexit, contextlib, json, os, selectors, signal, socket, struct, threading, time, traceback
+# Ctrl-C, or a kernel interrupted or shut down, sends SIGINT to the whole process group: the
+# server ignores it (it stops when its parent closes its stdin), a command's child does not.
+signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 from nbgrader.apps.nbgraderapp import main
 import jupyter_client.manager, nbclient, nbconvert.preprocessors, nbgrader.api  # noqa
@@ -909,6 +912,7 @@ import labkit.course.nbgrader_ext  # noqa: what the course's nbgrader_config.py 
 
 def child(conn):
     code = 1
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         request = json.loads(conn.makefile("rb").readline())
         os.chdir(request["cwd"])
