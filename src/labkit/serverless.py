@@ -689,15 +689,37 @@ def _storm_instance(mode: str, pool_size: int, hold_s: float) -> None:
     engine.dispose()
 
 
+_OTHER_CLIENTS = (
+    "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
+    "AND pid <> pg_backend_pid()"
+)
+
+
+def _wait_until_quiet(url: str, timeout: float = 30.0) -> None:
+    """Wait until the server holds no client connection but this one. A connection closed by
+    its client leaves its server process for a moment while it exits; a storm that starts
+    right after another would count the first one's leftovers as its own."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while (count := conn.execute(_OTHER_CLIENTS).fetchone()[0]) > 0:
+            if time.monotonic() > deadline:
+                raise ServiceError(
+                    f"{count} other connection(s) still open on the storm's PostgreSQL after "
+                    f"{timeout:.0f} s, so its peak would not be this storm's alone: close them "
+                    "(an engine's dispose(), a cell still holding one, a PgBouncer's idle server "
+                    "connections: stop it) and run again"
+                )
+            time.sleep(0.02)
+
+
 def _peak_sampler(url: str, stop: threading.Event, peak: list[int]) -> None:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
         while not stop.is_set():
-            count = conn.execute(
-                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' "
-                "AND pid <> pg_backend_pid()"
-            ).fetchone()[0]
+            count = conn.execute(_OTHER_CLIENTS).fetchone()[0]
             peak[0] = max(peak[0], count)
             stop.wait(0.01)
 
@@ -716,7 +738,9 @@ def storm(
     burst of traffic); an integer runs at most that many at a time (the platform's reserved
     concurrency): the others wait for a place, counted in ``waited``. ``monitor_url`` (the
     PostgreSQL itself) samples how many server connections it holds: one more connection,
-    counted out of the peak. ``progress=True`` prints one line per finished instance."""
+    counted out of the peak; the storm starts once that server holds no other connection
+    (a previous storm's may take a moment to exit). ``progress=True`` prints one line per
+    finished instance."""
     if mode not in ("pool", "null"):
         raise ValueError(f"mode {mode!r}: use 'pool' (a pool per instance) or 'null' (NullPool)")
     if instances < 1 or pool_size < 1 or (concurrency is not None and concurrency < 1):
@@ -780,6 +804,7 @@ def storm(
     stop, peak = threading.Event(), [0]
     sampler = None
     if monitor_url:
+        _wait_until_quiet(monitor_url)
         sampler = threading.Thread(
             target=_peak_sampler, args=(monitor_url, stop, peak), daemon=True
         )
