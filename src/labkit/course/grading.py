@@ -831,7 +831,12 @@ _NBGRADER = (
 
 
 def _tool_env() -> dict[str, str]:
+    from labkit.course import forkkernel
+
     env = dict(os.environ)
+    kernels = forkkernel.server()  # graded notebooks' kernels start forked (see forkkernel)
+    if kernels is not None:
+        env.update(kernels.env)
     # nbgrader runs `alembic` by name when it creates a gradebook.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     return env

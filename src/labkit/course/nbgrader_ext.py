@@ -365,6 +365,9 @@ def configure(c) -> None:
     if isinstance(c.Execute.get("timeout"), int):
         _setup_timeout[0] = c.Execute.timeout
     c.Execute.timeout_func = cell_timeout
+    # Kernels forked from a template that imported ipykernel, SQLAlchemy, psycopg and redis
+    # once (labkit.course.forkkernel); a plain ipykernel when no template runs.
+    c.Execute.kernel_manager_class = "labkit.course.forkkernel.ForkingKernelManager"
     # A kernel that does not answer the interrupt must not fail the whole class: nbclient
     # then warns and goes on with the next cell (which waits, at most its own timeout).
     c.Execute.raise_on_iopub_timeout = False
