@@ -4,7 +4,11 @@ Run by jupyter_client in place of ``python -m ipykernel_launcher`` with the same
 It imports nothing but the standard library: it hands its arguments, environment, working
 folder and standard streams to the template named by LABKIT_KERNEL_FORK_SOCKET, relays
 the signals it receives to the kernel's process group, and exits as the kernel did. When
-no template listens, it becomes ``python -m ipykernel_launcher`` (exec).
+no template listens, it becomes ``python -m ipykernel_launcher`` (exec). What it relays::
+
+    >>> from labkit.course import _kernel_launcher
+    >>> [number.name for number in _kernel_launcher.CAUGHT]
+    ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT', 'SIGUSR1', 'SIGUSR2']
 """
 
 import json

@@ -4,7 +4,8 @@ Prints, and returns as a dict from :func:`measure_all`:
 - services cold start (initdb + start PostgreSQL and Redis) and warm start, in a
   throwaway state folder (the course's own servers are not touched);
 - loading the blog dataset with COPY vs ``pgbench -i`` on the same server, as rows/s;
-- papermill's overhead to execute a one-cell notebook.
+- papermill's overhead to execute a one-cell notebook;
+- CPU per graded-notebook kernel, plain and forked (:mod:`labkit.course.forkkernel`).
 
 The budgets it checks::
 
@@ -130,12 +131,58 @@ def bench_notebook() -> dict[str, float]:
         return {"notebook_overhead_s": time.perf_counter() - started}
 
 
+KERNEL_PROBE = "import sqlalchemy.orm, psycopg, redis\nfrom labkit import data, db"
+
+
+def bench_kernels(count: int = 10) -> dict[str, float]:
+    """CPU seconds per graded-notebook kernel (start, the imports of a set-up cell, shut
+    down), started as ``python -m ipykernel_launcher`` and forked from the template of
+    :mod:`labkit.course.forkkernel` (its own start counted in)."""
+    import resource
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    from labkit.course import forkkernel
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(KERNEL_PROBE)]
+
+    def children_cpu() -> float:
+        usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return usage.ru_utime + usage.ru_stime
+
+    def run(env: dict[str, str]) -> None:
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            for _ in range(count):
+                NotebookClient(notebook, kernel_name="python3",
+                               kernel_manager_class=forkkernel.ForkingKernelManager).execute()  # fmt: skip
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    before = children_cpu()
+    run({forkkernel.SWITCH_ENV: "0"})
+    plain = (children_cpu() - before) / count
+    before = children_cpu()
+    template = forkkernel.KernelForkServer()
+    try:
+        run(template.env)
+    finally:
+        template.stop()  # waited for: its CPU time, and its kernels', is counted now
+    forked = (children_cpu() - before) / count
+    return {"kernel_plain_cpu_s": plain, "kernel_forked_cpu_s": forked}
+
+
 def measure_all(scale: str = "guide") -> dict[str, float]:
     """Every budget's measurement, by name (the keys of :data:`BUDGETS`, and more)."""
     results: dict[str, float] = {}
     results.update(bench_services())
     results.update(bench_load(scale))
     results.update(bench_notebook())
+    results.update(bench_kernels())
     return results
 
 
@@ -168,6 +215,11 @@ def run_all(scale: str = "guide") -> int:
     print(
         f"papermill, one-cell notebook:              {r['notebook_overhead_s']:.2f} s "
         f"(budget {BUDGETS['notebook_overhead_s']} s)"
+    )
+    print(
+        f"graded-notebook kernel, CPU per kernel:   {r['kernel_plain_cpu_s']:.2f} s plain, "
+        f"{r['kernel_forked_cpu_s']:.2f} s forked from the template (start, set-up imports, "
+        "shut down)"
     )
     failed = [
         name

@@ -24,7 +24,14 @@ jupyter_client keeps a process of its own to watch and signal:
 
 Linux only (it relies on fork and on passing file descriptors over a Unix socket);
 ``LABKIT_KERNEL_FORK_SERVER=0`` turns it off. The template never runs notebook code, so no
-student's state can reach another's kernel.
+student's state can reach another's kernel. The grading pipeline starts one per process
+(:func:`server`) and hands its socket to nbgrader in the environment::
+
+    >>> from labkit.course import forkkernel
+    >>> template = forkkernel.KernelForkServer()  # imports PRELOAD, then waits for launchers
+    >>> sorted(template.env)
+    ['LABKIT_KERNEL_FORK_SOCKET']
+    >>> template.stop()
 """
 
 from __future__ import annotations

@@ -35,7 +35,10 @@ Scores come from nbgrader's gradebook, per notebook and per graded cell.
 
 Every nbgrader command is nbgrader's own ``main()``, forked from one process per Python
 process that imported nbgrader once (~1.2 CPU-s saved per command; Linux;
-``LABKIT_NBGRADER_FORK_SERVER=0`` starts a new process each time instead).
+``LABKIT_NBGRADER_FORK_SERVER=0`` starts a new process each time instead), and each
+graded notebook's kernel is forked from a template that imported ipykernel and the
+course's libraries once (:mod:`labkit.course.forkkernel`; ``LABKIT_KERNEL_FORK_SERVER=0``
+starts plain kernels).
 ``scratch_course(released=A)`` copies one release of ``A`` made once per process.
 """
 
