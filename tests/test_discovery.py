@@ -95,3 +95,86 @@ def test_no_instance_left_is_a_clear_error(registry):
     assert client.failed == 1
     with pytest.raises(ValueError, match="ttl must be positive"):
         discovery.Registry(registry.redis, "x:", "y", ttl=0)
+
+
+class _HTTPServer:
+    """A loopback HTTP/1.1 server (keeps connections alive) that counts the connections it
+    accepts; ``hang_up=True``: it accepts each connection and closes it without answering."""
+
+    def __init__(self, hang_up: bool = False) -> None:
+        import http.server
+        import threading
+
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def setup(self):
+                outer.connections += 1
+                super().setup()
+
+            def handle(self):
+                if hang_up:
+                    return
+                super().handle()
+
+            def do_GET(self):
+                body = b'{"instance": "x"}'
+                self.send_response(200)
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.connections = 0
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _closed_port_url() -> str:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"  # nothing listens once closed
+
+
+def test_the_static_client_counts_failures_per_instance():
+    """The lesson asserts that every request to the dead instance failed: a failure at a
+    live instance (here one that hangs up) is counted against that instance, not the dead."""
+    live, hangs_up = _HTTPServer(), _HTTPServer(hang_up=True)
+    static = discovery.StaticClient({"a": live.url, "b": _closed_port_url(), "c": hangs_up.url})
+    try:
+        answers = [static.get("/") for _ in range(9)]
+        assert [r is not None for r in answers] == [True, False, False] * 3
+        assert static.dead_attempts({"b"}) == static.dead_failures({"b"}) == 3
+        assert dict(static.failures) == {"b": 3, "c": 3} and static.failed == 6
+    finally:
+        static.close()
+        live.close()
+        hangs_up.close()
+
+
+def test_clients_open_a_connection_per_request(registry):
+    """No kept-alive connection: one the server closes as a request is sent (uvicorn closes
+    idle ones after 5 s, and a starved client can be that slow) would fail a live instance."""
+    server = _HTTPServer()
+    registry.register("a", server.url)
+    clients = [discovery.StaticClient({"a": server.url}), discovery.Client(registry)]
+    try:
+        for client in clients:
+            for _ in range(3):
+                assert client.get("/").status_code == 200
+        assert server.connections == 6
+    finally:
+        for client in clients:
+            client.close()
+        server.close()

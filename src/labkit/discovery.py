@@ -140,10 +140,8 @@ class Client:
     sees no failure. ``attempts`` counts, per instance, the requests sent to it."""
 
     def __init__(self, registry: Registry, *, timeout: float = 5) -> None:
-        import httpx
-
         self.registry = registry
-        self.http = httpx.Client(timeout=timeout)
+        self.http = _http_client(timeout)
         self.attempts: Counter[str] = Counter()
         self.connection_errors: Counter[str] = Counter()
         self.failed = 0
@@ -192,13 +190,16 @@ class StaticClient:
     no registry and no retry — what happens to its requests when an instance dies."""
 
     def __init__(self, urls: dict[str, str], *, timeout: float = 5) -> None:
-        import httpx
-
         self.urls = dict(sorted(urls.items()))
-        self.http = httpx.Client(timeout=timeout)
+        self.http = _http_client(timeout)
         self.attempts: Counter[str] = Counter()
-        self.failed = 0
+        self.failures: Counter[str] = Counter()  # per instance: requests that failed
         self._turn = 0
+
+    @property
+    def failed(self) -> int:
+        """Requests that failed, whichever instance they were sent to."""
+        return sum(self.failures.values())
 
     def get(self, path: str = "/"):
         import httpx
@@ -209,14 +210,27 @@ class StaticClient:
         try:
             return self.http.get(self.urls[instance] + path)
         except httpx.TransportError:
-            self.failed += 1
+            self.failures[instance] += 1
             return None
 
     def dead_attempts(self, dead: set[str]) -> int:
         return sum(self.attempts[i] for i in dead)
 
+    def dead_failures(self, dead: set[str]) -> int:
+        """How many of the requests sent to instances in ``dead`` failed."""
+        return sum(self.failures[i] for i in dead)
+
     def close(self) -> None:
         self.http.close()
+
+
+def _http_client(timeout: float):
+    """An HTTP client that opens a connection per request. Kept-alive connections race with
+    the server's idle timeout (uvicorn closes one after 5 s): a request sent as the server
+    closes fails, and would be counted against a live instance."""
+    import httpx
+
+    return httpx.Client(timeout=timeout, limits=httpx.Limits(max_keepalive_connections=0))
 
 
 # --------------------------------------------------------------------------- an instance
