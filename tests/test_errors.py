@@ -61,12 +61,16 @@ def test_cli_prints_labkit_errors_and_lets_bugs_through(monkeypatch, capsys):
 def test_nbgrader_failures_name_their_first_traceback():
     """A failed nbgrader run logs its cause where it happens and a summary at the end: the
     GradingError quotes the first traceback as well as the tail (CI once showed only the
-    summary: "There was an error processing assignment ... see the above traceback")."""
+    summary: "There was an error processing assignment ... see the above traceback"), and
+    quotes it last (CI's log viewer once kept only the start and the end of a report)."""
     from labkit.course.grading import _first_failure
 
     cause = "Traceback (most recent call last):\n  RuntimeError: kernel died\n"
     log = "[AutogradeApp | INFO] fine\n" * 200 + cause + "[AutogradeApp | INFO] more\n" * 200
     quoted = _first_failure(log)
-    assert quoted.startswith(cause) and len(quoted) < 4100, "the cause, briefly"
+    assert quoted.endswith("the first error in nbgrader's log:\n" + cause), "the cause, alone"
+    logged = "[AutogradeApp | ERROR] There was an error processing assignment: a\n" + cause
+    quoted = _first_failure("[AutogradeApp | INFO] fine\n" * 200 + logged + "[A | INFO] b\n" * 400)
+    assert quoted.endswith(logged), "nbgrader's ERROR record and its traceback, up to the next"
     assert _first_failure("short log") == ""
     assert _first_failure("x" * 5000) == "", "no traceback: the tail says it all"

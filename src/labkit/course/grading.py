@@ -887,9 +887,10 @@ def _run_nbgrader(args: Sequence[str], *, cwd: Path, timeout: float = 1800):
     config_broken = "Exception while loading config file" in proc.stderr
     if proc.returncode != 0 or config_broken:
         what = "could not load its config" if config_broken else f"failed (exit {proc.returncode})"
+        # The first failure comes last: a log viewer that keeps only the end still shows it.
         raise GradingError(
-            f"nbgrader {' '.join(args)} {what}:\n{proc.stdout[-3000:]}\n"
-            f"{_first_failure(proc.stderr)}{proc.stderr[-3000:]}"
+            f"nbgrader {' '.join(args)} {what}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+            f"{_first_failure(proc.stderr)}"
         )
     return proc
 
@@ -1077,7 +1078,9 @@ def _first_failure(log: str) -> str:
     if not starts or min(starts) >= len(log) - 3000:
         return ""
     start = log.rfind("\n", 0, min(starts)) + 1
-    return f"{log[start : start + 4000]}\n[...]\n"
+    end = log.find("\n[", start + 1)  # the next log record ends the traceback
+    end = start + 4000 if end < 0 else min(end + 1, start + 4000)
+    return f"\n[...]\nthe first error in nbgrader's log:\n{log[start:end]}"
 
 
 def exchange_fetch(
