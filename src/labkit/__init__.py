@@ -10,7 +10,9 @@ Two layers, visible in the tree:
   a Redis you may kill), :mod:`labkit.caching` (codec, hit counters, Zipf workloads,
   stampede lock), :mod:`labkit.controls` (widgets that executors cannot hang),
   :mod:`labkit.exercises` and :mod:`labkit.probes` (what the exercises and their tests
-  use), :mod:`labkit.supervisor` (the life cycle of every server a lesson starts), with
+  use), :mod:`labkit.estimates`, :mod:`labkit.hot_updates`, :mod:`labkit.index_misses`,
+  :mod:`labkit.online_ddl`, :mod:`labkit.write_cost`, :mod:`labkit.plancache` and
+  :mod:`labkit.contention` (lesson 01's planner, index, write and lock measurements), :mod:`labkit.supervisor` (the life cycle of every server a lesson starts), with
   :mod:`labkit.config` (which servers) and :mod:`labkit.errors` (one error hierarchy);
 - **the course's machinery**, in :mod:`labkit.course`: the course's own servers
   (``services``), nbgrader's pipeline and its plug-ins (``grading``, ``nbgrader_ext``),

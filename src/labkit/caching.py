@@ -1,5 +1,6 @@
 """Caching building blocks: a JSON codec that keeps types, hit counters, a skewed read
-workload and a model that predicts its hit rate, key clean-up, stampede protection, a
+workload and a model that predicts its hit rate, key clean-up, TTL jitter and expiry
+seconds, eviction under ``maxmemory`` (on a private server), stampede protection, a
 concurrent runner, waiting for pub/sub subscribers, and the workload's table and plot.
 
 >>> from datetime import UTC, datetime
@@ -39,12 +40,17 @@ from decimal import Decimal
 from typing import Any
 
 __all__ = [
+    "EvictionRun",
     "HitCounter",
     "Prediction",
     "delete_prefix",
     "dumps",
+    "expiry_seconds",
+    "fill_past_maxmemory",
     "get_or_compute",
+    "jittered_ttl",
     "loads",
+    "plot_expiries",
     "plot_hit_rate",
     "predict",
     "run_concurrently",
@@ -317,6 +323,185 @@ def delete_prefix(client: Any, prefix: str, *, batch: int = 500) -> int:
     if pending:
         deleted += client.unlink(*pending)
     return deleted
+
+
+# --------------------------------------------------------------------------- expiry: TTL jitter
+
+
+def jittered_ttl(ttl: float, spread: float = 0.1, rng: random.Random | None = None) -> int:
+    """``ttl`` times a random factor between ``1 - spread`` and ``1 + spread``, in whole
+    seconds (at least 1), for ``SET ... EX``.
+
+    Entries written together with the same TTL (a warm-up, the misses of a burst after a
+    deploy) expire in the same second, and their next reads all go to the database at
+    once. With jittered TTLs they expire spread over ``2 * spread * ttl`` seconds. A seeded
+    ``random.Random`` gives the same TTLs on every run (``None``: the ``random`` module).
+
+    >>> import random
+    >>> rng = random.Random(2024)
+    >>> [jittered_ttl(300, rng=rng) for _ in range(6)]
+    [298, 314, 288, 323, 295, 313]
+    >>> all(270 <= jittered_ttl(300) <= 330 for _ in range(1_000))
+    True
+    >>> jittered_ttl(300, spread=0)
+    300
+    """
+    if ttl <= 0:
+        raise ValueError(f"ttl must be positive, not {ttl}")
+    if not 0 <= spread < 1:
+        raise ValueError(f"spread must be in [0, 1), not {spread}")
+    factor = (rng or random).uniform(1 - spread, 1 + spread)
+    return max(1, round(ttl * factor))
+
+
+def expiry_seconds(client: Any, keys: Sequence[str]) -> list[int | None]:
+    """For each key, the second in which it expires, counted from now (0: within the next
+    second), read with one pipelined ``PTTL`` per key; ``None`` for a key that does not
+    exist or has no TTL. Equal values are keys that expire, and are reloaded, together.
+
+    >>> from labkit import cache
+    >>> r, prefix = cache.redis_client(), "doctest:expiry:"
+    >>> r.set(prefix + "a", "1", ex=300), r.set(prefix + "b", "1")
+    (True, True)
+    >>> first, *rest = expiry_seconds(r, [prefix + "a", prefix + "b", prefix + "none"])
+    >>> 290 <= first <= 300, rest
+    (True, [None, None])
+    >>> delete_prefix(r, prefix)
+    2
+    """
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.pttl(key)
+    return [ms // 1000 if ms >= 0 else None for ms in pipe.execute()]
+
+
+def plot_expiries(runs: Mapping[str, Sequence[int | None]], *, title: str = ""):
+    """Bar charts, one row per run (name → :func:`expiry_seconds`' list), of how many keys
+    expire in each second, on shared axes (so the peaks compare); returns the Figure."""
+    from collections import Counter
+
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(len(runs), 1, figsize=(8, 1.2 + 1.1 * len(runs)), sharex=True,
+                             sharey=True, squeeze=False)  # fmt: skip
+    for ax, (name, seconds) in zip(axes[:, 0], runs.items(), strict=True):
+        counts = Counter(s for s in seconds if s is not None)
+        ax.bar(list(counts), list(counts.values()), width=1.0)
+        ax.set_ylabel("keys")
+        ax.set_title(f"{name}: at most {max(counts.values(), default=0)} keys in one second",
+                     fontsize=10, loc="left")  # fmt: skip
+    axes[-1, 0].set_xlabel("second (from now) in which the key expires")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------- memory: eviction
+
+
+@dataclass(frozen=True)
+class EvictionRun:
+    """What :func:`fill_past_maxmemory` counted for one ``maxmemory-policy``."""
+
+    policy: str
+    entries_have_ttl: bool
+    written: int  # SETs sent by the flood of entries
+    refused: int  # of them, refused with an out-of-memory error
+    evicted: int  # INFO stats evicted_keys
+    untimed: int  # small keys without a TTL written first (like version keys)
+    untimed_left: int
+    hot: int  # entries read many times before the flood
+    hot_left: int
+
+    def row(self) -> dict[str, Any]:
+        """The run as a table row."""
+        return {
+            "maxmemory-policy": self.policy,
+            "entries have a TTL": "yes" if self.entries_have_ttl else "no",
+            "writes refused (OOM)": self.refused,
+            "keys evicted": self.evicted,
+            f"keys without TTL kept (of {self.untimed})": self.untimed_left,
+            f"hot entries kept (of {self.hot})": self.hot_left,
+        }
+
+
+def fill_past_maxmemory(
+    server: Any,
+    policy: str,
+    *,
+    room: int = 1_000_000,
+    entries: int = 4_000,
+    value_bytes: int = 1_000,
+    ttl: int = 300,
+    entries_have_ttl: bool = True,
+    untimed: int = 100,
+    hot: int = 20,
+    hot_reads: int = 100,
+) -> EvictionRun:
+    """Fill a private Redis past its ``maxmemory`` under ``policy``, and count what it did.
+
+    ``server`` must be a :class:`labkit.cache.ThrowawayRedis`: this runs ``FLUSHALL`` and
+    ``CONFIG SET``, never to be run on a shared server. It empties the server and sets
+    ``maxmemory`` to what the empty server uses plus ``room`` bytes; writes ``untimed``
+    small keys without a TTL (like version keys), then ``hot`` entries that it reads
+    ``hot_reads`` times each; then a flood of ``entries`` entries of ``value_bytes`` each
+    (about four times the room by default). Entries have a TTL of ``ttl`` seconds, or none
+    if ``entries_have_ttl`` is false. A write refused for lack of memory is counted, not
+    raised. At the end ``maxmemory`` is 0 (no limit) again.
+
+    >>> from labkit import cache
+    >>> with cache.ThrowawayRedis() as spare:
+    ...     full = fill_past_maxmemory(spare, "noeviction")
+    ...     lfu = fill_past_maxmemory(spare, "allkeys-lfu")
+    >>> full.refused > 0 and full.evicted == 0       # noeviction: the writes fail
+    True
+    >>> lfu.refused == 0 and lfu.evicted > 0 and lfu.hot_left == lfu.hot
+    True
+    """
+    from labkit.cache import ThrowawayRedis
+
+    if not isinstance(server, ThrowawayRedis):
+        raise TypeError(
+            "fill_past_maxmemory runs FLUSHALL and CONFIG SET: give it a "
+            "labkit.cache.ThrowawayRedis, never a shared server"
+        )
+    client = server.client(socket_timeout=5)
+    value, expiry = "x" * value_bytes, (ttl if entries_have_ttl else None)
+    client.config_set("maxmemory", 0)
+    client.flushall()
+    client.config_set("maxmemory-policy", policy)  # before the writes: LFU counts from there
+    client.config_resetstat()
+    client.config_set("maxmemory", client.info("memory")["used_memory"] + room)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(untimed):
+            pipe.set(f"version:{i}", 1)
+        for i in range(hot):
+            pipe.set(f"hot:{i}", value, ex=expiry)
+        pipe.execute()
+        for _ in range(hot_reads):  # a round at a time: a reply buffer counts as memory too
+            pipe = client.pipeline(transaction=False)
+            for i in range(hot):
+                pipe.get(f"hot:{i}")
+            pipe.execute()
+        refused = 0
+        for start in range(0, entries, 50):
+            pipe = client.pipeline(transaction=False)
+            for i in range(start, min(start + 50, entries)):
+                pipe.set(f"entry:{i}", value, ex=expiry)
+            replies = pipe.execute(raise_on_error=False)
+            refused += sum(isinstance(reply, Exception) for reply in replies)
+        evicted = client.info("stats")["evicted_keys"]
+        untimed_left = client.exists(*[f"version:{i}" for i in range(untimed)]) if untimed else 0
+        hot_left = client.exists(*[f"hot:{i}" for i in range(hot)]) if hot else 0
+    finally:
+        client.config_set("maxmemory", 0)
+        client.close()
+    return EvictionRun(
+        policy, entries_have_ttl, entries, refused, evicted, untimed, untimed_left, hot, hot_left
+    )
 
 
 # --------------------------------------------------------------------------- stampede protection

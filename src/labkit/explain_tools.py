@@ -64,7 +64,11 @@ def trial_plans(
     PostgreSQL's DDL is transactional: an index created (or dropped) inside a transaction
     is seen by the queries of that transaction only. ``queries`` maps a name to a
     SQLAlchemy statement, SQL text, or a ``(sql, params)`` pair; ``ddl`` is one statement
-    or several, run in order."""
+    or several, run in order.
+
+    The DDL's locks are held until the rollback: a ``CREATE INDEX`` blocks every write to
+    its table meanwhile. Use it on a copy, never on a table an application is writing
+    (:mod:`labkit.online_ddl` shows the wait)."""
     from sqlalchemy import text
 
     statements = [ddl] if isinstance(ddl, str) else list(ddl)

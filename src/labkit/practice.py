@@ -89,7 +89,12 @@ class Run:
 
 
 def measure_run(engine: Any, fn: Callable[[], Any], *, repeat: int = 5, warmup: int = 1) -> Run:
-    """Call ``fn`` once with its statements recorded, then time it (``measure.timeit``)."""
+    """Call ``fn`` once with its statements recorded, then time it (``measure.timeit``).
+
+    Within one call, a statement that ``fn`` runs more than five times on one connection (an
+    N+1 loop's lazy loads) is prepared by psycopg, and from its eleventh run it may use a
+    generic plan. The next call starts from zero if ``fn`` gave its connection back, or closed
+    its Session, without a commit: the pool's reset (a ROLLBACK) clears psycopg's counts."""
     with db.record_queries(engine) as recorder:
         result = fn()
     return Run(result, recorder, measure.timeit(fn, repeat=repeat, warmup=warmup))
@@ -113,7 +118,12 @@ class QueryRun:
 def measure_queries(
     bind: Any, queries: Mapping[str, tuple[str, Mapping[str, Any]]], *, repeat: int = 5
 ) -> dict[str, QueryRun]:
-    """Plan, median time over ``repeat`` runs and rows of each named ``(sql, params)``."""
+    """Plan, median time over ``repeat`` runs and rows of each named ``(sql, params)``.
+
+    Each run takes a connection from ``bind``'s pool and gives it back, and the pool's reset
+    (a ROLLBACK) makes psycopg forget what it counted and prepared: no run is prepared, none
+    switches to a generic plan, and each one is planned for its own parameters, like the plan
+    shown (tests/test_plancache.py checks it)."""
     found = {}
     for name, (sql, params) in queries.items():
         timing = measure.timeit(
