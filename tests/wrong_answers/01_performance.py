@@ -51,6 +51,17 @@ REQUIREMENTS = [
     r6("web-timeout", "web_engine", "makes a request wait at most 10 s for a free connection", "test_web_engine"),
     r6("web-recycle", "web_engine", "replaces connections within 30 minutes of opening them", "test_web_engine"),
     r6("web-pre-ping", "web_engine", "checks a connection before handing it out", "test_web_engine"),
+    r6("keyset-index-author", "keyset_index", "PostgreSQL finds the author's posts in the index", "test_keyset_cost"),
+    r6("keyset-index", "keyset_index", "reads each page straight from it, in the page's order", "test_keyset_cost"),
+    r6("keyset-order", "next_page", "ordered by `created_at` descending", "test_next_page"),
+    r6("keyset-tiebreak", "next_page", "then `id` descending", "test_next_page"),
+    r6("keyset-ties", "next_page", "two posts may have the same `created_at`: the `id` decides between them", "test_next_page"),
+    r6("keyset-rows", "next_page", "as a list of rows with the attributes `id`, `title` and `created_at`", "test_next_page"),
+    r6("keyset-limit", "next_page", "It returns the author's next `limit` posts", "test_next_page"),
+    r6("keyset-after", "next_page", "The page holds only the posts that come after that post, in that order", "test_next_page"),
+    r6("keyset-end", "next_page", "the last page is shorter, and the page after it is empty", "test_next_page"),
+    r6("keyset-fetch", "next_page", "Fetch at most `limit` rows from PostgreSQL per page", "test_keyset_cost"),
+    r6("keyset-depth", "next_page", "The cursor must be a condition that the index can start reading at", "test_keyset_cost"),
     # ------------------------------------------------------------------ step 7
     r7("get-redis-first", "get_user", "reading Redis first", "test_get_user"),
     r7("get-miss", "get_user", "On a miss, load the profile from PostgreSQL with `load_profile`", "test_get_user"),
@@ -87,6 +98,21 @@ REQUIREMENTS = [
     r7("resilient-write", "get_user_resilient", "when writing back", "test_get_user_resilient"),
     r7("resilient-warn", "get_user_resilient", "log a warning with `log.warning(...)`", "test_get_user_resilient"),
     r7("resilient-carry-on", "get_user_resilient", "carry on with PostgreSQL", "test_get_user_resilient"),
+    r7("jitter-json", "set_with_jitter", "cache `value` as JSON under `key`", "test_set_with_jitter"),
+    r7("jitter-range", "set_with_jitter", "a TTL in seconds drawn uniformly between `ttl * (1 - spread)` and `ttl * (1 + spread)`", "test_set_with_jitter"),
+    r7("jitter-return", "set_with_jitter", "and return that TTL", "test_set_with_jitter"),
+    r7("jitter-rng", "set_with_jitter", "Draw it with `rng`, the `random.Random` you are given", "test_set_with_jitter"),
+    r7("jitter-one-command", "set_with_jitter", "Set the value and its TTL in one command", "test_set_with_jitter"),
+    r7("swr-entry", "get_swr", 'Store an entry under `key` as the JSON `{"value": <the value>, "fresh_until": <time.time() + fresh_for>}`', "test_get_swr"),
+    r7("swr-ttl", "get_swr", "with a Redis TTL of `fresh_for + stale_for` seconds", "test_get_swr"),
+    r7("swr-miss", "get_swr", "No entry (a miss): call `load()`, store its value, return it", "test_get_swr"),
+    r7("swr-fresh", "get_swr", "A fresh entry (`time.time()` before its `fresh_until`): return its value without calling `load()`", "test_get_swr"),
+    r7("swr-one-refresh", "get_swr", 'one reader takes the lock `key + ":refresh"` (`SET` with `NX`)', "test_get_swr"),
+    r7("swr-lock-expiry", "get_swr", "expiring after `REFRESH_LOCK_SECONDS`", "test_get_swr"),
+    r7("swr-new-value", "get_swr", "it calls `load()`, stores the new entry and returns the new value", "test_get_swr"),
+    r7("swr-serve-stale", "get_swr", "Every other reader returns the stale value at once, without waiting and without calling `load()`", "test_get_swr"),
+    r7("swr-release", "get_swr", "Release the lock when the refresh is done", "test_get_swr"),
+    r7("swr-release-error", "get_swr", "also when `load()` raises", "test_get_swr"),
 ]  # fmt: skip
 
 CONTEXT = {
@@ -121,6 +147,14 @@ CONTEXT = {
         "The database allows this application at most 20 connections",
         "Return an engine whose pool",
     ],
+    (STEP06, "task7"): [
+        "An author's page lists their posts newest first",
+        "With `OFFSET`, PostgreSQL reads every row of the pages before the one asked for",
+        "Keyset pagination starts each page where the previous one ended instead.",
+        "Complete `next_page(conn, author_id, after, limit)`.",
+        "`conn` is a SQLAlchemy `Connection`.",
+        "`after` is `None` for the first page",
+    ],
     (STEP07, "task1"): [],
     (STEP07, "task2"): [
         "Besides profiles, other code caches the list of each country's users",
@@ -140,6 +174,15 @@ CONTEXT = {
     (STEP07, "task6"): [
         "A cache must never make a read fail.",
         "The test runs your function against a private Redis server",
+    ],
+    (STEP07, "task7"): [
+        "Task 3 warms many profiles at the same moment, with the same TTL",
+        "Jitter spreads the expiries",
+    ],
+    (STEP07, "task8"): [
+        "A lock against the stampede still makes readers wait",
+        "Stale-while-revalidate goes on serving the old value for a while instead",
+        "Complete `get_swr(r, key, load, fresh_for, stale_for)`",
     ],
 }
 
@@ -170,6 +213,16 @@ def case(breaks: str, name: str, *edits: tuple[str, str], answer: str | None = N
         "source": source,
     }
 
+
+SWR_REFRESH = """    try:
+        value = load()
+        entry = {"value": value, "fresh_until": time.time() + fresh_for}
+        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)
+        return value
+    finally:
+        if cached is not None:
+            r.delete(key + ":refresh")
+"""  # the refresh in get_swr's solution (task 8 of step 7)
 
 CASES = [
     # ------------------------------------------------------------------ step 6, task 1
@@ -333,6 +386,115 @@ CASES = [
         "web-pre-ping",
         "a web pool without pre-ping: a connection the server closed fails a request",
         ("        pool_pre_ping=True,\n", ""),
+    ),
+    # ------------------------------------------------------------------ step 6, task 7
+    case(
+        "keyset-index",
+        "reuses the columns of task 4's index (author_id, created_at): each page is sorted again",
+        ("(author_id, created_at DESC, id DESC)", "(author_id, created_at)"),
+    ),
+    case(
+        "keyset-index",
+        "indexes (author_id, id): the rows come in id order, not the page's",
+        ("(author_id, created_at DESC, id DESC)", "(author_id, id)"),
+    ),
+    case(
+        "keyset-index-author",
+        "indexes the page's order without the author: (created_at DESC, id DESC)",
+        ("(author_id, created_at DESC, id DESC)", "(created_at DESC, id DESC)"),
+    ),
+    case(
+        "keyset-order",
+        "pages oldest first (ascending order, cursor compared with >)",
+        ("Post.created_at.desc(), Post.id.desc()", "Post.created_at.asc(), Post.id.asc()"),
+        ("Post.id) < after", "Post.id) > after"),
+    ),
+    case(
+        "keyset-tiebreak",
+        "compares the pair (created_at, id) but orders by created_at alone",
+        ("Post.created_at.desc(), Post.id.desc()", "Post.created_at.desc()"),
+    ),
+    {  # no index returns this order either: the cost test fails too
+        **case(
+            "keyset-tiebreak",
+            "orders ties by id ascending while the cursor compares the pair with <",
+            ("Post.created_at.desc(), Post.id.desc()", "Post.created_at.desc(), Post.id.asc()"),
+        ),
+        "loses": ["test_next_page", "test_keyset_cost"],
+    },
+    case(
+        "keyset-ties",
+        "the cursor compares created_at only: posts in the same second as the cursor are skipped",
+        ("tuple_(Post.created_at, Post.id) < after", "Post.created_at < after[0]"),
+    ),
+    case(
+        "keyset-rows",
+        "returns the ids only (conn.scalars)",
+        ("return conn.execute(query.order_by", "return conn.scalars(query.order_by"),
+    ),
+    case(
+        "keyset-rows",
+        "returns the result object, not a list of rows",
+        (".limit(limit)).all()", ".limit(limit))"),
+    ),
+    case("keyset-limit", "pages of 10 posts, whatever limit is", (".limit(limit)", ".limit(10)")),
+    {  # it also fetches more than limit rows: the cost test fails too
+        **case(
+            "keyset-limit",
+            "fetches one more post to see whether a next page exists, and returns it too",
+            (".limit(limit)", ".limit(limit + 1)"),
+        ),
+        "loses": ["test_next_page", "test_keyset_cost"],
+    },
+    case(
+        "keyset-after",
+        "compares with <=: each page starts again with the cursor's own post",
+        ("Post.id) < after", "Post.id) <= after"),
+    ),
+    case(
+        "keyset-after",
+        "compares the cursor the wrong way (>): the next page holds newer posts",
+        ("Post.id) < after", "Post.id) > after"),
+    ),
+    case(
+        "keyset-end",
+        "returns None instead of an empty page after the last one",
+        (".limit(limit)).all()", ".limit(limit)).all() or None"),
+    ),
+    case(
+        "keyset-fetch",
+        "no LIMIT in the query: the page is cut in Python",
+        (".limit(limit)).all()", ").all()[:limit]"),
+    ),
+    case(
+        "keyset-depth",
+        "OFFSET paging: counts the posts up to the cursor, then skips them",
+        (
+            "    return conn.execute(query.order_by(",
+            "    skip = 0\n"
+            "    if after is not None:\n"
+            "        newer = tuple_(Post.created_at, Post.id) >= after\n"
+            "        skip = conn.scalar(\n"
+            "            select(func.count()).where(Post.author_id == author_id, newer)\n"
+            "        )\n"
+            "    return conn.execute(query.order_by(",
+        ),
+        (
+            "    if after is not None:\n        query = query.where(tuple_(Post.created_at, Post.id) < after)\n",
+            "",
+        ),
+        (".limit(limit)", ".offset(skip).limit(limit)"),
+    ),
+    case(
+        "keyset-depth",
+        "the cursor as an OR (older, or as old with a smaller id): the index cannot start there",
+        (
+            "query.where(tuple_(Post.created_at, Post.id) < after)",
+            "query.where(\n"
+            "            (Post.created_at < after[0])\n"
+            "            | ((Post.created_at == after[0]) & (Post.id < after[1]))\n"
+            "        )",
+        ),
     ),
     # ------------------------------------------------------------------ step 7, task 1
     case(
@@ -570,6 +732,144 @@ def hit_rate(r) -> float:
         "resilient-carry-on",
         "returns None when Redis fails instead of reading PostgreSQL",
         ("        cached = None\n", "        return None\n"),
+    ),
+    # ------------------------------------------------------------------ step 7, task 7
+    case("jitter-json", "caches str(value), not its JSON", ("json.dumps(value)", "str(value)")),
+    case(
+        "jitter-range",
+        "only longer TTLs: from ttl to ttl * (1 + spread)",
+        ("rng.uniform(ttl * (1 - spread),", "rng.uniform(ttl,"),
+    ),
+    case(
+        "jitter-range",
+        "reads spread as seconds: ttl ± 0.1 s, every TTL the same once rounded",
+        (
+            "rng.uniform(ttl * (1 - spread), ttl * (1 + spread))",
+            "ttl + rng.uniform(-spread, spread)",
+        ),
+    ),
+    case(
+        "jitter-range",
+        "a normal draw around ttl (gauss), not a uniform one within the bounds",
+        (
+            "rng.uniform(ttl * (1 - spread), ttl * (1 + spread))",
+            "rng.gauss(ttl, ttl * spread)",
+        ),
+    ),
+    case(
+        "jitter-return",
+        "returns the nominal ttl, not the TTL it set",
+        ("return seconds", "return ttl"),
+    ),
+    case(
+        "jitter-rng",
+        "draws with the random module instead of the rng it is given",
+        ("rng.uniform(", "random.uniform("),
+    ),
+    case(
+        "jitter-one-command",
+        "SET, then EXPIRE: two commands",
+        (
+            "r.set(key, json.dumps(value), ex=seconds)",
+            "r.set(key, json.dumps(value))\n    r.expire(key, seconds)",
+        ),
+    ),
+    # ------------------------------------------------------------------ step 7, task 8
+    case(
+        "swr-entry",
+        "fresh_until in milliseconds",
+        ("time.time() + fresh_for}", "(time.time() + fresh_for) * 1000}"),
+    ),
+    case(
+        "swr-ttl",
+        "the entry expires when it goes stale: nothing stale is ever served",
+        ("ex=fresh_for + stale_for)", "ex=fresh_for)"),
+    ),
+    case(
+        "swr-miss",
+        "a miss returns the stored entry, not the value",
+        answer="""REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock
+
+
+def get_swr(r, key: str, load, fresh_for: int, stale_for: int):
+    cached = r.get(key)
+    if cached is None:
+        entry = {"value": load(), "fresh_until": time.time() + fresh_for}
+        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)
+        return entry
+    entry = json.loads(cached)
+    if time.time() < entry["fresh_until"]:
+        return entry["value"]
+    if not r.set(key + ":refresh", 1, nx=True, ex=REFRESH_LOCK_SECONDS):
+        return entry["value"]
+    try:
+        value = load()
+        r.set(key, json.dumps({"value": value, "fresh_until": time.time() + fresh_for}),
+              ex=fresh_for + stale_for)
+        return value
+    finally:
+        r.delete(key + ":refresh")""",
+    ),
+    case(
+        "swr-fresh",
+        "compares fresh_until the wrong way: fresh entries are reloaded, stale ones served",
+        ('if time.time() < entry["fresh_until"]:', 'if time.time() > entry["fresh_until"]:'),
+    ),
+    case(
+        "swr-one-refresh",
+        "no lock: every reader of a stale entry refreshes it",
+        (
+            '        if not r.set(key + ":refresh", "refreshing", nx=True, ex=REFRESH_LOCK_SECONDS):\n'
+            '            return entry["value"]  # another reader refreshes it: serve the stale value\n',
+            "",
+        ),
+    ),
+    case(
+        "swr-lock-expiry",
+        "a refresh lock without an expiry",
+        (", nx=True, ex=REFRESH_LOCK_SECONDS)", ", nx=True)"),
+    ),
+    case(
+        "swr-new-value",
+        "the refreshing reader returns the stale value too",
+        (
+            "        return value\n    finally:",
+            '        return json.loads(cached)["value"] if cached is not None else value\n'
+            "    finally:",
+        ),
+    ),
+    case(
+        "swr-serve-stale",
+        "the other readers wait for the refresh, then read the new entry",
+        (
+            '            return entry["value"]  # another reader refreshes it: serve the stale value\n',
+            '            while r.exists(key + ":refresh"):\n'
+            "                time.sleep(0.01)\n"
+            '            return json.loads(r.get(key))["value"]\n',
+        ),
+    ),
+    case(
+        "swr-release",
+        "never releases the lock: it waits for the lock to expire",
+        (
+            SWR_REFRESH,
+            SWR_REFRESH.replace("    try:\n", "")
+            .replace("        ", "    ")
+            .split("    finally:")[0],
+        ),
+    ),
+    case(
+        "swr-release-error",
+        "releases the lock after a successful refresh only",
+        (
+            SWR_REFRESH,
+            "    value = load()\n"
+            '    entry = {"value": value, "fresh_until": time.time() + fresh_for}\n'
+            "    r.set(key, json.dumps(entry), ex=fresh_for + stale_for)\n"
+            "    if cached is not None:\n"
+            '        r.delete(key + ":refresh")\n'
+            "    return value\n",
+        ),
     ),
 ]
 
