@@ -441,3 +441,30 @@ def test_student_copies_contain_no_solutions(assignment):
         assert solutions and hidden, f"{source.name}: no solution or hidden test lines found"
         leaked = sorted((set(solutions) | set(hidden)) & copy_lines)
         assert not leaked, f"solution or hidden test text in {copy}: {leaked[:3]}"
+
+
+def test_student_copies_keep_a_learners_work_but_take_new_tasks(tmp_path):
+    """Regenerating the student copies refuses to overwrite an answer a learner wrote, and
+    replaces a copy that only lacks a task added to the source since (found when Step 6 and
+    Step 7 got new tasks: the old copies were refused as if they held work)."""
+    import nbformat
+
+    copies = tmp_path / "exercises"
+    grading.student_copies(copies, ["00-warmup"], root=ROOT / "grading")
+    (path,) = sorted((copies / "00-warmup").glob("*.ipynb"))
+    fresh = path.read_bytes()
+    notebook = nbformat.read(path, as_version=4)
+    answers = [c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")]
+    assert len(answers) >= 2
+    notebook.cells.remove(answers[-1])  # an older copy: made before the last task existed
+    nbformat.write(notebook, path)
+    grading.student_copies(copies, ["00-warmup"], root=ROOT / "grading")
+    assert path.read_bytes() == fresh, "a copy without the new task is brought up to date"
+    notebook = nbformat.read(path, as_version=4)
+    next(
+        c for c in notebook.cells if c.metadata.get("nbgrader", {}).get("solution")
+    ).source = "answer = 42  # a learner's work"
+    nbformat.write(notebook, path)
+    with pytest.raises(grading.GradingError, match="hold answers"):
+        grading.student_copies(copies, ["00-warmup"], root=ROOT / "grading")
+    assert "a learner's work" in path.read_text(), "the learner's work is left where it was"

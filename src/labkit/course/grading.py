@@ -1172,6 +1172,14 @@ def _answer_sources(path: Path) -> dict[str, str]:
     return cells.answers(path)
 
 
+def _holds_work(copy: dict[str, str], fresh: dict[str, str]) -> bool:
+    """Whether a student copy's answer cells (``copy``) hold work that regenerating it from
+    the fresh stubs (``fresh``) would lose: an answer that differs from its stub, or an
+    answer cell the source no longer has. A task added to the source (a cell the copy does
+    not have yet) is not a learner's work."""
+    return any(name not in fresh or fresh[name] != source for name, source in copy.items())
+
+
 def student_copies(
     target: Path | None = None,
     names: Sequence[str] | None = None,
@@ -1182,7 +1190,7 @@ def student_copies(
     """(Re)generate the student versions learners open: ``exercises/<assignment>/*.ipynb``,
     made by ``nbgrader generate_assignment`` from ``grading/source``. A copy whose answer
     cells differ from the fresh stubs holds a learner's work: it is left alone (and the
-    call fails) unless ``force``."""
+    call fails) unless ``force``. A copy that only lacks a task added since is replaced."""
     target = Path(target) if target else student_copies_dir()
     written: list[Path] = []
     refused: list[str] = []
@@ -1194,7 +1202,7 @@ def student_copies(
                 if destination.exists() and path.suffix == ".ipynb" and not force:
                     if filecmp.cmp(path, destination, shallow=False):
                         continue
-                    if _answer_sources(destination) != _answer_sources(path):
+                    if _holds_work(_answer_sources(destination), _answer_sources(path)):
                         refused.append(str(destination))
                         continue
                 destination.parent.mkdir(parents=True, exist_ok=True)
