@@ -91,3 +91,34 @@ def test_endless_answer_loses_its_task_only_and_the_class_is_graded(monkeypatch,
         f"honest submission {honest_seconds:.1f} s; class of 3 (2 hanging) {class_seconds:.1f} s; "
         f"extra {extra:.1f} s for 2 hanging students at a {TIMEOUT_S} s cell timeout"
     )
+
+
+def test_warnings_in_a_test_cell_do_not_fail_it():
+    """nbgrader gives 0 to a test cell with any stderr output: a right answer that called a
+    deprecated function (redis-py's setex) lost its task to the DeprecationWarning. A test
+    cell that raised nothing keeps its warnings as output; an error still fails it."""
+    from nbformat.v4 import new_code_cell, new_output
+
+    from labkit.course.nbgrader_ext import WarningsAreNotFailures
+
+    warning = (
+        "/tmp/ipykernel_7/1.py:3: DeprecationWarning: Call to deprecated setex.\n  r.setex()\n"
+    )
+
+    def graded(outputs, solution=False):
+        cell = new_code_cell("check()", outputs=outputs)
+        cell.metadata["nbgrader"] = {"grade": True, "solution": solution, "points": 2,
+                                     "grade_id": "test_x", "locked": not solution}  # fmt: skip
+        return WarningsAreNotFailures().preprocess_cell(cell, {}, 0)[0]
+
+    passed = graded([new_output("stream", name="stderr", text=warning)])
+    assert passed.outputs[0]["name"] == "stdout" and passed.outputs[0]["text"] == warning
+    failed = graded(
+        [new_output("stream", name="stderr", text=warning),
+         new_output("error", ename="AssertionError", evalue="no", traceback=[])]
+    )  # fmt: skip
+    assert failed.outputs[0]["name"] == "stderr", "an error fails the cell, warnings or not"
+    other = graded([new_output("stream", name="stderr", text="something went wrong\n")])
+    assert other.outputs[0]["name"] == "stderr", "stderr that is not a warning still fails it"
+    answer = graded([new_output("stream", name="stderr", text=warning)], solution=True)
+    assert answer.outputs[0]["name"] == "stderr", "answer cells are not test cells"

@@ -99,7 +99,7 @@ REQUIREMENTS = [
     r7("resilient-warn", "get_user_resilient", "log a warning with `log.warning(...)`", "test_get_user_resilient"),
     r7("resilient-carry-on", "get_user_resilient", "carry on with PostgreSQL", "test_get_user_resilient"),
     r7("jitter-json", "set_with_jitter", "cache `value` as JSON under `key`", "test_set_with_jitter"),
-    r7("jitter-range", "set_with_jitter", "a TTL in seconds drawn uniformly between `ttl * (1 - spread)` and `ttl * (1 + spread)`", "test_set_with_jitter"),
+    r7("jitter-range", "set_with_jitter", "a TTL in whole seconds drawn uniformly between `ttl * (1 - spread)` and `ttl * (1 + spread)`", "test_set_with_jitter"),
     r7("jitter-return", "set_with_jitter", "and return that TTL", "test_set_with_jitter"),
     r7("jitter-rng", "set_with_jitter", "Draw it with `rng`, the `random.Random` you are given", "test_set_with_jitter"),
     r7("jitter-one-command", "set_with_jitter", "Set the value and its TTL in one command", "test_set_with_jitter"),
@@ -113,6 +113,7 @@ REQUIREMENTS = [
     r7("swr-serve-stale", "get_swr", "Every other reader returns the stale value at once, without waiting and without calling `load()`", "test_get_swr"),
     r7("swr-release", "get_swr", "Release the lock when the refresh is done", "test_get_swr"),
     r7("swr-release-error", "get_swr", "also when `load()` raises", "test_get_swr"),
+    r7("swr-error-raised", "get_swr", "The error itself reaches the caller", "test_get_swr"),
 ]  # fmt: skip
 
 CONTEXT = {
@@ -2279,6 +2280,135 @@ ALTERNATIVES = [
                 ("max_overflow=10", "max_overflow=15"),
                 ("pool_recycle=1800", "pool_recycle=1799"),
             )
+        },
+    },
+]
+
+# Written by a second outside reviewer, cold, for the tasks added with lesson 01's second
+# edition (they saw the student version only); kept as they wrote them.
+CASES += [
+    {
+        "name": "a bell curve around ttl (gauss, sd a third of the spread), clipped to the range",
+        "breaks": "jitter-range",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    low, high = ttl * (1 - spread), ttl * (1 + spread)\n    chosen = int(min(max(rng.gauss(ttl, ttl * spread / 3), low), high))\n    r.set(key, json.dumps(value), ex=chosen)\n    return chosen\n'
+        },
+        "loses": ["test_set_with_jitter"],
+        "source": "outside review",
+    },
+    {
+        "name": "the mean of two uniform draws: a triangle, not uniform",
+        "breaks": "jitter-range",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    half = ttl * spread\n    chosen = int(ttl + (rng.uniform(-half, half) + rng.uniform(-half, half)) / 2)\n    r.set(key, json.dumps(value), ex=chosen)\n    return chosen\n'
+        },
+        "loses": ["test_set_with_jitter"],
+        "source": "outside review",
+    },
+    {
+        "name": "a Random seeded with the key: every seed gives the same TTLs",
+        "breaks": "jitter-rng",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    own = random.Random(key)\n    chosen = int(own.uniform(ttl * (1 - spread), ttl * (1 + spread)))\n    r.set(key, json.dumps(value), ex=chosen)\n    return chosen\n'
+        },
+        "loses": ["test_set_with_jitter"],
+        "source": "outside review",
+    },
+    {
+        "name": "SET NX: a key already cached keeps its old value",
+        "breaks": "jitter-json",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    chosen = int(rng.uniform(ttl * (1 - spread), ttl * (1 + spread)))\n    r.set(key, json.dumps(value), ex=chosen, nx=True)\n    return chosen\n'
+        },
+        "loses": ["test_set_with_jitter"],
+        "source": "outside review",
+    },
+    {
+        "name": "returns the float it drew, while the key gets int() of it",
+        "breaks": "jitter-return",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    chosen = rng.uniform(ttl * (1 - spread), ttl * (1 + spread))\n    r.set(key, json.dumps(value), ex=int(chosen))\n    return chosen\n'
+        },
+        "loses": ["test_set_with_jitter"],
+        "source": "outside review",
+    },
+    {
+        "name": "SETNX, then EXPIRE: the lock in two commands",
+        "breaks": "swr-one-refresh",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_swr": 'REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock\n\n\ndef get_swr(r, key: str, load, fresh_for: int, stale_for: int):\n    """The value cached under `key`: fresh, stale while one reader refreshes it, or loaded."""\n    def store(value):\n        entry = {"value": value, "fresh_until": time.time() + fresh_for}\n        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)\n    raw = r.get(key)\n    if raw is None:\n        value = load()\n        store(value)\n        return value\n    entry = json.loads(raw)\n    if time.time() < entry["fresh_until"]:\n        return entry["value"]\n    lock = key + ":refresh"\n    if not r.setnx(lock, "1"):\n        return entry["value"]\n    r.expire(lock, REFRESH_LOCK_SECONDS)\n    try:\n        value = load()\n        store(value)\n        return value\n    finally:\n        r.delete(lock)\n'
+        },
+        "loses": ["test_get_swr"],
+        "source": "outside review",
+    },
+    {
+        "name": "EXISTS, then SET without NX: two readers can both refresh",
+        "breaks": "swr-one-refresh",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_swr": 'REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock\n\n\ndef get_swr(r, key: str, load, fresh_for: int, stale_for: int):\n    """The value cached under `key`: fresh, stale while one reader refreshes it, or loaded."""\n    def store(value):\n        entry = {"value": value, "fresh_until": time.time() + fresh_for}\n        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)\n    raw = r.get(key)\n    if raw is None:\n        value = load()\n        store(value)\n        return value\n    entry = json.loads(raw)\n    if time.time() < entry["fresh_until"]:\n        return entry["value"]\n    lock = key + ":refresh"\n    if r.exists(lock):\n        return entry["value"]\n    r.set(lock, "1", ex=REFRESH_LOCK_SECONDS)\n    try:\n        value = load()\n        store(value)\n        return value\n    finally:\n        r.delete(lock)\n'
+        },
+        "loses": ["test_get_swr"],
+        "source": "outside review",
+    },
+    {
+        "name": "a failed load() is swallowed: the stale value is returned",
+        "breaks": "swr-error-raised",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_swr": 'REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock\n\n\ndef get_swr(r, key: str, load, fresh_for: int, stale_for: int):\n    """The value cached under `key`: fresh, stale while one reader refreshes it, or loaded."""\n    def store(value):\n        entry = {"value": value, "fresh_until": time.time() + fresh_for}\n        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)\n    raw = r.get(key)\n    if raw is None:\n        value = load()\n        store(value)\n        return value\n    entry = json.loads(raw)\n    if time.time() < entry["fresh_until"]:\n        return entry["value"]\n    lock = key + ":refresh"\n    if not r.set(lock, "1", nx=True, ex=REFRESH_LOCK_SECONDS):\n        return entry["value"]\n    try:\n        value = load()\n        store(value)\n        return value\n    except Exception:\n        return entry["value"]\n    finally:\n        r.delete(lock)\n'
+        },
+        "loses": ["test_get_swr"],
+        "source": "outside review",
+    },
+    {
+        "name": "a miss stores its entry without a TTL",
+        "breaks": "swr-ttl",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_swr": 'REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock\n\n\ndef get_swr(r, key: str, load, fresh_for: int, stale_for: int):\n    """The value cached under `key`: fresh, stale while one reader refreshes it, or loaded."""\n    def store(value):\n        entry = {"value": value, "fresh_until": time.time() + fresh_for}\n        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)\n    raw = r.get(key)\n    if raw is None:\n        value = load()\n        r.set(key, json.dumps({"value": value, "fresh_until": time.time() + fresh_for}))\n        return value\n    entry = json.loads(raw)\n    if time.time() < entry["fresh_until"]:\n        return entry["value"]\n    lock = key + ":refresh"\n    if not r.set(lock, "1", nx=True, ex=REFRESH_LOCK_SECONDS):\n        return entry["value"]\n    try:\n        value = load()\n        store(value)\n        return value\n    finally:\n        r.delete(lock)\n'
+        },
+        "loses": ["test_get_swr"],
+        "source": "outside review",
+    },
+    {
+        "name": "freshness read from the key's TTL, not from fresh_until",
+        "breaks": "swr-fresh",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_swr": 'REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock\n\n\ndef get_swr(r, key: str, load, fresh_for: int, stale_for: int):\n    """The value cached under `key`: fresh, stale while one reader refreshes it, or loaded."""\n    def store(value):\n        entry = {"value": value, "fresh_until": time.time() + fresh_for}\n        r.set(key, json.dumps(entry), ex=fresh_for + stale_for)\n    raw = r.get(key)\n    if raw is None:\n        value = load()\n        store(value)\n        return value\n    entry = json.loads(raw)\n    if r.ttl(key) > stale_for:\n        return entry["value"]\n    lock = key + ":refresh"\n    if not r.set(lock, "1", nx=True, ex=REFRESH_LOCK_SECONDS):\n        return entry["value"]\n    try:\n        value = load()\n        store(value)\n        return value\n    finally:\n        r.delete(lock)\n'
+        },
+        "loses": ["test_get_swr"],
+        "source": "outside review",
+    },
+]
+
+ALTERNATIVES += [
+    {
+        "name": "jitter: SETEX (deprecated in redis-py: it prints a DeprecationWarning)",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    chosen = int(rng.uniform(ttl * (1 - spread), ttl * (1 + spread)))\n    r.setex(key, chosen, json.dumps(value))\n    return chosen\n'
+        },
+    },
+    {
+        "name": "jitter: SET and EXPIRE in one MULTI/EXEC transaction (one round trip)",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "set_with_jitter": 'def set_with_jitter(r, key: str, value, ttl: int, spread: float, rng: random.Random) -> int:\n    """Cache `value` as JSON under `key` with a TTL drawn around `ttl`; return that TTL."""\n    chosen = int(rng.uniform(ttl * (1 - spread), ttl * (1 + spread)))\n    with r.pipeline(transaction=True) as pipe:\n        pipe.set(key, json.dumps(value))\n        pipe.expire(key, chosen)\n        pipe.execute()\n    return chosen\n'
+        },
+    },
+    {
+        "name": "stale-while-revalidate with a token lock and SETEX",
+        "notebook": "step07-caching.ipynb",
+        "answers": {
+            "get_swr": 'REFRESH_LOCK_SECONDS = 10  # the longest a refresh may hold its lock\n\n\ndef get_swr(r, key: str, load, fresh_for: int, stale_for: int):\n    """The value cached under `key`: fresh, stale while one reader refreshes it, or loaded."""\n    import os\n    raw = r.get(key)\n    now = time.time()\n    if raw is not None:\n        entry = json.loads(raw)\n        if now < entry["fresh_until"]:\n            return entry["value"]\n        token = os.urandom(8).hex()\n        if not r.set(key + ":refresh", token, nx=True, ex=REFRESH_LOCK_SECONDS):\n            return entry["value"]\n        try:\n            value = load()\n            r.setex(key, fresh_for + stale_for,\n                    json.dumps({"value": value, "fresh_until": time.time() + fresh_for}))\n            return value\n        finally:\n            if r.get(key + ":refresh") == token:\n                r.delete(key + ":refresh")\n    value = load()\n    r.setex(key, fresh_for + stale_for,\n            json.dumps({"value": value, "fresh_until": time.time() + fresh_for}))\n    return value\n'
         },
     },
 ]

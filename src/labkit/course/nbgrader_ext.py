@@ -353,6 +353,41 @@ class ExplainTimeouts(NbGraderPreprocessor):
         return cell, resources
 
 
+#: A line Python's ``warnings`` module writes: ``<file>:<line>: <Category>: <message>``.
+_WARNING_LINE = re.compile(r"^\S.*:\d+: \w*Warning: ", re.M)
+
+
+def only_warnings(text: str) -> bool:
+    """Whether ``text`` (a cell's stderr) holds Python warnings and nothing worse.
+
+    >>> only_warnings("<ipython-input>:3: DeprecationWarning: Redis.setex() is deprecated\\n"
+    ...               "  r.setex(key, 60, value)\\n")
+    True
+    >>> only_warnings("Traceback (most recent call last):\\n  ...\\nValueError: no\\n")
+    False
+    """
+    return bool(_WARNING_LINE.search(text)) and "Traceback (most recent call last)" not in text
+
+
+class WarningsAreNotFailures(NbGraderPreprocessor):
+    """After ``Execute``: nbgrader gives 0 to a test cell that wrote anything to stderr, so a
+    right answer that calls a deprecated function (redis-py's ``setex``) lost its task to the
+    ``DeprecationWarning`` printed in the test cell. A test cell that raised nothing and
+    whose stderr holds only warnings has them shown as ordinary output: the test decides."""
+
+    def preprocess_cell(self, cell, resources, cell_index):
+        if cell.cell_type != "code" or not utils.is_grade(cell) or utils.is_solution(cell):
+            return cell, resources
+        outputs = cell.get("outputs", [])
+        if any(o.get("output_type") == "error" for o in outputs):
+            return cell, resources
+        for output in outputs:
+            if (output.get("output_type") == "stream" and output.get("name") == "stderr"
+                    and only_warnings(output.get("text", ""))):  # fmt: skip
+                output["name"] = "stdout"
+        return cell, resources
+
+
 def _default(klass, name: str) -> list:
     return list(klass.class_traits()[name].default())
 
@@ -382,6 +417,7 @@ def configure(c) -> None:
         f"{here}.EnterSandbox",
         *preprocessors[: execute + 1],
         f"{here}.ExplainTimeouts",
+        f"{here}.WarningsAreNotFailures",
         *preprocessors[execute + 1 :],
         f"{here}.LeaveSandbox",
     ]
