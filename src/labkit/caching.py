@@ -457,7 +457,7 @@ def fill_past_maxmemory(
     ...     lfu = fill_past_maxmemory(spare, "allkeys-lfu")
     >>> full.refused > 0 and full.evicted == 0       # noeviction: the writes fail
     True
-    >>> lfu.refused == 0 and lfu.evicted > 0 and lfu.hot_left == lfu.hot
+    >>> lfu.refused == 0 and lfu.evicted > 0 and lfu.hot_left >= lfu.hot * 3 // 4
     True
     """
     from labkit.cache import ThrowawayRedis
