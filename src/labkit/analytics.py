@@ -57,7 +57,6 @@ __all__ = [
     "postgres_rows",
 ]
 
-COUNTRIES = ("US", "IN", "DE", "GB", "BR", "FR", "JP", "NG", "CA", "ES", "PL", "KE")
 DEVICES = ("desktop", "mobile", "tablet")
 PLANS = ("free", "pro", "team")
 USER_AGENTS = (
@@ -120,11 +119,13 @@ def load_page_views(
     stdout; then index, ``VACUUM ANALYZE``. Returns the row counts."""
     from tqdm import tqdm  # plain text on stdout: saved with the notebook, unlike a widget
 
+    from labkit import data
+
     if views < 1:
         raise ValueError(f"views must be at least 1, not {views}")
     visitors = max(1, views // 10) if visitors is None else visitors
     arrays = {
-        "countries": list(COUNTRIES),
+        "countries": list(data.vocabulary().countries),  # data/countries.csv
         "plans": list(PLANS),
         "devices": list(DEVICES),
         "agents": list(USER_AGENTS),

@@ -15,12 +15,17 @@ Same seed, same rows, on every machine. A few prolific authors write most posts
 Rows are generated in Python and bulk-loaded with ``COPY``; indexes and foreign
 keys are added after the load (as ``pgbench -i`` does), then ``VACUUM ANALYZE``.
 ``blog_database`` builds a template database once per (size, seed) and copies it
-(~0.1 s) for every later request.
+(~0.1 s) for every later request. The names, words and country weights the rows are made
+of are files in ``data/`` (:func:`vocabulary`), read once and checked against their
+checksums in ``data/README.md``.
 """
 
 from __future__ import annotations
 
 import bisect
+import csv
+import functools
+import io
 import itertools
 import random
 import time
@@ -28,10 +33,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from labkit import datasets
+
 __all__ = [
     "SCALES",
     "BlogSize",
     "LoadReport",
+    "Vocabulary",
     "blog_database",
     "copy_blog",
     "generate_blog",
@@ -39,6 +47,7 @@ __all__ = [
     "generate_posts",
     "generate_users",
     "load_blog",
+    "vocabulary",
     "zipf_sampler",
 ]
 
@@ -64,31 +73,44 @@ SCALES = {
 EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
 SPAN_SECONDS = 2 * 365 * 24 * 3600
 
-FIRST = (
-    "ada alan barbara claude donald edsger frances grace guido hedy ivan james "
-    "jean john ken leslie linus margaret niklaus radia rasmus richard robin "
-    "shafi sophie tim tony vint whitfield yukihiro anita bjarne brian dennis "
-    "fernando gilles joan karen lynn mary peter ruth sarah susan tom wendy"
-).split()
-LAST = (
-    "lovelace turing liskov shannon knuth dijkstra allen hopper rossum lamarr "
-    "sutherland gosling sammet backus thompson lamport torvalds hamilton wirth "
-    "perlman lerdorf stallman milner goldwasser wilson berners hoare cerf diffie "
-    "matsumoto borg stroustrup kernighan ritchie corbato kahn clarke spärck "
-    "keller conway wing"
-).split()
-COUNTRIES = ("US", "IN", "DE", "GB", "BR", "FR", "JP", "NG", "CA", "ES", "PL", "KE")
-COUNTRY_WEIGHTS = (30, 18, 9, 8, 7, 6, 5, 5, 4, 3, 3, 2)
-WORDS = (
-    "index query plan cache redis postgres latency throughput replica shard "
-    "tenant schema migration pool connection transaction lock vacuum analyze "
-    "buffer scan join hash merge nested loop partial covering composite unique "
-    "foreign key trigger function policy role grant stream event outbox saga "
-    "service deploy serverless edge graphql resolver loader batch async worker "
-    "queue metric trace span alert dashboard python sqlalchemy session engine "
-    "model relation lazy eager select insert update delete upsert copy bulk "
-    "write read fast slow safe honest measured real production data layer"
-).split()
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The generator's fixed inputs, in ``data/`` (see ``data/README.md``): names, words, and
+    the share of users per country. Their order matters: the generator picks by position."""
+
+    first_names: tuple[str, ...]
+    last_names: tuple[str, ...]
+    words: tuple[str, ...]
+    countries: tuple[str, ...]
+    country_weights: tuple[int, ...]
+
+
+@functools.cache
+def vocabulary() -> Vocabulary:
+    """The word lists and the country weights, read once from ``data/`` and checked against
+    the checksums in ``data/README.md`` (a changed file would change every generated row).
+
+    >>> v = vocabulary()
+    >>> len(v.first_names), len(v.last_names), len(v.words), v.words[:3]
+    (46, 41, 83, ('index', 'query', 'plan'))
+    >>> dict(zip(v.countries, v.country_weights))["US"]           # % of users
+    30
+    """
+
+    def lines(name: str) -> tuple[str, ...]:
+        return tuple(datasets.read_bytes(name).decode("utf-8").splitlines())
+
+    countries = list(
+        csv.DictReader(io.StringIO(datasets.read_bytes("countries.csv").decode("utf-8")))
+    )
+    return Vocabulary(
+        first_names=lines("first-names.txt"),
+        last_names=lines("last-names.txt"),
+        words=lines("words.txt"),
+        countries=tuple(row["country"] for row in countries),
+        country_weights=tuple(int(row["weight"]) for row in countries),
+    )
 
 
 def zipf_sampler(n: int, s: float, rng: random.Random) -> Callable[[], int]:
@@ -121,19 +143,20 @@ def _timestamp(offset: int) -> str:
 
 
 def _sentences(rng: random.Random, count: int) -> list[str]:
-    out = []
+    vocabulary_words, out = vocabulary().words, []
     for _ in range(count):
-        words = rng.choices(WORDS, k=rng.randint(6, 14))
+        words = rng.choices(vocabulary_words, k=rng.randint(6, 14))
         out.append(" ".join(words).capitalize() + ".")
     return out
 
 
 def generate_users(n: int, seed: int = 42) -> Iterator[tuple]:
     """Rows ``(id, email, name, country, created_at)`` for users 1..n."""
+    v = vocabulary()
     rng = random.Random(f"users-{seed}")
-    countries = rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS, k=n)
+    countries = rng.choices(v.countries, weights=v.country_weights, k=n)
     for user_id in range(1, n + 1):
-        first, last = rng.choice(FIRST), rng.choice(LAST)
+        first, last = rng.choice(v.first_names), rng.choice(v.last_names)
         yield (
             user_id,
             f"{first}.{last}.{user_id}@example.com",
@@ -159,7 +182,8 @@ def generate_posts(n: int, users: int, seed: int = 42) -> Iterator[tuple]:
     authors_by_rank = _ranked(rng, users)
     draw_author = zipf_sampler(users, 1.1, rng)
     sentences = _sentences(rng, 4096)
-    titles = [" ".join(rng.choices(WORDS, k=rng.randint(3, 7))).title() for _ in range(4096)]
+    words = vocabulary().words
+    titles = [" ".join(rng.choices(words, k=rng.randint(3, 7))).title() for _ in range(4096)]
     for post_id in range(1, n + 1):
         author = authors_by_rank[draw_author()]
         body = " ".join(rng.choices(sentences, k=rng.randint(2, 6)))

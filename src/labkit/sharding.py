@@ -92,17 +92,16 @@ def python_hash_shards(keys: Sequence[str], shards: int, seed: int) -> list[int]
     return [int(line) for line in done.stdout.split()]
 
 
-COUNTRIES = ("US", "IN", "DE", "GB", "BR", "FR", "JP", "NG", "CA", "ES", "PL", "KE")
-COUNTRY_WEIGHTS = (30, 18, 9, 8, 7, 6, 5, 5, 4, 3, 3, 2)
-
-
 def sample_accounts(n: int, *, seed: int = 13) -> list[dict]:
     """``n`` accounts (email, country, balance_cents), the same for a given seed: a few
     countries hold most accounts, and balances are skewed (log-normal), as in real data."""
     import random
 
+    from labkit import data
+
+    vocabulary = data.vocabulary()  # the blog's countries and weights (data/countries.csv)
     rng = random.Random(seed)
-    countries = rng.choices(COUNTRIES, weights=COUNTRY_WEIGHTS, k=n)
+    countries = rng.choices(vocabulary.countries, weights=vocabulary.country_weights, k=n)
     return [
         {
             "email": f"user{i:07d}@example.com",
