@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -42,11 +43,35 @@ LONG_TESTS = (
 )
 
 
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the capstone marker is added here
 def pytest_collection_modifyitems(session, config, items):
     def long(item) -> bool:
         return any(name in item.nodeid for name in LONG_TESTS)
 
     items.sort(key=lambda item: not long(item))  # stable: the order is otherwise unchanged
+    # The capstones' step (`make test` runs it after the suite, with its own budget): every
+    # test under tests/capstones/, and the grading tests of the capstones' rubric assignment.
+    for item in items:
+        if "tests/capstones/" in item.nodeid or "05-capstone" in item.nodeid:
+            item.add_marker(pytest.mark.capstone)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With LABKIT_TEST_TIMELINE=FILE: one JSON line per test (worker, start, end), to see
+    where the suite's minutes go and whether a worker waits (``tools/timeline.py``)."""
+    path = os.environ.get("LABKIT_TEST_TIMELINE")
+    started = time.time()
+    yield
+    if path:
+        line = {
+            "test": item.nodeid,
+            "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+            "start": started,
+            "end": time.time(),
+        }
+        with open(path, "a") as out:
+            out.write(json.dumps(line) + "\n")
 
 
 def pytest_unconfigure(config):

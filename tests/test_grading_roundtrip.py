@@ -15,7 +15,7 @@ import wrong_answers
 from labkit.course import cells, grading, mutation
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = grading.assignments(ROOT / "grading")
+ASSIGNMENTS = grading.assignments(ROOT / "grading", autograded=True)
 
 
 @pytest.mark.parametrize("assignment", ASSIGNMENTS)

@@ -28,7 +28,7 @@ from labkit import cache, db
 from labkit.course import cells, grading
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = grading.assignments(ROOT / "grading")
+ASSIGNMENTS = grading.assignments(ROOT / "grading", autograded=True)
 
 
 def first_wrong_answer(assignment: str) -> dict:

@@ -15,7 +15,7 @@ import pytest
 from labkit.course import grading, mutation
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = grading.assignments(ROOT / "grading")
+ASSIGNMENTS = grading.assignments(ROOT / "grading", autograded=True)
 
 CELL = '''def cached_top(session, r, key, limit: int = 5):
     """Not mutated: outside the solution."""

@@ -14,7 +14,7 @@ import wrong_answers
 from labkit.course import cells, grading
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = grading.assignments(ROOT / "grading")
+ASSIGNMENTS = grading.assignments(ROOT / "grading", autograded=True)
 
 
 def task_texts(assignment: str) -> dict[tuple[str, str], tuple[str, list[str]]]:

@@ -18,7 +18,7 @@ from labkit import db
 from labkit.course import grading, selfcheck
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSIGNMENTS = grading.assignments(ROOT / "grading")
+ASSIGNMENTS = grading.assignments(ROOT / "grading", autograded=True)
 
 
 def learner_notebooks(assignment: str, folder: Path, answers_for) -> dict[str, Path]:

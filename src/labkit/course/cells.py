@@ -7,12 +7,14 @@ For example::
     'answer'
     >>> cells.kind({"cell_type": "code", "metadata": {"nbgrader": {"grade": True, "points": 2}}})
     'test'
+    >>> cells.kind({"cell_type": "markdown", "metadata": {"nbgrader": {"solution": True, "grade": True}}})
+    'manual'
     >>> cells.kind({"cell_type": "code", "metadata": {}})
     'other'
 
 :func:`read` gives every cell of a notebook as a :class:`Cell` (kind, grade id, points,
-source); :func:`answers`, :func:`tests` and :func:`task_tests` are the views the grading
-tools need. Nothing else in the package reads ``cell.metadata["nbgrader"]``.
+source); :func:`answers`, :func:`tests`, :func:`manual` and :func:`task_tests` are the views
+the grading tools need. Nothing else in the package reads ``cell.metadata["nbgrader"]``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Cell", "answers", "kind", "read", "task_tests", "tests"]
+__all__ = ["Cell", "answers", "kind", "manual", "read", "task_tests", "tests"]
 
 
 def _meta(cell: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -30,10 +32,13 @@ def _meta(cell: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def kind(cell: Mapping[str, Any]) -> str:
-    """``"answer"`` (a solution cell), ``"test"`` (an autograded code cell), ``"task"`` (a
-    locked markdown cell, such as a task's text), ``"locked"`` (other locked code: setup) or
+    """``"answer"`` (a solution cell), ``"test"`` (an autograded code cell), ``"manual"`` (an
+    answer the instructor grades by hand in formgrader: a write-up), ``"task"`` (a locked
+    markdown cell, such as a task's text), ``"locked"`` (other locked code: setup) or
     ``"other"``."""
     meta = _meta(cell)
+    if meta.get("solution") and meta.get("grade"):
+        return "manual"
     if meta.get("solution") and not meta.get("grade"):
         return "answer"
     if meta.get("grade") and cell.get("cell_type") == "code":
@@ -81,6 +86,11 @@ def answers(notebook: Path | Any) -> dict[str, str]:
 def tests(notebook: Path | Any) -> dict[str, float]:
     """The autograded test cells: grade id → points, in order."""
     return {c.grade_id: c.points for c in read(notebook) if c.kind == "test"}
+
+
+def manual(notebook: Path | Any) -> dict[str, float]:
+    """The answers graded by hand (write-ups): grade id → points, in order."""
+    return {c.grade_id: c.points for c in read(notebook) if c.kind == "manual"}
 
 
 def task_tests(notebook: Path | Any) -> dict[str, list[str]]:

@@ -119,10 +119,20 @@ def student_copies_dir() -> Path:
     return config.project_root() / "exercises"
 
 
-def assignments(root: Path | None = None) -> list[str]:
-    """Names of the assignments under ``source/``, in order."""
+def assignments(root: Path | None = None, *, autograded: bool | None = None) -> list[str]:
+    """Names of the assignments under ``source/``, in order. ``autograded=True``: only those
+    with autograded test cells (exercises); ``False``: only those graded by hand (the
+    capstones' write-ups, whose answers the instructor grades in formgrader)."""
     source = (root or course_dir()) / "source"
-    return sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    names = sorted(p.name for p in source.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if autograded is None:
+        return names
+    return [name for name in names if is_autograded(source / name) == autograded]
+
+
+def is_autograded(folder: Path) -> bool:
+    """Whether an assignment's source folder has an autograded test cell in a notebook."""
+    return any(cells.tests(path) for path in sorted(Path(folder).glob("*.ipynb")))
 
 
 @dataclass
@@ -1169,7 +1179,8 @@ def _released(root: Path, assignment: str) -> Path:
 
 
 def _answer_sources(path: Path) -> dict[str, str]:
-    return cells.answers(path)
+    """What a learner writes: code answers, and the write-ups graded by hand."""
+    return {c.grade_id: c.source for c in cells.read(path) if c.kind in ("answer", "manual")}
 
 
 def _holds_work(copy: dict[str, str], fresh: dict[str, str]) -> bool:

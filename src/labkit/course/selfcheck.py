@@ -472,6 +472,16 @@ def main(assignment: str, notebook: str | None, quick: bool) -> int:
     def say(line: str) -> None:
         print(line, flush=True)
 
+    from labkit.course import grading
+
+    source = grading.course_dir() / "source" / assignment
+    if source.is_dir() and not grading.is_autograded(source):  # a write-up, graded by hand
+        print(
+            f"{assignment} has no autograded tests: your instructor grades its answers by hand, "
+            "with the rubric written under each question. Check a capstone project with "
+            "`python -m labkit check capstone-<name>` (collab, marketplace, analytics)."
+        )
+        return 0
     result = check(assignment, notebook, full=not quick, echo=say)
     print()
     print("Your score, per task (hidden tests included):" if not quick else "Visible tests:")
