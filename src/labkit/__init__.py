@@ -5,6 +5,7 @@ Two layers, visible in the tree:
 - **teaching helpers**, one module per topic, are what the lessons and exercises import:
   :mod:`labkit.db` (engines, isolated databases, the query recorder, EXPLAIN as data),
   :mod:`labkit.data` (the demo dataset) and :mod:`labkit.blog` (its ORM models),
+  :mod:`labkit.datasets` (the fixed files in ``data/``, checked against their checksums),
   :mod:`labkit.measure` (timings and tables), :mod:`labkit.explain_tools` (plan
   comparisons), :mod:`labkit.practice` (the practice run), :mod:`labkit.cache` (Redis, and
   a Redis you may kill), :mod:`labkit.caching` (codec, hit counters, Zipf workloads,
@@ -17,7 +18,8 @@ Two layers, visible in the tree:
 - **the course's machinery**, in :mod:`labkit.course`: the course's own servers
   (``services``), nbgrader's pipeline and its plug-ins (``grading``, ``nbgrader_ext``),
   mutation testing of the hidden tests (``mutation``), the learner's self-check and
-  progress (``selfcheck``, ``progress``), JupyterLab's set-up (``labsetup``), the budgets
+  progress and learning journal (``selfcheck``, ``progress``), the capstones' acceptance suites
+  (``capstones``), JupyterLab's set-up (``labsetup``), the budgets
   (``bench``) and the command line (``cli``, ``python -m labkit``).
 
 Helpers never import the machinery; the machinery uses the helpers

@@ -9,7 +9,11 @@ The commands (a terminal, from the course folder)::
     python -m labkit bench              # measure the performance budgets
     python -m labkit lab                # JupyterLab on the course (what `make lab` runs)
     python -m labkit check 00-warmup    # check your exercise: visible tests, then your score
+    python -m labkit check capstone-marketplace [DIR] [--size ci] [--only CHECK]
+                                        # a capstone's acceptance suite (collab, marketplace,
+                                        # analytics) on your project (default capstones/<name>)
     python -m labkit progress           # your progress per phase and step
+    python -m labkit progress --journal # your learning journal (Markdown), ticked from results
     python -m labkit grade release|collect|autograde|feedback|export|student-copies|mutants ...
                                         # the instructor's workflow (grading/INSTRUCTORS.md)
 
@@ -195,7 +199,8 @@ def _mutants(args: argparse.Namespace, course) -> int:
     """``grade mutants [A]``: the mutation pass; exit 1 if a mutant survived."""
     from labkit.course import grading, mutation
 
-    names = [args.assignment] if args.assignment else grading.assignments(course.root)
+    everything = grading.assignments(course.root, autograded=True)  # a write-up has no code
+    names = [args.assignment] if args.assignment else everything
     reports = [
         mutation.run(
             name,
@@ -220,6 +225,11 @@ def _mutants(args: argparse.Namespace, course) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if args.assignment.startswith("capstone-"):  # a capstone project's acceptance suite
+        from labkit.course import capstones
+
+        name = args.assignment.removeprefix("capstone-")
+        return capstones.main(name, args.notebook, args.size, args.only)
     from labkit.course import selfcheck
 
     return selfcheck.main(args.assignment, args.notebook, args.quick)
@@ -228,6 +238,21 @@ def _check(args: argparse.Namespace) -> int:
 def _progress(args: argparse.Namespace) -> int:
     from labkit.course import progress
 
+    if args.journal:
+        if args.output == "-":
+            print(progress.journal().markdown(), end="")
+            return 0
+        journal = progress.write_journal(args.output)
+        print(
+            f"Journal written to {journal.path} ({journal.ticked} of {journal.total} boxes ticked)"
+        )
+        return 0
+    if args.output:
+        print(
+            "--output goes with --journal: `python -m labkit progress --journal --output FILE`",
+            file=sys.stderr,
+        )
+        return 2
     report = progress.overview()
     print(json.dumps(report.as_dict(), indent=2) if args.json else report)
     return 0
@@ -269,13 +294,38 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser(
         "check", help="check your exercise: visible tests, then the full autograde"
     )
-    check.add_argument("assignment", help="e.g. 00-warmup")
-    check.add_argument("notebook", nargs="?", help="default: exercises/<assignment>/*.ipynb")
+    check.add_argument(
+        "assignment", help="e.g. 00-warmup, or capstone-<name> (collab, marketplace, analytics)"
+    )
+    check.add_argument(
+        "notebook",
+        nargs="?",
+        help="default: exercises/<assignment>/*.ipynb (a capstone: its project folder, "
+        "default capstones/<name>/)",
+    )
     check.add_argument("--quick", action="store_true", help="visible tests only")
+    check.add_argument(
+        "--size", choices=["ci", "default"], default="default", help="capstones: data size"
+    )
+    check.add_argument(
+        "--only", action="append", metavar="CHECK", help="capstones: run this check only"
+    )
     check.set_defaults(func=_check)
 
     progress = commands.add_parser("progress", help="your progress per phase and step")
     progress.add_argument("--json", action="store_true")
+    progress.add_argument(
+        "--journal",
+        action="store_true",
+        help="write your learning journal (Markdown checklists ticked from your results)",
+    )
+    progress.add_argument(
+        "--output",
+        metavar="FILE",
+        default=None,
+        help="with --journal: where to write it (default: .labkit/progress/journal.md, "
+        "or $LABKIT_PROGRESS_DIR/journal.md; - prints it)",
+    )
     progress.set_defaults(func=_progress)
 
     grade = commands.add_parser("grade", help="the instructor's workflow (nbgrader)")

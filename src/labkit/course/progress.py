@@ -12,7 +12,9 @@ For example, in a folder of records of its own::
     >>> report.frame().loc[(0, 0), "status"]
     'in progress'
 
-From a terminal: ``python -m labkit progress``.
+From a terminal: ``python -m labkit progress``; ``python -m labkit progress --journal``
+writes your learning journal (:func:`journal`: the guide's weekly checklists, each box ticked
+by the evidence shown beside it, with the numbers your own runs measured).
 
 Two kinds of evidence, both written on your machine only (``<state dir>/progress/``, or
 ``LABKIT_PROGRESS_DIR``; git-ignored):
@@ -21,6 +23,9 @@ Two kinds of evidence, both written on your machine only (``<state dir>/progress
   happens when every cell above it ran without an error;
 - an exercise notebook counts with the score of your latest full check
   (``python -m labkit check <assignment>``, which autogrades it with the hidden tests).
+
+Two more feed the journal: the numbers a lesson measured (:func:`record_numbers`, called by
+its summary cells) and each capstone's latest acceptance run (:func:`record_capstone`).
 
 Which lessons and exercises make up each step is the declarative table :data:`STEPS`.
 """
@@ -38,14 +43,21 @@ from pathlib import Path
 from labkit import config
 
 __all__ = [
+    "JOURNAL",
+    "NUMBERS",
     "PHASES",
     "STEPS",
+    "Journal",
     "Progress",
     "Step",
+    "journal",
     "overview",
     "progress_dir",
+    "record_capstone",
     "record_exercise",
     "record_lesson",
+    "record_numbers",
+    "write_journal",
 ]
 
 PHASES: dict[int, str] = {
@@ -54,6 +66,7 @@ PHASES: dict[int, str] = {
     2: "Production architecture",
     3: "Security and scale",
     4: "Specialized topics",
+    5: "Capstone projects",
 }
 
 
@@ -67,6 +80,7 @@ class Step:
     title: str
     lesson: str | None = None
     exercises: tuple[str, ...] = ()
+    capstone: str | None = None  # done when its acceptance suite passed (record_capstone)
 
 
 # Later phases: add the exercise globs when their assignments land.
@@ -82,6 +96,13 @@ STEPS: tuple[Step, ...] = (
     Step(3, 13, "Scale", "03-*", ("03-scale/*",)),
     Step(4, 14, "Real-time", "04-*", ("04-realtime/*",)),
     Step(4, 15, "Testing and monitoring", "04-*", ("04-testing/*",)),
+    # The capstones: briefs in notebooks/, acceptance suites run by `labkit check
+    # capstone-<name>`; their write-ups (05-capstones) are graded by hand by the instructor.
+    Step(5, 16, "Capstone: real-time collaboration", "05-capstone-collab", capstone="collab"),
+    Step(
+        5, 17, "Capstone: e-commerce marketplace", "05-capstone-marketplace", capstone="marketplace"
+    ),
+    Step(5, 18, "Capstone: analytics dashboard", "05-capstone-analytics", capstone="analytics"),
 )
 
 
@@ -141,6 +162,59 @@ def record_exercise(
     return _write(path, record)
 
 
+def record_capstone(
+    name: str,
+    passed: bool,
+    numbers: Mapping[str, object] | None = None,
+    size: str = "ci",
+    directory: Path | None = None,
+) -> Path:
+    """Record a full run of capstone ``name``'s acceptance suite: passed or not, at which
+    size, and the learner's measured numbers (``labkit check capstone-<name>``)."""
+    path = (directory or progress_dir()) / "capstones" / f"{_safe(name)}.json"
+    record = {
+        "capstone": name,
+        "passed": bool(passed),
+        "size": size,
+        "numbers": dict(numbers or {}),
+        "checked_at": _now(),
+    }
+    return _write(path, record)
+
+
+def _measured(value: object) -> bool:
+    """None, NaN and a note in parentheses, such as ``(section not run in this kernel)``,
+    say that nothing was measured."""
+    if value is None or (isinstance(value, float) and value != value):
+        return False
+    return not (isinstance(value, str) and value.startswith("(") and value.endswith(")"))
+
+
+def record_numbers(
+    lesson: str, numbers: Mapping[str, object], directory: Path | None = None
+) -> Path:
+    """Keep numbers that lesson ``lesson`` measured, for your journal (``name`` → a number or
+    a short text such as ``"1,204 → 12"``). Each name must be in :data:`NUMBERS`, which says
+    what it is. A later run replaces a name's value; names it did not measure keep theirs."""
+    path = (directory or progress_dir()) / "numbers" / f"{_safe(lesson)}.json"
+    unknown = sorted(set(numbers.keys()) - set(NUMBERS))  # keys(): a pandas Series too
+    if unknown:
+        raise ValueError(f"add {unknown} to labkit.course.progress.NUMBERS (what each one is)")
+    try:
+        record = json.loads(path.read_text())
+        kept = dict(record["numbers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        kept = {}  # none yet, or a damaged record: start again
+    now = _now()
+    for name, value in numbers.items():
+        if _measured(value):
+            value = value.item() if hasattr(value, "item") else value  # numpy → Python
+            if not isinstance(value, bool | int | float | str):
+                value = str(value)
+            kept[name] = {"value": value, "recorded_at": now}
+    return _write(path, {"lesson": lesson, "numbers": kept})
+
+
 def _read_all(folder: Path) -> list[dict]:
     records = []
     for path in sorted(folder.rglob("*.json")) if folder.is_dir() else []:
@@ -152,13 +226,16 @@ def _read_all(folder: Path) -> list[dict]:
 
 
 def _available_exercises(root: Path) -> dict[tuple[str, str], float]:
-    """(assignment, notebook file) → points, for every exercise notebook in ``grading/source``."""
+    """(assignment, notebook file) → points, for every autograded exercise notebook in
+    ``grading/source`` (the capstones' write-ups are graded by hand, in the instructor's
+    gradebook, which a learner's progress cannot see)."""
     from labkit.course.grading import grade_cells
 
     source = root / "grading" / "source"
     found = {}
     for path in sorted(source.glob("*/*.ipynb")) if source.is_dir() else []:
-        found[(path.parent.name, path.name)] = sum(grade_cells(path).values())
+        if points := grade_cells(path):
+            found[(path.parent.name, path.name)] = sum(points.values())
     return found
 
 
@@ -236,6 +313,7 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
     }
     available = _available_exercises(root)
     lesson_files = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+    accepted = {r["capstone"]: r for r in _read_all(directory / "capstones") if "capstone" in r}
 
     steps = []
     for step in STEPS:
@@ -260,8 +338,14 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
             k in checked and float(checked[k]["score"]) >= points - 1e-9
             for k, points in notebooks.items()
         )
-        if not lesson_exists and not notebooks:
+        acceptance = accepted.get(step.capstone) if step.capstone else None
+        if step.capstone:  # done when the acceptance suite passed, whatever the brief
+            full = bool(acceptance and acceptance.get("passed") is True)
+            checked = {"acceptance": acceptance} if acceptance else {}
+        if not lesson_exists and not notebooks and not step.capstone:
             status = "coming soon"
+        elif step.capstone and full:
+            status = "done"
         elif (ran or not lesson_exists) and full and (ran or notebooks):
             status = "done"
         elif ran or checked:
@@ -272,7 +356,16 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
             lesson_text = "—"
         else:
             lesson_text = f"ran {ran[0][:10]}" if ran else "not run yet"
-        if not notebooks:
+        if step.capstone:
+            if not acceptance:
+                exercise_text = f"acceptance not run yet (labkit check capstone-{step.capstone})"
+            else:
+                verdict = "passed" if full else "failed"
+                exercise_text = (
+                    f"acceptance {verdict} {str(acceptance.get('checked_at', ''))[:10]} "
+                    f"(size {acceptance.get('size', '?')})"
+                )
+        elif not notebooks:
             exercise_text = "—"
         elif not checked:
             exercise_text = f"0 / {_points(total)} (not checked yet)"
@@ -323,3 +416,548 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
     for row in steps:
         del row["_earned"], row["_total"]
     return Progress(steps, phases, evidence=len(lessons) + len(results))
+
+
+# --- The learning journal ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number a lesson measures and records (:func:`record_numbers`): which lesson, in
+    which step, what it is, and how to show it."""
+
+    lesson: str
+    step: int
+    what: str = ""  # empty: the name says what it is
+    fmt: str = "{}"
+
+
+_L01, _L02 = "01-performance-and-optimization", "02-production-architecture"
+_L03, _L04 = "03-security-and-scale", "04-realtime-and-testing"
+
+# Lesson 01 records its "Your numbers" table (labkit.sections.numbers): the label says what
+# it is and, in parentheses, the section. Lessons 02-04 record from their summary cells.
+NUMBERS: dict[str, Number] = {
+    "author lookup: buffers, no index → index (4)": Number(_L01, 6),
+    "author lookup: median ms (4)": Number(_L01, 6),
+    "N+1: statements, lazy → selectinload (6)": Number(_L01, 6),
+    "connection: new → pooled checkout, median ms (7)": Number(_L01, 6),
+    "practice run: profile page statements (8)": Number(_L01, 6),
+    "TTL jitter: most entries expiring in one second, same TTL → ±10% (10)": Number(_L01, 7),
+    "cache workload: statements, none → warmed cache (16)": Number(_L01, 7),
+    "cache workload: hit rate, cold / warmed (16)": Number(_L01, 7),
+    "hot row: row updates, UPDATE per view → HINCRBY + flush (16)": Number(_L01, 7),
+    "hot row: lock waits seen, UPDATE per view → HINCRBY + flush (16)": Number(_L01, 7),
+    "stampede: computations, no lock → lock (17)": Number(_L01, 7),
+    "stale-while-revalidate: readers served stale at once, loads (17)": Number(_L01, 7),
+    "Redis down: reads answered correctly (18)": Number(_L01, 7),
+    "Redis hung: reads that waited for the timeout, no breaker → breaker (18)": Number(_L01, 7),
+    "graphql_users": Number(_L02, 8, "GraphQL: users in the largest request (8.2)", "{:,}"),
+    "graphql_naive_statements": Number(
+        _L02, 8, "GraphQL: statements for that request, a resolver per field (8.2)", "{:,}"
+    ),
+    "graphql_dataloader_statements": Number(
+        _L02, 8, "GraphQL: statements for the same request with DataLoaders (8.2)", "{:,}"
+    ),
+    "dual_write_events_lost": Number(
+        _L02, 9, "dual write, writer killed after commit: orders that lost their event", "{}"
+    ),
+    "outbox_events_lost": Number(
+        _L02, 9, "outbox, every kill point: orders that lost their event", "{}"
+    ),
+    "serverless_cold_ms": Number(
+        _L02, 10, "serverless: a cold invocation, process start included (ms)", "{:,.0f}"
+    ),
+    "serverless_warm_ms": Number(_L02, 10, "serverless: a warm invocation, median (ms)", "{:,.1f}"),
+    "rls_attacks_tried": Number(_L03, 11, "RLS: attacks tried (11.6)", "{:,}"),
+    "rls_attacks_leaking": Number(
+        _L03, 11, "RLS: attacks that still saw other tenants' rows under RLS (11.6)", "{:,}"
+    ),
+    "quiet_p95_ms_alone": Number(_L03, 12, "quiet tenants' p95, alone (ms)", "{:,.1f}"),
+    "quiet_p95_ms_noisy": Number(
+        _L03, 12, "quiet tenants' p95 beside a noisy tenant (ms)", "{:,.1f}"
+    ),
+    "quiet_p95_ms_contained": Number(
+        _L03, 12, "quiet tenants' p95 with the noisy tenant contained (ms)", "{:,.1f}"
+    ),
+    "replica_load_requests_per_s": Number(
+        _L03, 13, "load test with a read replica: requests per second (13.5)", "{:,.0f}"
+    ),
+    "replica_read_share": Number(
+        _L03, 13, "load test: share of the reads the replica ran (13.5)", "{:.0%}"
+    ),
+    "resharding_moved_modulo": Number(
+        _L03, 13, "adding a shard: keys moved with hash % N (13.8)", "{:.1%}"
+    ),
+    "resharding_moved_ring": Number(
+        _L03, 13, "adding a shard: keys moved with a consistent-hash ring (13.8)", "{:.1%}"
+    ),
+    "postgres_report_ms": Number(
+        _L03, 13, "analytics report in PostgreSQL, median (ms) (13.9)", "{:,.1f}"
+    ),
+    "duckdb_report_ms": Number(
+        _L03, 13, "the same report in DuckDB over Parquet, median (ms) (13.9)", "{:,.1f}"
+    ),
+    "duckdb_speedup": Number(
+        _L03, 13, "DuckDB's speed-up over PostgreSQL on that report (13.9)", "{:.1f}×"
+    ),
+    "feed_p95_ms": Number(_L04, 14, "change feed: COMMIT to client, p95 (ms) (14.3)", "{:,.1f}"),
+    "feed_changes_missed": Number(_L04, 14, "change feed: changes missed (14.3)", "{:,}"),
+    "conflict_edits": Number(_L04, 14, "conflicting edits compared (14.8)", "{:,}"),
+    "lww_lost_updates": Number(_L04, 14, "last write wins: edits lost (14.8)", "{:,}"),
+    "crdt_lost_updates": Number(_L04, 14, "CRDT: edits lost (14.8)", "{:,}"),
+    "ws_clients_held": Number(
+        _L04, 14, "WebSocket clients one process held, no failure (14.9)", "{:,}"
+    ),
+    "ws_p95_ms_at_most": Number(_L04, 14, "p95 at that many clients (ms) (14.9)", "{:,.0f}"),
+    "load_peak_requests_per_s": Number(
+        _L04, 15, "locust: peak throughput (requests/s) (15.4)", "{:,.0f}"
+    ),
+    "load_peak_users": Number(_L04, 15, "locust: users at the peak (15.4)", "{:,}"),
+    "load_knee_users": Number(_L04, 15, "locust: users at the knee, p95 doubled (15.4)", "{:,}"),
+}
+
+CAPSTONES: dict[str, str] = {
+    "collab": "Real-time collaboration platform",
+    "marketplace": "E-commerce marketplace",
+    "analytics": "Analytics dashboard on time-series data",
+}
+
+
+@dataclass(frozen=True)
+class Lesson:
+    """Evidence: the lesson (a notebook stem glob) ran to its last cell."""
+
+    lesson: str
+
+
+@dataclass(frozen=True)
+class Tasks:
+    """Evidence: these tasks (nbgrader grade ids; none = every task) of an exercise notebook
+    (``<assignment>/<notebook glob>``) had full marks in your latest check."""
+
+    notebook: str
+    tasks: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Measured:
+    """Evidence: a lesson recorded each of these numbers (keys of :data:`NUMBERS`)."""
+
+    numbers: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Capstone:
+    """Evidence: the capstone's acceptance suite passed in full (``labkit check capstone-<name>``)."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class Item:
+    """One box of the journal: ticked when every piece of its evidence holds."""
+
+    text: str
+    evidence: tuple[Lesson | Tasks | Measured | Capstone, ...]
+
+
+@dataclass(frozen=True)
+class Week:
+    title: str
+    steps: tuple[int, ...]
+    items: tuple[Item, ...]
+
+
+_S06, _S07 = "01-performance/step06-*", "01-performance/step07-*"
+_S08, _S09, _S10 = "02-graphql/step08-*", "02-microservices/step09-*", "02-serverless/step10-*"
+_S11, _S12, _S13 = "03-security/step11-*", "03-tenancy/step12-*", "03-scale/step13-*"
+_S14, _S15 = "04-realtime/step14-*", "04-testing/step15-*"
+
+# The guide's checklists (its "Progress Tracking": weeks 1-10), extended to the whole
+# syllabus. The guide's own items come first in each week, in its words.
+JOURNAL: tuple[Week, ...] = (
+    Week(
+        "Week 0: Start here",
+        (0,),
+        (
+            Item("Ran the start-here notebook", (Lesson("00-*"),)),
+            Item("Completed the warm-up exercises", (Tasks("00-warmup/*"),)),
+        ),
+    ),
+    Week(
+        "Week 1-2: Performance",
+        (6, 7),
+        (
+            Item("Completed query optimization exercises", (Tasks(_S06),)),
+            Item("Implemented Redis caching", (Tasks(_S07),)),
+            Item(
+                "Measured performance improvements",
+                (
+                    Lesson("01-*"),
+                    Measured(tuple(k for k, n in NUMBERS.items() if n.lesson == _L01)),
+                ),
+            ),
+        ),
+    ),
+    Week(
+        "Week 3-4: GraphQL",
+        (8,),
+        (
+            Item(
+                "Built GraphQL API",
+                (Tasks(_S08, ("test_email_for", "test_edit_post", "test_build_schema")),),
+            ),
+            Item("Added subscriptions", (Tasks(_S08, ("test_post_created",)),)),
+            Item(
+                "Implemented DataLoader",
+                (Tasks(_S08, ("test_load_posts_by_author", "test_make_context")),),
+            ),
+            Item(
+                "Measured statements per request, with and without DataLoaders",
+                (Measured(("graphql_naive_statements", "graphql_dataloader_statements")),),
+            ),
+        ),
+    ),
+    Week(
+        "Week 5-6: Microservices (and serverless)",
+        (9, 10),
+        (
+            Item("Created service separation", (Lesson("02-*"),)),
+            Item(
+                "Implemented event bus",
+                (
+                    Tasks(
+                        _S09,
+                        (
+                            "test_ship_once",
+                            "test_place_order",
+                            "test_relay_once",
+                            "test_claim_stuck",
+                            "test_rescue",
+                        ),
+                    ),
+                ),
+            ),
+            Item("Handled distributed transactions", (Tasks(_S09, ("test_run_saga",)),)),
+            Item(
+                "Measured events lost: dual write against the outbox",
+                (Measured(("dual_write_events_lost", "outbox_events_lost")),),
+            ),
+            Item("Made a function serverless-safe (Step 10 exercises)", (Tasks(_S10),)),
+        ),
+    ),
+    Week(
+        "Week 7-8: Security (and multi-tenancy)",
+        (11, 12),
+        (
+            Item(
+                "Added RLS", (Tasks(_S11, ("test_enable_tenant_rls", "test_tenant_sessionmaker")),)
+            ),
+            Item(
+                "Implemented encryption",
+                (Tasks(_S11, ("test_email_index", "test_field_encryption")),),
+            ),
+            Item("Created audit logs", (Lesson("03-*"),)),
+            Item(
+                "Kept user input out of SQL text",
+                (Tasks(_S11, ("test_search_invoices", "test_order_clause")),),
+            ),
+            Item(
+                "Measured which attacks RLS stops",
+                (Measured(("rls_attacks_tried", "rls_attacks_leaking")),),
+            ),
+            Item("Built a multi-tenant SaaS data layer (Step 12 exercises)", (Tasks(_S12),)),
+        ),
+    ),
+    Week(
+        "Week 9-10: Scale",
+        (13,),
+        (
+            Item(
+                "Set up read replicas",
+                (Lesson("03-*"), Measured(("replica_load_requests_per_s", "replica_read_share"))),
+            ),
+            Item(
+                "Implemented sharding",
+                (Tasks(_S13, ("test_shard_for", "test_ring", "test_merges")),),
+            ),
+            Item("Created monitoring dashboard", (Tasks(_S13, ("test_instrument", "test_alert")),)),
+            Item(
+                "Ran the heavy analytics on a Parquet copy with DuckDB",
+                (Tasks(_S13, ("test_revenue_by_region",)), Measured(("duckdb_speedup",))),
+            ),
+        ),
+    ),
+    Week(
+        "Week 11-12: Real-time, testing and monitoring",
+        (14, 15),
+        (
+            Item(
+                "Built a change feed that resumes without gaps",
+                (Tasks(_S14, ("test_watch", "test_resume")),),
+            ),
+            Item("Added presence", (Tasks(_S14, ("test_presence",)),)),
+            Item(
+                "Resolved conflicts: optimistic locking and a CRDT",
+                (Tasks(_S14, ("test_save_edit", "test_sync", "test_compact")),),
+            ),
+            Item(
+                "Measured how many WebSocket clients one process holds",
+                (Measured(("ws_clients_held", "ws_p95_ms_at_most")),),
+            ),
+            Item(
+                "Wrote integration tests against the real servers",
+                (Tasks(_S15, ("test_rolled_back", "test_at_most", "test_test_checkout")),),
+            ),
+            Item(
+                "Traced requests and load-tested them",
+                (
+                    Tasks(_S15, ("test_traced", "test_percentiles")),
+                    Measured(("load_peak_requests_per_s",)),
+                ),
+            ),
+            Item("Ran the Phase 4 lesson", (Lesson("04-*"),)),
+        ),
+    ),
+    Week(
+        "After week 12: the capstone projects",
+        tuple(s.step for s in STEPS if s.capstone),
+        tuple(
+            Item(f"{title}: acceptance suite passed", (Capstone(name),))
+            for name, title in CAPSTONES.items()
+        ),
+    ),
+)
+
+
+def _score(value: object) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return 0.0  # a damaged score counts as none
+
+
+def _fmt(number: Number | None, value: object) -> str:
+    if number is not None and not isinstance(value, str):
+        try:
+            return number.fmt.format(value)
+        except (ValueError, TypeError):
+            pass
+    if isinstance(value, float):
+        return f"{value:,.4g}"
+    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+
+
+@dataclass(repr=False)
+class Journal:
+    """The learning journal: weekly checklists ticked from your records, and your numbers.
+    ``markdown()`` is the text; a notebook shows it as Markdown."""
+
+    weeks: list[dict]
+    written_at: str
+    directory: Path
+    path: Path | None = None  # where write_journal wrote it
+
+    @property
+    def ticked(self) -> int:
+        return sum(item["done"] for week in self.weeks for item in week["items"])
+
+    @property
+    def total(self) -> int:
+        return sum(len(week["items"]) for week in self.weeks)
+
+    def markdown(self) -> str:
+        lines = [
+            "# My learning journal",
+            "",
+            f"Written {self.written_at[:16].replace('T', ' ')} UTC from my own results: "
+            f"{self.ticked} of {self.total} boxes ticked. Each box is ticked by the evidence "
+            "beside it, never by hand: a lesson that ran to its last cell, an exercise's tasks "
+            "with full marks in my latest check (`python -m labkit check <assignment>`), a "
+            "number a lesson measured, or a capstone's acceptance suite passed in full "
+            "(`python -m labkit check capstone-<name>`). Run a lesson or a check again, then "
+            "`python -m labkit progress --journal`, to bring it up to date.",
+        ]
+        for week in self.weeks:
+            lines += ["", f"## {week['title']}", ""]
+            for item in week["items"]:
+                box = "x" if item["done"] else " "
+                lines.append(f"- [{box}] {item['text']} — *{'; '.join(item['evidence'])}*")
+            if week["numbers"]:
+                lines += ["", "My numbers:", "", "| what | my value | from | recorded |"]
+                lines.append("| --- | --- | --- | --- |")
+                for row in week["numbers"]:
+                    cells = [row[k].replace("|", "\\|") for k in ("what", "value", "from", "at")]
+                    lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def __str__(self) -> str:
+        return self.markdown()
+
+    __repr__ = __str__
+
+
+def journal(directory: Path | None = None, root: Path | None = None) -> Journal:
+    """The learning journal from the records in ``directory`` (default :func:`progress_dir`)
+    and the exercises in ``root`` (default: the checkout); see :data:`JOURNAL`."""
+    from labkit.course.grading import grade_cells
+
+    root = root or config.project_root()
+    directory = directory or progress_dir()
+
+    def records(folder: str, *keys: str) -> list[dict]:  # a record of another shape: none
+        found = _read_all(directory / folder)
+        return [r for r in found if isinstance(r, dict) and all(k in r for k in keys)]
+
+    lessons = {str(r["lesson"]): r for r in records("lessons", "lesson")}
+    results = {
+        f"{r['assignment']}/{r['notebook']}": r
+        for r in records("exercises", "assignment", "notebook")
+    }
+    measured: dict[str, dict] = {}
+    for record in records("numbers", "numbers"):
+        entries = record["numbers"] if isinstance(record["numbers"], dict) else {}
+        for key, entry in entries.items():
+            if isinstance(entry, dict) and "value" in entry and key in NUMBERS:
+                measured[key] = entry
+    capstones = {str(r["capstone"]): r for r in records("capstones", "capstone")}
+    source = root / "grading" / "source"
+    notebooks = sorted(source.glob("*/*.ipynb")) if source.is_dir() else []
+    lesson_files = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
+    points_of: dict[Path, dict[str, float]] = {}  # grade id → points, per exercise notebook
+
+    def lesson_evidence(evidence: Lesson) -> tuple[bool, str]:
+        ran = sorted(
+            (
+                r.get("completed_at", "")
+                for n, r in lessons.items()
+                if fnmatch.fnmatch(n, evidence.lesson)
+            ),
+            reverse=True,
+        )
+        name = next(iter(fnmatch.filter(lesson_files, evidence.lesson)), evidence.lesson)
+        if ran:
+            return True, f"lesson {name} ran to the end {ran[0][:10]}"
+        return False, f"lesson {name} has not run to its last cell yet"
+
+    def tasks_evidence(evidence: Tasks) -> tuple[bool, str]:
+        found = [
+            p for p in notebooks if fnmatch.fnmatch(f"{p.parent.name}/{p.name}", evidence.notebook)
+        ]
+        if not found:
+            return False, f"{evidence.notebook}: no such exercise in this course"
+        path = found[0]
+        key = f"{path.parent.name}/{path.name}"
+        if path not in points_of:
+            points_of[path] = grade_cells(path)
+        points = points_of[path]
+        wanted = evidence.tasks or tuple(points)
+        record = results.get(key)
+        if record is None:
+            return (
+                False,
+                f"{path.name} not checked yet (`python -m labkit check {path.parent.name}`)",
+            )
+        full_notebook = _score(record.get("score")) >= sum(points.values()) - 1e-9
+        scores = record.get("tasks") if isinstance(record.get("tasks"), dict) else {}
+        earned = {}
+        for task in wanted:
+            top = points.get(task, 0.0)
+            entry = scores.get(task)
+            if isinstance(entry, dict) and "score" in entry:
+                earned[task] = min(_score(entry["score"]), top)
+            else:
+                earned[task] = top if full_notebook else 0.0
+        when = str(record.get("checked_at", ""))[:10]
+        if evidence.tasks:
+            done = all(earned[t] >= points.get(t, 0.0) - 1e-9 for t in wanted)
+            parts = ", ".join(
+                f"{t} {_points(earned[t])}/{_points(points.get(t, 0))}" for t in wanted
+            )
+        else:  # the whole notebook: its score
+            total = sum(points.values())
+            done = full_notebook
+            parts = f"{_points(min(_score(record.get('score')), total))} / {_points(total)} points"
+        return done, f"{path.name}: {parts} (checked {when})"
+
+    def measured_evidence(evidence: Measured) -> tuple[bool, str]:
+        have = [k for k in evidence.numbers if k in measured]
+        lessons_named = sorted({NUMBERS[k].lesson for k in evidence.numbers})
+        where = "lesson " + ", ".join(lessons_named)
+        if len(have) == len(evidence.numbers):
+            if len(have) == 1:
+                return (
+                    True,
+                    f"{where} measured {_fmt(NUMBERS[have[0]], measured[have[0]]['value'])}",
+                )
+            return True, f"{where} recorded {len(have)} numbers (below)"
+        return False, f"{where} recorded {len(have)} of {len(evidence.numbers)} numbers"
+
+    def capstone_evidence(evidence: Capstone) -> tuple[bool, str]:
+        record = capstones.get(evidence.name)
+        command = f"`python -m labkit check capstone-{evidence.name}`"
+        if record is None:
+            return False, f"not run yet ({command})"
+        when = str(record.get("checked_at", ""))[:10]
+        size = record.get("size", "?")
+        if record.get("passed") is True:
+            return True, f"passed at size {size} ({when})"
+        return False, f"last run at size {size} failed ({when}): run {command} for what to fix"
+
+    check = {
+        Lesson: lesson_evidence,
+        Tasks: tasks_evidence,
+        Measured: measured_evidence,
+        Capstone: capstone_evidence,
+    }
+    weeks = []
+    for week in JOURNAL:
+        items = []
+        for item in week.items:
+            outcomes = [check[type(e)](e) for e in item.evidence]
+            items.append(
+                {
+                    "text": item.text,
+                    "done": all(ok for ok, _ in outcomes),
+                    "evidence": [text for _, text in outcomes],
+                }
+            )
+        numbers = [
+            {
+                "what": number.what or key,
+                "value": _fmt(number, measured[key]["value"]),
+                "from": f"lesson {number.lesson}, Step {number.step}",
+                "at": str(measured[key].get("recorded_at", ""))[:10],
+            }
+            for key, number in NUMBERS.items()
+            if number.step in week.steps and key in measured
+        ]
+        if any(s.capstone and s.step in week.steps for s in STEPS):  # acceptance numbers
+            for name, record in capstones.items():
+                found = record.get("numbers")
+                for key, value in (found if isinstance(found, dict) else {}).items():
+                    numbers.append(
+                        {
+                            "what": str(key),
+                            "value": _fmt(None, value),
+                            "from": f"capstone {name} (size {record.get('size', '?')})",
+                            "at": str(record.get("checked_at", ""))[:10],
+                        }
+                    )
+        weeks.append({"title": week.title, "items": items, "numbers": numbers})
+    return Journal(weeks, _now(), directory)
+
+
+def write_journal(path: Path | None = None, directory: Path | None = None) -> Journal:
+    """Write :func:`journal` as Markdown to ``path`` (default ``<progress dir>/journal.md``)."""
+    directory = directory or progress_dir()
+    report = journal(directory)
+    target = Path(path) if path else directory / "journal.md"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(report.markdown())
+    report.path = target
+    return report
