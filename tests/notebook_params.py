@@ -78,4 +78,13 @@ CI_PARAMETERS: dict[str, dict] = {
         "S15_LOCUST_USERS": [1, 8],  # two points still bracket the knee on 2 busy cores
         "S15_LOCUST_SECONDS": 2,
     },
+    # The capstone briefs demonstrate their starters and run one quick acceptance check
+    # each (the suites themselves are tests/capstones/): CI shrinks the demos.
+    "05-capstone-collab.ipynb": {"DEMO_EDITS": 2, "RUN_CHECK": "no-cross-tenant-rows"},
+    "05-capstone-marketplace.ipynb": {
+        "DEMO_BUYERS": 20,
+        "DEMO_ORDERS": 10,
+        "CHECK_ONLY": ["order-flow"],
+    },
+    "05-capstone-analytics.ipynb": {"DEMO_EVENTS": 50_000},
 }

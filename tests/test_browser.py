@@ -36,6 +36,7 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 BUDGET_S = 160  # measured: ~90 s for 00, 01 and the warm-up, ~60-80 s more for lesson 02
 BUDGET_03_S = 150  # lesson 03 at CI size: ≤ 120 s under papermill, plus the lab's start
 BUDGET_04_S = 90  # lesson 04 at CI size: ~60 s under papermill, in the same lab as lesson 03
+BUDGET_05_S = 120  # the three capstone briefs at CI size: 4-7 s each under papermill
 CHECK_CELL = 'from labkit.course import selfcheck\n\nselfcheck.check("00-warmup", "warmup.ipynb")'
 SCREENSHOTS = config.state_dir() / "browser-screenshots"
 # Warnings JupyterLab's log must not show a learner (issue 9, "Noise").
@@ -87,6 +88,10 @@ def course_copy(folder: Path) -> Path:
     """What the browser opens: the lessons with CI's parameters in their `parameters` cell,
     and the warm-up answered (the solutions' answer cells) with the self-check cell last."""
     (folder / "notebooks").mkdir(parents=True)
+    # the capstones' starters, which their briefs import (capstones/<name>/)
+    shutil.copytree(
+        ROOT / "capstones", folder / "capstones", ignore=shutil.ignore_patterns("__pycache__")
+    )
     for lesson in sorted((ROOT / "notebooks").glob("[0-9]*.ipynb")):
         notebook = nbformat.read(lesson, as_version=4)
         for cell in notebook.cells:
@@ -461,3 +466,16 @@ def test_phase3_and_4_lessons_in_a_real_browser(tmp_path):
         timings["03 lesson"] = time.monotonic() - started
         learner.run_lesson("notebooks/04-realtime-and-testing.ipynb", 300, 5, "04-lesson")
         timings["04 lesson"] = time.monotonic() - started
+
+
+@pytest.mark.capstone  # the capstones' step of `make test`
+@pytest.mark.xdist_group("browser-05")
+def test_capstone_briefs_in_a_real_browser(tmp_path):
+    """The three capstone briefs at CI size with Run All, in one lab: each imports the
+    learner's starter, demonstrates it against the servers and runs one acceptance check
+    from a browser's kernel; nothing on stderr, every cell run."""
+    with lab_in_browser(tmp_path, BUDGET_05_S, "capstone briefs") as (learner, driver, timings):
+        started = time.monotonic()
+        for name in ("collab", "marketplace", "analytics"):
+            learner.run_lesson(f"notebooks/05-capstone-{name}.ipynb", 120, 0, f"05-{name}")
+            timings[f"05 {name}"] = time.monotonic() - started

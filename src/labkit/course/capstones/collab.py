@@ -1,0 +1,755 @@
+"""Capstone 1, the real-time collaboration platform: its acceptance suite.
+
+``python -m labkit check capstone-collab [DIR] --size ci|default [--only CHECK]``
+
+The suite starts the learner's server (``create_app``) with uvicorn, in processes of its
+own on 127.0.0.1 (two instances on one database where the check needs them), and drives
+it with WebSocket clients that speak the brief's protocol:
+
+- ``ws://HOST:PORT/docs/{name}?token=...``; a missing or forged token is refused;
+- the server first sends the whole document (one binary frame);
+- each binary frame a client sends is one pycrdt update; once committed the server
+  answers with a text frame ``{"ack": n}`` (updates of this connection committed so far);
+- every committed update of a tenant's document reaches every client of that document,
+  on every instance, as a binary frame.
+
+Checks: ``converge`` (R1), ``no-cross-tenant-messages`` and ``no-cross-tenant-rows`` (R2),
+``restart-loses-nothing`` (R3), ``concurrency`` (R4). Each measures counts (edits missing,
+foreign frames, foreign rows, acknowledged edits lost); latencies are reported beside.
+
+The checks, each with the brief's requirement it proves (``--only`` takes the name)::
+
+    >>> [(check.requirement, check.check_name) for check in CHECKS]  # doctest: +NORMALIZE_WHITESPACE
+    [('R1', 'converge'), ('R2', 'no-cross-tenant-messages'), ('R2', 'no-cross-tenant-rows'), ('R3', 'restart-loses-nothing'), ('R4', 'concurrency')]
+    >>> sorted(PARAMS)
+    ['ci', 'default']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import random
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from labkit.course.capstones import Check, requirement
+
+TITLE = "Real-time collaboration platform: multi-tenant (RLS), WebSocket sync, CRDT merge"
+
+PARAMS = {
+    "ci": {
+        "clients_per_tenant": 3,
+        "edits": 8,
+        "spacing_s": 0.01,
+        "restart_edits": 5,
+        "blocked_wait_s": 1.0,
+        "load_clients": 20,
+        "load_edits": 5,
+        "load_spacing_s": 0.05,
+        "room_size": 5,
+        "wait_s": 8,
+    },
+    "default": {
+        "clients_per_tenant": 10,
+        "edits": 30,
+        "spacing_s": 0.01,
+        "restart_edits": 20,
+        "blocked_wait_s": 2.0,
+        "load_clients": 100,
+        "load_edits": 5,
+        "load_spacing_s": 2.0,
+        "room_size": 5,
+        "wait_s": 30,
+    },
+}
+
+HOST = "127.0.0.1"
+ENV_PROJECT = "LABKIT_COLLAB_PROJECT"
+ENV_APP_URL = "LABKIT_COLLAB_APP_URL"
+ENV_SECRET = "LABKIT_COLLAB_SECRET"
+P95_LIMIT_MS = 5_000  # a sanity bound on a shared laptop; the figure itself is reported
+MARKER = re.compile(r"\[t\d+c\d+e\d+\]")
+TENANTS = (1, 2)
+
+
+def serve_project():
+    """The uvicorn factory a server process runs: the project in ``$LABKIT_COLLAB_PROJECT``,
+    its ``create_app(app_url, secret)``."""
+    from labkit.course.capstones import load_project
+
+    project = load_project(Path(os.environ[ENV_PROJECT]), "collab_project")
+    return project.create_app(os.environ[ENV_APP_URL], os.environ[ENV_SECRET])
+
+
+# --------------------------------------------------------------------------- servers
+
+
+@dataclass
+class _Server:
+    port: int
+    process: subprocess.Popen
+    log: Path
+
+    def url(self, doc: str, token: str | None) -> str:
+        query = "" if token is None else f"?token={quote(token, safe='')}"
+        return f"ws://{HOST}:{self.port}/docs/{doc}{query}"
+
+    def kill(self) -> None:
+        """SIGKILL: the process gets no chance to flush or clean up."""
+        if self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(5)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return sock.getsockname()[1]
+
+
+def _serve(ctx, app_url: str, secret: str) -> _Server:
+    """Start the project's app with uvicorn in a process of its own; wait for ``/health``
+    (or, if the app has none, for the port to accept connections)."""
+    port = _free_port()
+    log = ctx.workdir / f"server-{port}.log"
+    env = {**os.environ, ENV_PROJECT: str(ctx.project_dir), ENV_APP_URL: app_url,
+           ENV_SECRET: secret}  # fmt: skip
+    command = [sys.executable, "-m", "uvicorn", f"{__name__}:serve_project", "--factory",
+               "--host", HOST, "--port", str(port), "--log-level", "warning",
+               "--ws", "websockets-sansio"]  # fmt: skip
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env)
+    server = _Server(port, process, log)
+    ctx.on_close(server.stop)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(f"http://{HOST}:{port}/health", timeout=2):
+                return server
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # no /health: the port answers, that is enough
+                return server
+        except OSError:
+            pass
+        time.sleep(0.1)
+    tail = "\n".join(log.read_text(errors="replace").splitlines()[-12:])
+    raise RuntimeError(
+        f"your server did not start (create_app(app_url, secret) served by uvicorn); "
+        f"its output:\n{tail}"
+    )
+
+
+# --------------------------------------------------------------------------- clients
+
+
+@dataclass(eq=False)
+class _Client:
+    """One editor speaking the brief's protocol, in an asyncio loop."""
+
+    url: str
+    tenant: int
+    index: int
+    doc: Any = None
+    ws: Any = None
+    reader: Any = None
+    acks: int = 0
+    sent: list[tuple[bytes, str, float]] = field(default_factory=list)  # update, marker, at
+    frames: list[tuple[bytes, float]] = field(default_factory=list)
+    ack_at: dict[int, float] = field(default_factory=dict)
+    first: bytes = b""
+    closed: bool = False
+    room: str = ""
+
+    async def connect(self, timeout: float = 15) -> None:
+        from websockets.asyncio.client import connect
+
+        from labkit.collab import new_doc, text
+
+        self.doc = new_doc()
+        text(self.doc)
+        self.ws = await connect(self.url, open_timeout=timeout, max_size=None)
+        first = await asyncio.wait_for(self.ws.recv(), timeout)
+        if not isinstance(first, bytes):
+            raise RuntimeError(
+                f"the first frame a client gets must be the whole document (binary), not {first!r:.60}"
+            )
+        self.first = first
+        self.doc.apply_update(first)
+        self.reader = asyncio.create_task(self._read())
+
+    async def _read(self) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            async for frame in self.ws:
+                now = time.perf_counter()
+                if isinstance(frame, bytes):
+                    self.doc.apply_update(frame)
+                    self.frames.append((frame, now))
+                else:
+                    with contextlib.suppress(ValueError, TypeError, KeyError):
+                        n = int(json.loads(frame)["ack"])
+                        self.acks = max(self.acks, n)
+                        self.ack_at.setdefault(n, now)
+        except (ConnectionClosed, OSError):
+            pass
+        finally:
+            self.closed = True
+
+    @property
+    def text(self) -> str:
+        from labkit.collab import text
+
+        return str(text(self.doc))
+
+    async def insert(self, marker: str, rng: random.Random) -> None:
+        """Insert ``marker`` at a random boundary between markers of the local replica
+        (never inside one, so every marker stays whole and countable)."""
+        from labkit.collab import recording, text
+
+        body = self.text
+        at = rng.choice([0, *(i + 1 for i, ch in enumerate(body) if ch == "]")])
+        with recording(self.doc) as updates:
+            text(self.doc).insert(at, marker)
+        for update in updates:
+            self.sent.append((update, marker, time.perf_counter()))
+            await self.ws.send(update)
+
+    def acked_markers(self) -> set[str]:
+        return {marker for _, marker, _ in self.sent[: self.acks]} - {
+            marker for _, marker, _ in self.sent[self.acks :]
+        }
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            with contextlib.suppress(Exception):
+                await self.ws.close()
+        if self.reader is not None:
+            with contextlib.suppress(BaseException):
+                await self.reader
+
+
+def _in_thread(coro_fn, *args):
+    """Run ``coro_fn(*args)`` in an event loop of its own thread (a notebook's kernel
+    already runs one) and return its result."""
+    box: dict = {}
+
+    def main() -> None:
+        try:
+            box["result"] = asyncio.run(coro_fn(*args))
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller)
+            box["error"] = exc
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
+
+
+async def _until(predicate, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        await asyncio.sleep(0.02)
+    return predicate()
+
+
+async def _connect_all(clients: list[_Client], *, tolerate: bool = False) -> int:
+    """Connect every client (20 at a time); with ``tolerate``, count the failures (those
+    clients stay offline) instead of raising the first."""
+    gate = asyncio.Semaphore(20)
+
+    async def one(client: _Client) -> None:
+        async with gate:
+            await client.connect()
+
+    results = await asyncio.gather(*(one(c) for c in clients), return_exceptions=tolerate)
+    return sum(isinstance(r, BaseException) for r in results)
+
+
+def _make_clients(servers, tokens, doc: str, per_tenant: int) -> list[_Client]:
+    return [
+        _Client(servers[(i + t) % len(servers)].url(doc, tokens[t]), t, i)
+        for t in TENANTS
+        for i in range(per_tenant)
+    ]
+
+
+async def _edit(client: _Client, edits: int, spacing: float, seed: int) -> None:
+    rng = random.Random(seed * 1_000 + client.tenant * 100 + client.index)
+    for j in range(edits):
+        await client.insert(f"[t{client.tenant}c{client.index}e{j}]", rng)
+        await asyncio.sleep(rng.uniform(0, spacing))
+
+
+async def _edit_together(
+    clients, edits: int, spacing: float, seed: int, wait: float, settle: float = 0.3
+):
+    """Every client edits at once; then wait for every ack and for every client to hold
+    every marker of its tenant. Returns (all acked, all delivered, seconds)."""
+    await _connect_all(clients)
+    started = time.perf_counter()
+    await asyncio.gather(*(_edit(c, edits, spacing, seed) for c in clients))
+    acked = await _until(lambda: all(c.acks >= len(c.sent) for c in clients), wait)
+    expected = _expected(clients)
+    delivered = await _until(
+        lambda: all(expected[c.tenant] <= set(MARKER.findall(c.text)) for c in clients), wait
+    )
+    seconds = time.perf_counter() - started
+    await asyncio.sleep(settle)  # anything else on its way (from another tenant) arrives
+    for client in clients:
+        await client.close()
+    return acked, delivered, seconds
+
+
+def _expected(clients) -> dict[int, set[str]]:
+    out: dict[int, set[str]] = {t: set() for t in TENANTS}
+    for client in clients:
+        out[client.tenant] |= {marker for _, marker, _ in client.sent}
+    return out
+
+
+async def _fresh_text(server: _Server, doc: str, token: str) -> str:
+    client = _Client(server.url(doc, token), 0, 0)
+    await client.connect()
+    await client.close()
+    return client.text
+
+
+def _prepare(ctx, suffix: str, instances: int):
+    database = ctx.database(suffix)
+    app_url = ctx.project.setup(database.url)
+    secret = secrets.token_hex(16)
+    servers = [_serve(ctx, app_url, secret) for _ in range(instances)]
+    tokens = {t: ctx.project.token_for(t, secret) for t in TENANTS}
+    return database, app_url, secret, servers, tokens
+
+
+# --------------------------------------------------------------------------- R1
+
+
+@requirement("R1", "converge")
+def check_converge(ctx) -> Check:
+    """N clients of two tenants edit one document name at once through two instances:
+    every client and the database end with the same text, holding every edit once."""
+    p = ctx.params
+    _, app_url, _, servers, tokens = _prepare(ctx, "converge", 2)
+    doc = "shared"
+    clients = _make_clients(servers, tokens, doc, p["clients_per_tenant"])
+    acked, _, seconds = _in_thread(
+        _edit_together, clients, p["edits"], p["spacing_s"], 1, p["wait_s"]
+    )
+    expected = _expected(clients)
+    store = ctx.project.Store(app_url)
+    copies: dict[int, list[str]] = {t: [c.text for c in clients if c.tenant == t] for t in TENANTS}
+    for t in TENANTS:
+        copies[t].append(store.text(t, doc))
+        copies[t].append(_in_thread(_fresh_text, servers[t % 2], doc, tokens[t]))
+    missing = wrong = 0
+    for t, texts in copies.items():
+        for body in texts:
+            found = Counter(MARKER.findall(body))
+            missing += len(expected[t] - set(found))
+            wrong += sum(n - 1 for n in found.values() if n > 1)
+            wrong += sum(1 for m in found if m not in expected[t])
+    distinct = {t: len(set(texts)) for t, texts in copies.items()}
+    edits = sum(len(e) for e in expected.values())
+    n_copies = sum(len(texts) for texts in copies.values())
+    passed = acked and missing == 0 and wrong == 0 and all(d == 1 for d in distinct.values())
+    measured = (
+        f"{len(clients)} clients, 2 tenants, 2 instances, {edits} edits: "
+        f"{sum(distinct.values())} distinct texts for 2 tenants over {n_copies} copies "
+        f"(clients, Store.text, a fresh client), {missing} edits missing, "
+        f"{wrong} duplicated or foreign, {'all' if acked else 'NOT all'} acknowledged"
+    )
+    fix = (
+        "store every update (append, never overwrite) and build a document by merging all of "
+        "its updates; send every committed update to every client of that document on every "
+        'instance (LISTEN/NOTIFY); ack each update with {"ack": n} once committed'
+    )
+    return Check("converge", "R1", passed, measured,
+                 "1 text per tenant in every copy, 0 edits missing, 0 duplicated or foreign",
+                 fix, numbers={"converge_clients": len(clients), "converge_edits": edits,
+                               "converge_seconds": round(seconds, 2)})  # fmt: skip
+
+
+# --------------------------------------------------------------------------- R2
+
+
+async def _try_forged(server: _Server, doc: str, token: str | None) -> bool:
+    """True if the server refused the token (handshake refused, or closed before it sent
+    any document)."""
+    from websockets.asyncio.client import connect
+
+    try:
+        async with connect(server.url(doc, token), open_timeout=5) as ws:
+            frame = await asyncio.wait_for(ws.recv(), 3)
+            return not isinstance(frame, bytes)
+    except Exception:  # refused at the handshake, closed, timed out
+        return True
+
+
+@requirement("R2", "no-cross-tenant-messages")
+def check_no_cross_tenant_messages(ctx) -> Check:
+    """Clients of two tenants edit documents with the same name: no frame of one tenant
+    reaches the other's clients; tokens the server did not sign are refused."""
+    p = ctx.params
+    _, _, secret, servers, tokens = _prepare(ctx, "messages", 2)
+    doc = "shared"
+    clients = _make_clients(servers, tokens, doc, 2)
+    _in_thread(_edit_together, clients, max(3, p["edits"] // 2), p["spacing_s"], 2, p["wait_s"])
+    sent_by = {t: {u for c in clients if c.tenant == t for u, _, _ in c.sent} for t in TENANTS}
+    foreign_frames = foreign_markers = 0
+    expected = _expected(clients)
+    for client in clients:
+        other = 3 - client.tenant
+        foreign_frames += sum(1 for frame, _ in client.frames if frame in sent_by[other])
+        foreign_markers += sum(1 for m in MARKER.findall(client.text) if m in expected[other])
+    forged = {
+        "a token signed with another secret": ctx.project.token_for(2, secret + "-forged"),
+        "no token": None,
+        "a garbage token": "not-a-token",
+        "a tenant id as the token": "2",
+    }
+    accepted = [what for what, token in forged.items()
+                if not _in_thread(_try_forged, servers[0], doc, token)]  # fmt: skip
+    passed = foreign_frames == 0 and foreign_markers == 0 and not accepted
+    measured = (
+        f"{foreign_frames} frames and {foreign_markers} edits of the other tenant received "
+        f"by {len(clients)} clients; {len(forged) - len(accepted)} of {len(forged)} forged "
+        f"tokens refused" + (f" (accepted: {', '.join(accepted)})" if accepted else "")
+    )
+    fix = (
+        "key the rooms by (tenant, document), never by document alone, and deliver a "
+        "notified update only to the room of its tenant; take the tenant from a token the "
+        "server signed (verify the signature), refuse the connection (close 1008) otherwise"
+    )
+    return Check("no-cross-tenant-messages", "R2", passed, measured,
+                 "0 frames, 0 edits of another tenant; every forged token refused", fix)  # fmt: skip
+
+
+def _tenant_tables(conn) -> list[tuple[str, str]]:
+    return [
+        (schema, table)
+        for schema, table in conn.execute(
+            "SELECT c.table_schema, c.table_name FROM information_schema.columns c"
+            " JOIN information_schema.tables t USING (table_schema, table_name)"
+            " WHERE c.column_name = 'tenant_id' AND t.table_type = 'BASE TABLE'"
+            " AND c.table_schema NOT IN ('pg_catalog', 'information_schema')"
+            " ORDER BY 1, 2"
+        ).fetchall()
+    ]
+
+
+@requirement("R2", "no-cross-tenant-rows")
+def check_no_cross_tenant_rows(ctx) -> Check:
+    """With rows of both tenants stored: a query as tenant 1 without any WHERE sees 0 rows of
+    tenant 2; a connection that set no tenant sees 0 rows; moving a row to tenant 2 is
+    refused; the app's role is no superuser, no BYPASSRLS, not the owner; RLS is forced."""
+    import psycopg
+    from psycopg import sql
+
+    from labkit import rls
+    from labkit.collab import new_doc, recording, text
+
+    database = ctx.database("rows")
+    app_url = ctx.project.setup(database.url)
+    store = ctx.project.Store(app_url)
+    for t in TENANTS:
+        replica = new_doc()
+        for k in range(3):
+            with recording(replica) as updates:
+                text(replica).insert(0, f"[t{t}c0e{k}]")
+            for update in updates:
+                store.append(t, "shared", update)
+    problems: list[str] = []
+    with database.connect(autocommit=True) as admin:
+        tables = _tenant_tables(admin)
+        if not tables:
+            problems.append("no table with a tenant_id column")
+        stored_foreign = 0
+        for schema, table in tables:
+            name = sql.Identifier(schema, table)
+            stored_foreign += admin.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE tenant_id <> 1").format(name)
+            ).fetchone()[0]
+            flags = rls.table_security(admin, f"{schema}.{table}")
+            if not flags["enabled"]:
+                problems.append(f"{table}: ROW LEVEL SECURITY not enabled")
+            elif not flags["forced"]:
+                problems.append(f"{table}: ROW LEVEL SECURITY not forced")
+        if tables and stored_foreign == 0:
+            problems.append("Store.append stored no row of tenant 2")
+    seen_foreign = unscoped = 0
+    moved = 0
+    with ctx.project.tenant_connection(app_url, 1) as conn:
+        for schema, table in tables:
+            name = sql.Identifier(schema, table)
+            facts = rls.role_facts(conn, f"{schema}.{table}")
+            for fact in ("superuser", "bypassrls", "owner"):
+                if facts[fact]:
+                    problems.append(f"the app's role {facts['user']} is {fact} of {table}")
+            seen_foreign += conn.execute(
+                sql.SQL("SELECT count(*) FROM {} WHERE tenant_id IS DISTINCT FROM 1").format(name)
+            ).fetchone()[0]
+            try:
+                with conn.transaction(force_rollback=True):
+                    moved += conn.execute(
+                        sql.SQL("UPDATE {} SET tenant_id = 2 WHERE tenant_id = 1").format(name)
+                    ).rowcount
+            except psycopg.Error:
+                pass  # refused: what we want
+    with psycopg.connect(app_url, autocommit=True) as bare:
+        for schema, table in tables:
+            with contextlib.suppress(psycopg.errors.InsufficientPrivilege):
+                unscoped += bare.execute(
+                    sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+                ).fetchone()[0]
+    if seen_foreign:
+        problems.append(f"tenant 1 saw {seen_foreign} rows of tenant 2 with no WHERE")
+    if unscoped:
+        problems.append(f"a connection that set no tenant saw {unscoped} rows")
+    if moved:
+        problems.append(f"tenant 1 moved {moved} rows to tenant 2 (a forged tenant_id)")
+    passed = not problems
+    measured = (
+        f"{len(tables)} tenant tables; tenant 1 saw {seen_foreign} rows of tenant 2, "
+        f"an unscoped connection {unscoped}, a forged tenant_id moved {moved}"
+        + (f"; {'; '.join(problems)}" if problems else "")
+    )
+    fix = (
+        "in setup(): ENABLE and FORCE ROW LEVEL SECURITY on every table with a tenant_id, a "
+        "policy USING and WITH CHECK tenant_id = the transaction's tenant setting, and return "
+        "the URL of an ordinary role (labkit.db.login_role) granted only what the app needs, "
+        "never the owner's or a superuser's URL"
+    )
+    return Check("no-cross-tenant-rows", "R2", passed, measured,
+                 "0 foreign rows seen, 0 unscoped rows, 0 rows moved; RLS enabled and forced; "
+                 "an ordinary role", fix)  # fmt: skip
+
+
+# --------------------------------------------------------------------------- R3
+
+
+async def _restart_phase(clients, edits: int, spacing: float, seed: int, wait_acks: float):
+    await asyncio.gather(*(_edit(c, edits, spacing, seed) for c in clients))
+    return await _until(lambda: all(c.acks >= len(c.sent) for c in clients), wait_acks)
+
+
+async def _restart_scenario(server, tokens, doc, edits, spacing, blocked_wait, block, unblock):
+    clients = [_Client(server.url(doc, tokens[t]), t, 0) for t in TENANTS]
+    await _connect_all(clients)
+    first_acked = await _restart_phase(clients, edits, spacing, 3, 15)
+    acked_first = sum(c.acks for c in clients)
+    await asyncio.to_thread(block)
+    for client in clients:  # the second half: their commits wait for the lock
+        for j in range(edits, 2 * edits):
+            await client.insert(f"[t{client.tenant}c0e{j}]", random.Random(j))
+    await asyncio.sleep(blocked_wait)
+    await asyncio.to_thread(unblock)  # SIGKILL the server, end its sessions, release
+    for client in clients:
+        await client.close()
+    return clients, first_acked, acked_first
+
+
+@requirement("R3", "restart-loses-nothing")
+def check_restart_loses_nothing(ctx) -> Check:
+    """Every edit acknowledged before the server is SIGKILLed is in the document after a
+    restart. While the kill happens, the commits of the last edits are held back (the
+    tables are locked), so an ack sent before its commit is caught every time."""
+    import psycopg
+    from psycopg import sql
+
+    p = ctx.params
+    database, app_url, secret, servers, tokens = _prepare(ctx, "restart", 1)
+    doc = "notes"
+    lock = psycopg.connect(database.url)
+    ctx.on_close(lock.close)
+
+    def block() -> None:
+        tables = lock.execute(
+            "SELECT schemaname, tablename FROM pg_tables"
+            " WHERE schemaname NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema, table in tables:  # reads go on; writes wait
+            lock.execute(
+                sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(sql.Identifier(schema, table))
+            )
+
+    def unblock() -> None:
+        servers[0].kill()
+        # The killed server's sessions die with it: what they had not committed never will.
+        lock.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        lock.rollback()
+
+    clients, first_acked, acked_first = _in_thread(
+        _restart_scenario, servers[0], tokens, doc, p["restart_edits"], p["spacing_s"],
+        p["blocked_wait_s"], block, unblock,
+    )  # fmt: skip
+    restarted = _serve(ctx, app_url, secret)
+    lost = acked = acked_blocked = 0
+    for client in clients:
+        after = set(MARKER.findall(_in_thread(_fresh_text, restarted, doc, tokens[client.tenant])))
+        mine = client.acked_markers()
+        acked += len(mine)
+        acked_blocked += client.acks - min(client.acks, p["restart_edits"])
+        lost += len(mine - after)
+    passed = first_acked and lost == 0
+    measured = (
+        f"{acked} edits acknowledged ({acked_blocked} of them while commits were held back), "
+        f"{lost} missing after SIGKILL and restart"
+        + (
+            ""
+            if first_acked
+            else f"; only {acked_first} of {2 * p['restart_edits']} edits were ever acknowledged"
+        )  # fmt: skip
+    )
+    fix = (
+        'acknowledge an update ({"ack": n}) only after its transaction has committed, '
+        "never when it arrives or when it is queued for a later write"
+        if first_acked
+        else 'send {"ack": n} (a text frame) after committing each update: n counts the '
+        "connection's updates committed so far"
+    )
+    return Check("restart-loses-nothing", "R3", passed, measured,
+                 "every update acknowledged; 0 acknowledged edits lost", fix,
+                 numbers={"acked_edits_lost_on_kill": lost})  # fmt: skip
+
+
+# --------------------------------------------------------------------------- R4
+
+
+async def _load_scenario(clients, edits: int, spacing: float, server_pids: list[int], wait: float):
+    from labkit.wsload import resident_kb
+
+    before = [resident_kb(pid) for pid in server_pids]
+    failed = await _connect_all(clients, tolerate=True)
+    clients[:] = [c for c in clients if c.reader is not None]
+    connected = [resident_kb(pid) for pid in server_pids]
+    started = time.perf_counter()
+    await asyncio.gather(*(_edit(c, edits, spacing, 4) for c in clients))
+    expected_frames = Counter()
+    for c in clients:
+        expected_frames[c.tenant, c.room] += len(c.sent)
+    await _until(
+        lambda: all(len(c.frames) >= expected_frames[c.tenant, c.room] for c in clients), wait
+    )
+    await _until(lambda: all(c.acks >= len(c.sent) for c in clients), 5)
+    for client in clients:
+        await client.close()
+    return started, expected_frames, before, connected, failed
+
+
+@requirement("R4", "concurrency")
+def check_concurrency(ctx) -> Check:
+    """K WebSocket clients of two tenants, over two instances, all editing: every update
+    reaches every client of its document. Measured: deliveries per second, the latency from
+    an update's send to its arrival at each client (it includes the commit), the ack time."""
+    from labkit.loadtest import percentile
+    from labkit.wsload import open_files_limit
+
+    p = ctx.params
+    k = p["load_clients"]
+    if open_files_limit() < 4 * k + 200:
+        raise RuntimeError(f"{k} clients need more open files: raise `ulimit -n`")
+    _, _, _, servers, tokens = _prepare(ctx, "load", 2)
+    room = p["room_size"]
+    clients = [
+        _Client(
+            servers[(i + t) % 2].url(f"load{i // room}", tokens[t]), t, i, room=f"load{i // room}"
+        )
+        for t in TENANTS
+        for i in range(k // 2)
+    ]
+    pids = [s.process.pid for s in servers]
+    wanted_clients = len(clients)
+    started, expected, before, connected, failed = _in_thread(
+        _load_scenario, clients, p["load_edits"], p["load_spacing_s"], pids, p["wait_s"]
+    )
+    latencies: list[float] = []
+    acks: list[float] = []
+    last = started
+    for client in clients:
+        sent_at = {
+            u: at
+            for c in clients
+            if (c.tenant, c.room) == (client.tenant, client.room)
+            for u, _, at in c.sent
+        }
+        for frame, at in client.frames:
+            if frame in sent_at:
+                latencies.append((at - sent_at[frame]) * 1000)
+                last = max(last, at)
+        for n, at in client.ack_at.items():
+            if n <= len(client.sent):
+                acks.append((at - client.sent[n - 1][2]) * 1000)
+    wanted = sum(expected[c.tenant, c.room] for c in clients)
+    missed = wanted - len(latencies)
+    seconds = max(last - started, 1e-9)
+    p95 = percentile(latencies, 95) if latencies else float("inf")
+    kb = None
+    if all(before) and all(connected):
+        kb = round((sum(connected) - sum(before)) / len(clients), 1)
+    numbers = {
+        "ws_clients": len(clients),
+        "deliveries": len(latencies),
+        "deliveries_per_s": round(len(latencies) / seconds, 1),
+        "send_to_client_p50_ms": round(percentile(latencies, 50), 1) if latencies else None,
+        "send_to_client_p95_ms": round(p95, 1),
+        "ack_p95_ms": round(percentile(acks, 95), 1) if acks else None,
+        "server_kb_per_client": kb,
+    }
+    passed = failed == 0 and missed == 0 and p95 <= P95_LIMIT_MS
+    measured = (
+        f"{len(clients)} of {wanted_clients} clients connected ({failed} refused or closed) "
+        f"on 2 instances, {room} per document: {len(latencies)} of {wanted} deliveries "
+        f"({missed} missed), {numbers['deliveries_per_s']:,} per s, p95 "
+        f"{numbers['send_to_client_p95_ms']} ms send-to-client, ack p95 {numbers['ack_p95_ms']} ms"
+    )
+    fix = (
+        "every committed update must reach every client of its document: check the fan-out "
+        "(one LISTEN per instance, rooms per document) and that no client is closed under load"
+    )
+    return Check("concurrency", "R4", passed, measured,
+                 f"every client connected, 0 missed deliveries; p95 under {P95_LIMIT_MS:,} ms (reported)", fix,
+                 numbers=numbers)  # fmt: skip
+
+
+CHECKS = [
+    check_converge,
+    check_no_cross_tenant_messages,
+    check_no_cross_tenant_rows,
+    check_restart_loses_nothing,
+    check_concurrency,
+]
