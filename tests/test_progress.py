@@ -393,3 +393,15 @@ def test_a_capstone_step_is_done_when_its_acceptance_suite_passed(tmp_path):
     )
     assert step(report, 16)["status"] == step(report, 18)["status"] == "not started"
     assert phase(report, 5)["status"] == "in progress"
+
+
+def test_numbers_of_a_failed_capstone_run_say_so(tmp_path):
+    """A starter's figures (13 oversold) are shown as what a failed run measured."""
+    progress.record_capstone("marketplace", False, {"oversold": 13}, "ci", tmp_path)
+    text = progress.journal(tmp_path).markdown()
+    row = next(line for line in text.splitlines() if line.startswith("| oversold"))
+    assert "capstone marketplace (size ci, a failed run)" in row
+    progress.record_capstone("marketplace", True, {"oversold": 0}, "default", tmp_path)
+    text = progress.journal(tmp_path).markdown()
+    row = next(line for line in text.splitlines() if line.startswith("| oversold"))
+    assert "capstone marketplace (size default)" in row and "failed" not in row

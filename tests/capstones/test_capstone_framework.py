@@ -114,3 +114,39 @@ def test_what_cannot_be_checked_exits_2_with_what_to_do(tmp_path, capsys):
     assert cli.main(["check", "capstone-collab", str(empty), "--size", "ci"]) == 2
     said = capsys.readouterr().err
     assert "your project does not import: ModuleNotFoundError" in said and "line 1" in said
+
+
+def test_checking_an_instructors_copy_is_not_the_learners_progress(
+    fake, monkeypatch, tmp_path, capsys
+):
+    """A reference solution or a submission under grading/ passes or fails for the
+    instructor: the learner's journal must not tick the capstone for it."""
+    from labkit import config
+
+    project, _ = fake
+    root = tmp_path / "course"
+    inside = root / "grading" / "capstones" / "collab"
+    inside.parent.mkdir(parents=True)
+    project.rename(inside)
+    monkeypatch.setattr(config, "project_root", lambda: root)
+    monkeypatch.setenv("LABKIT_PROGRESS_DIR", str(tmp_path / "progress"))
+    assert cli.main(["check", "capstone-collab", str(inside), "--size", "ci"]) == 1
+    assert not (tmp_path / "progress" / "capstones").exists()
+    elsewhere = tmp_path / "mine"
+    inside.rename(elsewhere)
+    assert cli.main(["check", "capstone-collab", str(elsewhere), "--size", "ci"]) == 1
+    record = json.loads((tmp_path / "progress" / "capstones" / "collab.json").read_text())
+    assert record["project"] == str(elsewhere.resolve())
+    capsys.readouterr()
+
+
+def test_a_partial_run_does_not_claim_the_whole_suite(fake, capsys):
+    project, _ = fake
+    (project / "__init__.py").write_text(
+        "from .helpers import explode\n\ndef answer():\n    return 42\n"
+    )
+    argv = ["check", "capstone-collab", str(project), "--size", "ci", "--only", "answers-42"]
+    assert cli.main(argv) == 0
+    said = capsys.readouterr().out
+    assert "The 1 check(s) run passed (2 not run" in said
+    assert "All acceptance checks" not in said

@@ -16,6 +16,7 @@ import nbformat
 import pytest
 
 from labkit.course import cells, grading
+from labkit.errors import GradingError
 
 ROOT = Path(__file__).resolve().parents[2]
 MANUAL = grading.assignments(ROOT / "grading", autograded=False)
@@ -123,6 +124,15 @@ def test_write_ups_round_trip_through_nbgrader(assignment: str, tmp_path: Path):
             assert pending["half"] == sorted(
                 f"{Path(n).stem}:{g}" for n in names for g in written[n]
             )
+        waiting = {student: found for student, found in pending.items() if found}
+        assert course.awaiting_hand_grades(assignment) == waiting
+        # Until they are graded, their 0 must not reach a student or the grade book.
+        with pytest.raises(GradingError, match="wait for your grade by hand"):
+            course.export(tmp_path / "too-early.csv", assignment)
+        with pytest.raises(GradingError, match="half \\(\\d+\\), model \\(\\d+\\)"):
+            course.feedback(assignment)
+        assert not (tmp_path / "too-early.csv").exists()
+        with Gradebook(f"sqlite:///{course.root / 'gradebook.db'}") as gradebook:
             # What formgrader does when the instructor grades: a manual score (and a comment)
             # per answer, saved in the gradebook.
             given = {"model": 0.0, "half": 0.0}
@@ -139,6 +149,9 @@ def test_write_ups_round_trip_through_nbgrader(assignment: str, tmp_path: Path):
                         comment = gradebook.find_comment(grade_id, stem, assignment, student)
                         comment.manual_comment = f"Graded by hand: {score:g} of {points:g}."
             gradebook.db.commit()
+        assert course.awaiting_hand_grades(assignment) == {}
+        course.autograde(assignment)  # graded again (a resubmission elsewhere): hand grades stay
+        assert course.awaiting_hand_grades(assignment) == {}
         scores = course.scores(assignment)
         assert scores["model"].score == maximum == given["model"]
         assert scores["untouched"].score == 0

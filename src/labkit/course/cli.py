@@ -182,6 +182,13 @@ def _grade(args: argparse.Namespace) -> int:
         for student, score in sorted(course.scores(assignment).items()):
             if args.student in (None, student):
                 print(f"  {student:<24} {score.score:g} / {score.max_score:g}")
+        if waiting := course.awaiting_hand_grades(assignment):
+            answers = sum(len(cells) for cells in waiting.values())
+            print(
+                f"{answers} written answer(s) of {len(waiting)} student(s) wait for your grade "
+                "by hand in formgrader (`make lab-instructor`, Formgrader, Gradebook); feedback "
+                "and export wait for them"
+            )
     elif action == "feedback":
         files = course.feedback(assignment, exchange=args.exchange)
         print(f"{len(files)} feedback file(s) in {course.root / 'feedback'}")

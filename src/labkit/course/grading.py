@@ -668,6 +668,7 @@ class Course:
             raise GradingError(
                 f"no submissions of {assignment} in {self.root / 'submitted'}: collect them first"
             )
+        self._refuse_hand_grades_pending([assignment], "sent back as feedback")
         self.nbgrader("generate_feedback", assignment, "--force")
         self._missing_feedback(assignment)
         if exchange is not None:
@@ -727,6 +728,46 @@ class Course:
                 stale.append(student)
         return stale
 
+    def awaiting_hand_grades(self, assignment: str) -> dict[str, list[str]]:
+        """Student → the written answers (``notebook:grade id``) that wait for the
+        instructor's hand grade in formgrader (a write-up's answers; an answer left blank
+        scores 0 by itself). A hand grade given before autograde ran again still counts."""
+        from nbgrader.api import Gradebook, MissingEntry
+
+        waiting: dict[str, list[str]] = {}
+        with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:
+            try:
+                submissions = gradebook.assignment_submissions(assignment)
+            except MissingEntry:
+                return {}
+            for submission in submissions:
+                cells = [
+                    f"{notebook.name}:{grade.name}"
+                    for notebook in submission.notebooks
+                    for grade in notebook.grades
+                    if grade.needs_manual_grade and grade.manual_score is None
+                ]
+                if cells:
+                    waiting[submission.student.id] = sorted(cells)
+        return waiting
+
+    def _refuse_hand_grades_pending(self, names: Sequence[str], what: str) -> None:
+        pending = {name: found for name in names if (found := self.awaiting_hand_grades(name))}
+        if not pending:
+            return
+        lines = [
+            f"  {name}: {', '.join(f'{s} ({len(c)})' for s, c in sorted(found.items()))}"
+            for name, found in pending.items()
+        ]
+        raise GradingError(
+            f"not {what}: written answers wait for your grade by hand (student (answers)):\n"
+            + "\n".join(lines)
+            + "\nGrade them in formgrader (`make lab-instructor`, Formgrader, Gradebook, the "
+            "assignment, each submission marked as needing manual grading); their 0 would "
+            "otherwise count as a grade. Assignments graded without them can be exported alone "
+            "(`grade export 00-warmup`)."
+        )
+
     def default_export(self, assignment: str | None = None) -> Path:
         """Where grades go without ``--to``: ``exports/`` in the course folder (git-ignored)."""
         return self.root / "exports" / (f"grades-{assignment}.csv" if assignment else "grades.csv")
@@ -765,6 +806,7 @@ class Course:
                 + "\n".join(lines)
                 + "\nAn export lists every collected student; grade them first."
             )
+        self._refuse_hand_grades_pending(names, "exported")
         to.parent.mkdir(parents=True, exist_ok=True)
         plugin = CsvExportPlugin(to=str(to), assignment=[assignment] if assignment else [])
         with Gradebook(f"sqlite:///{self.root / 'gradebook.db'}") as gradebook:

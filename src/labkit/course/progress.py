@@ -168,6 +168,7 @@ def record_capstone(
     numbers: Mapping[str, object] | None = None,
     size: str = "ci",
     directory: Path | None = None,
+    project: str | None = None,
 ) -> Path:
     """Record a full run of capstone ``name``'s acceptance suite: passed or not, at which
     size, and the learner's measured numbers (``labkit check capstone-<name>``)."""
@@ -177,6 +178,7 @@ def record_capstone(
         "passed": bool(passed),
         "size": size,
         "numbers": dict(numbers or {}),
+        "project": project,
         "checked_at": _now(),
     }
     return _write(path, record)
@@ -944,7 +946,8 @@ def journal(directory: Path | None = None, root: Path | None = None) -> Journal:
                         {
                             "what": str(key),
                             "value": _fmt(None, value),
-                            "from": f"capstone {name} (size {record.get('size', '?')})",
+                            "from": f"capstone {name} (size {record.get('size', '?')}"
+                            + (")" if record.get("passed") is True else ", a failed run)"),
                             "at": str(record.get("checked_at", ""))[:10],
                         }
                     )

@@ -6,7 +6,9 @@ acceptance suite (``labkit.course.capstones.<name>``) imports the learner's pack
 its folder, drives it against the real servers and checks behaviour and measured
 properties (never the learner's file layout). Each check says what it measured, the
 threshold it held it to and, when it fails, what to fix. Instructors' reference solutions
-live in ``grading/capstones/<name>/`` and pass the same suite (``--project``).
+live in ``grading/capstones/<name>/`` and pass the same suite (the folder after the name:
+``labkit check capstone-<name> grading/capstones/<name>``); a run on anything under
+``grading/`` is never recorded as the learner's.
 
 >>> sorted(NAMES)
 ['analytics', 'collab', 'marketplace']
@@ -174,7 +176,8 @@ def load_project(folder: Path, module_name: str):
     if not init.is_file():
         raise CapstoneError(
             f"no project at {folder}: a capstone project is a folder with an __init__.py "
-            f"(start from the starter in capstones/, or pass --project DIR)"
+            f"(start from the starter in capstones/, or give your project's folder after the "
+            f"capstone's name: labkit check capstone-<name> DIR)"
         )
     spec = importlib.util.spec_from_file_location(
         module_name, init, submodule_search_locations=[str(folder)]
@@ -276,11 +279,21 @@ def run(
             bar.close()
         ctx.close()
     report = Report(name, folder, size, results, round(time.perf_counter() - started, 1))
-    if record:
+    if record and not _instructors(folder):
         from labkit.course import progress as course_progress
 
-        course_progress.record_capstone(name, report.passed, report.numbers(), size=size)
+        course_progress.record_capstone(
+            name, report.passed, report.numbers(), size=size, project=str(folder)
+        )
     return report
+
+
+def _instructors(folder: Path) -> bool:
+    """Whether ``folder`` is in the course's ``grading/`` (a reference solution, a
+    submission being graded): checking it says nothing about the learner's own project."""
+    from labkit import config
+
+    return folder.resolve().is_relative_to((config.project_root() / "grading").resolve())
 
 
 def _where(exc: BaseException, folder: Path) -> traceback.FrameSummary:
@@ -330,6 +343,10 @@ def main(name: str, project: str | None, size: str, only: list[str] | None) -> i
         return 2
     print(report)
     print(f"({report.seconds:.1f} s)")
-    if report.passed:
+    if report.passed and only:
+        left = len(check_names(name)) - len(set(only))
+        print(f"The {len(report.checks)} check(s) run passed ({left} not run: leave out --only "
+              f"to run them all).")  # fmt: skip
+    elif report.passed:
         print(f"All acceptance checks of capstone {name} passed.")
     return 0 if report.passed else 1
