@@ -83,8 +83,8 @@ bench: up
 	$(BIN)/python -m labkit bench
 
 lint: install
-	$(BIN)/ruff check src tests tools notebooks grading/source
-	$(BIN)/ruff format --check src tests tools
+	$(BIN)/ruff check src tests tools notebooks grading capstones
+	$(BIN)/ruff format --check src tests tools capstones grading/capstones
 
 clean: down
 	rm -rf $(VENV) .labkit

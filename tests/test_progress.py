@@ -388,8 +388,9 @@ def test_a_capstone_step_is_done_when_its_acceptance_suite_passed(tmp_path):
     progress.record_capstone("marketplace", True, {}, "default", tmp_path)
     report = progress.overview(tmp_path)
     assert step(report, 17)["status"] == "done"
-    assert "acceptance passed" in step(report, 17)["exercises"] and "size default" in (
-        step(report, 17)["exercises"]
+    assert (
+        "acceptance passed" in step(report, 17)["exercises"]
+        and "size default" in (step(report, 17)["exercises"])
     )
     assert step(report, 16)["status"] == step(report, 18)["status"] == "not started"
     assert phase(report, 5)["status"] == "in progress"

@@ -81,7 +81,18 @@ def test_notebooks_are_stripped_and_navigation_current():
 def test_ruff_lint_passes():
     """ruff check over the package, the tests, the tools and the notebooks."""
     proc = subprocess.run(
-        [sys.executable, "-m", "ruff", "check", "src", "tests", "tools", "notebooks", "grading"],
+        [
+            sys.executable,
+            "-m",
+            "ruff",
+            "check",
+            "src",
+            "tests",
+            "tools",
+            "notebooks",
+            "grading",
+            "capstones",
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

@@ -1,4 +1,4 @@
-"""Capstone 3 — an analytics dashboard on time-series data (your project: start here).
+"""Capstone: an analytics dashboard on time-series data (your project: start here).
 
 Look for ``TODO R<n>`` in the modules: each marks what requirement R<n> of the brief
 (``notebooks/05-capstone-analytics.ipynb``) asks you to build. Keep the names and arguments

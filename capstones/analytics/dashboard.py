@@ -1,8 +1,9 @@
 """The dashboard: its queries (on the rollup) and its controls and plot (ipywidgets).
 
-:func:`dashboard_data` answers each view of the dashboard (for now from the raw events). :func:`dashboard` draws it with matplotlib into an ``Image`` widget; its text
-summary comes from ``labkit.controls.live``. No ``Output`` widget: the notebook runs the same
-under papermill as in JupyterLab.
+:func:`dashboard_data` answers each view of the dashboard (for now from the raw events).
+:func:`dashboard` draws it with matplotlib into an ``Image`` widget; its text summary
+comes from ``labkit.controls.live``. No ``Output`` widget: the notebook runs the same under
+papermill as in JupyterLab.
 """
 
 from __future__ import annotations

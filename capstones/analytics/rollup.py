@@ -22,6 +22,7 @@ def ingest(conn, rows: list[tuple]) -> int:
     how many events were new."""
     # TODO R2: a re-delivered event (an id already stored) raises UniqueViolation here. Skip
     # it instead, and add only the newly stored events to their minutes in the rollup.
-    with conn.transaction(), conn.cursor() as cursor:
-        cursor.executemany("INSERT INTO events VALUES (%s, %s, %s, %s, %s)", rows)
+    with conn.transaction():
+        for row in rows:
+            conn.execute("INSERT INTO events VALUES (%s, %s, %s, %s, %s)", row)
     return len(rows)

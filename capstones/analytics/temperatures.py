@@ -1,8 +1,9 @@
 """The real dataset: hourly temperatures in Seattle, 2010 (NOAA, public domain).
 
-The file's times are Seattle wall-clock times without an offset: ``2010/07/01 12:00`` is
-noon in Seattle. ``to_timestamp`` reads them in the session's time zone, whatever that is
-on the machine that runs the load.
+The file's times carry no offset (``2010/07/01 12:00``). Which clock they are on is not
+written in the file: its provenance notes (``data/README.md``) and the data itself tell.
+``to_timestamp`` below reads them in the session's time zone, whatever that is on the
+machine that runs the load.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 __all__ = ["TIME_ZONE", "dataset_path", "load_temperatures"]
 
-TIME_ZONE = "America/Los_Angeles"
+TIME_ZONE = None  # TODO R6: the file's clock, from data/README.md (an offset or a zone?)
 
 
 def dataset_path() -> Path:
@@ -47,5 +48,5 @@ def load_temperatures(conn, path=None) -> int:
             "INSERT INTO temperatures"
             " SELECT to_timestamp(local_time, 'YYYY/MM/DD HH24:MI'), temp_f::double precision"
             " FROM raw_temps"
-        ).rowcount  # TODO R6: in which time zone are these times? (see the module's docstring)
+        ).rowcount  # TODO R6: on which clock are these times? (see the module's docstring)
     return count

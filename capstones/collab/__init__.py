@@ -1,4 +1,4 @@
-"""Capstone 1, the real-time collaboration platform: YOUR project (the starter).
+"""Capstone: the real-time collaboration platform, YOUR project (the starter).
 
 The brief is notebooks/05-capstone-collab.ipynb. Check your work with
 ``python -m labkit check capstone-collab --size ci``.

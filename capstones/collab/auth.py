@@ -15,8 +15,9 @@ def token_for(tenant_id: int, secret: str) -> str:
 def verify_token(token: str | None, secret: str) -> int:
     """The tenant id of a token; ValueError if it is missing or not valid.
 
-    TODO (R2): verify the signature with ``secret`` (``jwt.decode(..., algorithms=["HS256"])``)
-    and refuse anything else."""
+    TODO (R2): verify the signature with ``secret`` (``jwt.decode(..., algorithms=["HS256"],
+    options={"require": ["exp", "tenant"]})``: an expired token, or one with no ``exp``, is
+    refused too) and refuse anything else."""
     if not token:
         raise ValueError("no token: connect with ?token=...")
     try:

@@ -1,6 +1,7 @@
 """The WebSocket server: ``/docs/{name}?token=...`` (the protocol is in the brief).
 
-1. The token names the tenant; a missing or invalid one is refused (close 1008).
+1. The token names the tenant; a missing or invalid one is refused (closing before the
+   handshake, code 1008, answers HTTP 403).
 2. On connecting, the client is sent the whole document: one binary frame.
 3. Each binary frame the client sends is one CRDT update; the server answers with a text
    frame ``{"ack": n}`` (n: updates of this connection acknowledged so far).

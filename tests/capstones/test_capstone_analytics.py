@@ -1,4 +1,4 @@
-"""Capstone 3 (analytics): the reference passes, the starter fails, each wrong design fails
+"""Capstone: an analytics dashboard (analytics): the reference passes, the starter fails, each wrong design fails
 the check that targets it. Real PostgreSQL and Redis; CI size (200,000 events)."""
 
 from __future__ import annotations

@@ -36,6 +36,7 @@ def test_untouched_starter_fails():
         "no-cross-tenant-rows",
         "restart-loses-nothing",
         "concurrency",
+        "survives-listen-loss",
     }, str(report)
     failed = {c.name: c for c in report.checks}
     assert "forged tokens refused" in failed["no-cross-tenant-messages"].measured

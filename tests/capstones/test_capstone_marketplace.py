@@ -1,4 +1,4 @@
-"""Capstone 2, the marketplace: the reference solution passes every acceptance check at CI
+"""Capstone: the marketplace: the reference solution passes every acceptance check at CI
 size, the untouched starter fails the checks that need the learner's work, and each wrong
 design (tests/capstones/wrong_marketplace.toml) fails the check that should catch it."""
 

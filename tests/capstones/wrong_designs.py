@@ -1,7 +1,8 @@
 """The capstones' wrong designs (``tests/capstones/wrong_<name>.toml``), shared by their tests.
 
 Each entry is a text replacement applied to a copy of the reference solution (``old``
-occurs exactly once in ``file``), the acceptance checks it must fail (``fails``), and why.
+occurs exactly once in ``file``), or several (``[[wrong.edit]]`` tables, each with its
+``file``, ``old`` and ``new``), the acceptance checks it must fail (``fails``), and why.
 A wrong design must fail on the check's own measure: a check that failed only because the
 changed code raised would prove nothing about the check (a typo in ``new`` would do it).
 An entry whose failure is an error by design says so with ``raises = "<ExceptionName>"``.
@@ -23,6 +24,11 @@ def load(name: str) -> list[dict]:
     return tomllib.loads((HERE / f"wrong_{name}.toml").read_text())["wrong"]
 
 
+def edits(wrong: dict) -> list[dict]:
+    """The replacements of a wrong design: its ``edit`` tables, or the entry itself."""
+    return wrong.get("edit") or [wrong]
+
+
 def ids(name: str) -> list[str]:
     return [wrong["id"] for wrong in load(name)]
 
@@ -37,11 +43,12 @@ def check_well_formed(name: str, extra_checks: set[str] = frozenset()) -> None:
     for wrong in wrongs:
         assert wrong.get("why"), f"{wrong['id']}: say why it is wrong"
         assert set(wrong["fails"]) <= known, f"{wrong['id']}: unknown checks {wrong['fails']}"
-        found = (reference / wrong["file"]).read_text().count(wrong["old"])
-        assert found == 1, (
-            f"{wrong['id']}: its `old` text occurs {found} times in {wrong['file']} "
-            f"(must be once): update wrong_{name}.toml to the reference"
-        )
+        for edit in edits(wrong):
+            found = (reference / edit["file"]).read_text().count(edit["old"])
+            assert found == 1, (
+                f"{wrong['id']}: its `old` text occurs {found} times in {edit['file']} "
+                f"(must be once): update wrong_{name}.toml to the reference"
+            )
 
 
 def project_with(name: str, wrong: dict, folder: Path) -> Path:
@@ -51,10 +58,11 @@ def project_with(name: str, wrong: dict, folder: Path) -> Path:
         capstones.reference_project(name, ROOT), project,
         ignore=shutil.ignore_patterns("__pycache__"),
     )  # fmt: skip
-    target = project / wrong["file"]
-    text = target.read_text()
-    assert text.count(wrong["old"]) == 1, f"{wrong['id']}: `old` must occur once"
-    target.write_text(text.replace(wrong["old"], wrong["new"]))
+    for edit in edits(wrong):
+        target = project / edit["file"]
+        text = target.read_text()
+        assert text.count(edit["old"]) == 1, f"{wrong['id']}: `old` must occur once"
+        target.write_text(text.replace(edit["old"], edit["new"]))
     return project
 
 

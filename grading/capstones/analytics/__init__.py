@@ -1,4 +1,4 @@
-"""Capstone 3 — an analytics dashboard on time-series data (reference solution).
+"""Capstone: an analytics dashboard on time-series data (reference solution).
 
 The public interface the acceptance suite calls (``python -m labkit check
 capstone-analytics``); every function takes an open psycopg connection (autocommit) first:

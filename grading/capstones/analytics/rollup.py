@@ -50,6 +50,7 @@ WITH batch AS (
 ), counted AS (
     INSERT INTO events_per_minute AS r (minute, kind, events, amount_cents)
     SELECT minute, kind, events, amount_cents FROM added
+    ORDER BY minute, kind  -- a fixed order: two ingests never wait on each other in a cycle
     ON CONFLICT (minute, kind) DO UPDATE
     SET events = r.events + excluded.events,
         amount_cents = r.amount_cents + excluded.amount_cents

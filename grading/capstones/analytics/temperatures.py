@@ -1,10 +1,13 @@
 """The real dataset: hourly temperatures in Seattle, 2010 (NOAA, public domain).
 
-The file's times are Seattle wall-clock times without an offset: ``2010/07/01 12:00`` is
-noon in Seattle, 19:00 UTC (summer time), while ``2010/01/01 12:00`` is 20:00 UTC. Read as
-UTC, every reading would be 7 or 8 hours off. PostgreSQL converts them with
-``AT TIME ZONE 'America/Los_Angeles'``, which also knows the two days a year when the
-clocks change.
+The file's times carry no offset. Its provenance notes (``data/README.md``) say what its clock
+is: UTC-8 (Pacific Standard Time) all year, with no daylight saving time. The data shows it:
+2010-03-14 02:00 is in the file (that hour never happened on Seattle's wall clocks), 03:00 is
+the hour missing, and 2010-11-07 01:00 appears once, not twice. So ``2010/07/01 12:00`` is
+20:00 UTC, like ``2010/01/01 12:00``. Read as UTC, every reading would be 8 hours off; read
+as ``America/Los_Angeles``, the summer readings would be an hour off. PostgreSQL converts
+them with ``AT TIME ZONE INTERVAL '-08:00'`` (a fixed offset; the zone name ``Etc/GMT+8``
+means the same, its sign flipped as POSIX names are).
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 __all__ = ["TIME_ZONE", "dataset_path", "load_temperatures"]
 
-TIME_ZONE = "America/Los_Angeles"
+TIME_ZONE = "-08:00"  # UTC-8 all year: an offset, not a zone with summer time
 
 
 def dataset_path() -> Path:
@@ -47,7 +50,7 @@ def load_temperatures(conn, path=None) -> int:
                 copy.write(block)
         count = conn.execute(
             "INSERT INTO temperatures"
-            " SELECT to_timestamp(local_time, 'YYYY/MM/DD HH24:MI')::timestamp AT TIME ZONE %s,"
+            " SELECT local_time::timestamp AT TIME ZONE %s::interval,"
             "        temp_f::double precision"
             " FROM raw_temps",
             (TIME_ZONE,),

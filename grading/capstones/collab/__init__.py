@@ -1,4 +1,4 @@
-"""Capstone 1, the real-time collaboration platform: the instructors' reference solution.
+"""Capstone: the real-time collaboration platform, the instructors' reference solution.
 
 The public interface the acceptance suite drives (``python -m labkit check capstone-collab``):
 

@@ -26,7 +26,9 @@ def verify_token(token: str | None, secret: str) -> int:
     if not token:
         raise ValueError("no token: connect with ?token=...")
     try:
-        claims = jwt.decode(token, secret, algorithms=[ALGORITHM])
+        claims = jwt.decode(
+            token, secret, algorithms=[ALGORITHM], options={"require": ["exp", "tenant"]}
+        )
         return int(claims["tenant"])
     except (jwt.PyJWTError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"token refused ({type(exc).__name__})") from None

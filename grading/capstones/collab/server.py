@@ -2,7 +2,7 @@
 
 The protocol (the acceptance suite's clients speak it):
 
-1. The token names the tenant (see :mod:`.auth`); a missing or forged one is refused (1008).
+1. The token names the tenant (see :mod:`.auth`); a missing or forged one is refused (HTTP 403 at the handshake).
 2. On connecting, the client is sent the whole document: one binary frame.
 3. Each binary frame the client sends is one CRDT update. Once it is committed, the server
    answers with a text frame ``{"ack": n}`` (n: updates of this connection committed so far).
@@ -13,6 +13,9 @@ Fan-out: the ``INSERT`` and a ``pg_notify`` share one transaction, so the notifi
 leaves at ``COMMIT`` and never for an update that rolled back. Each instance ``LISTEN``s,
 fetches the notified row as the notified tenant (row-level security checks the pair), and
 delivers it to its clients of that tenant's document: rooms are keyed by (tenant, doc).
+The notification carries the row's id, not the update (a payload holds 8,000 bytes at
+most). A lost LISTEN connection loses the notifications sent while it was down: after
+reconnecting, every open room gets its whole document again (a CRDT merge is idempotent).
 """
 
 from __future__ import annotations
@@ -63,12 +66,25 @@ def create_app(app_url: str, secret: str):
             except asyncio.QueueFull:
                 editor.overflowed = True
 
+    async def catch_up() -> None:
+        """After a lost LISTEN connection, send every open room its whole document (a CRDT
+        merge ignores what a client already has)."""
+        for tenant_id, doc in list(rooms):
+            state = await anyio.to_thread.run_sync(
+                lambda t=tenant_id, d=doc: store.load(t, d).get_update()
+            )
+            deliver(tenant_id, doc, state)
+
     async def listen() -> None:
+        listened = False
         while True:
             with contextlib.suppress(psycopg.OperationalError, OSError):
                 async with await psycopg.AsyncConnection.connect(app_url, autocommit=True) as lst, \
                         await psycopg.AsyncConnection.connect(app_url) as query:  # fmt: skip
                     await lst.execute(sql.SQL("LISTEN {}").format(sql.Identifier(CHANNEL)))
+                    if listened:
+                        await catch_up()  # what was notified while nobody listened is gone
+                    listened = True
                     ready.set()
                     async for note in lst.notifies():
                         try:

@@ -55,7 +55,8 @@ class Marketplace:
         self.shipping = events.Shipping(config["shipping"], self.engines["shipping"], self.bus)
 
     def _checkpoint(self, name: str, order_id: str) -> None:
-        """``"order_committed"``: right after the order's confirming commit;
+        """``"payment_captured"``: right after the charge, before the order is confirmed;
+        ``"order_committed"``: right after the order's confirming commit;
         ``"event_published"``: after each publish, before it is marked sent. The suite
         kills the process at these points."""
         self.checkpoint(name, order_id)
@@ -86,6 +87,12 @@ class Marketplace:
         """Run ``order_id``'s compensations again (a retry): must change nothing the second
         time."""
         self.orders.compensate(order_id)
+
+    def recover_pending(self, older_than_s: float = 60.0) -> int:
+        """Finish the orders a dead order service left ``pending`` for more than
+        ``older_than_s`` seconds: each ends confirmed (and its event written) or cancelled
+        (refunded, stock released). Run at start-up or from a timer; returns how many."""
+        return self.orders.recover(older_than_s)
 
     def order(self, order_id: str) -> dict | None:
         """``{"id", "customer", "status", "total_cents", "items": {sku: qty}}`` or None."""

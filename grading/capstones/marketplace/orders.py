@@ -4,7 +4,8 @@ the transactional outbox its events leave through."""
 import json
 import uuid
 
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
+from sqlalchemy.dialects.postgresql import insert
 
 from labkit import outbox
 
@@ -40,11 +41,14 @@ class Orders:
             raise ValueError(f"unknown products {missing}: add them first")
         total = sum(found[sku]["price_cents"] * qty for sku, qty in items.items())
         with self.engine.begin() as conn:  # the saga's first step: its state is now durable
-            conn.execute(
-                order_rows.insert().values(
-                    id=order_id, customer=customer, status="pending", total_cents=total
-                )
-            )
+            new = conn.execute(
+                insert(order_rows)
+                .values(id=order_id, customer=customer, status="pending", total_cents=total)
+                .on_conflict_do_nothing(index_elements=["id"])
+                .returning(order_rows.c.id)
+            ).first()
+            if new is None:  # a retry with the same order_id (the idempotency key)
+                return self._again(order_id)
             conn.execute(
                 order_items.insert(),
                 [{"order_id": order_id, "sku": sku, "qty": qty,
@@ -53,23 +57,46 @@ class Orders:
         try:
             self.inventory.reserve(order_id, items)
             self.payments.charge(order_id, total)
+            # The suite kills the order service here (SIGKILL): money captured, stock
+            # reserved, order pending. recover_pending() must finish such an order.
+            self.checkpoint("payment_captured", order_id)
         except (OutOfStock, PaymentFailed) as exc:
             self.compensate(order_id, reason=str(exc))
             return order_id, "cancelled", str(exc)
-        self._confirm(order_id, customer, total, items)
+        if not self._confirm(order_id, customer, total, items):
+            # a concurrent compensation cancelled it first: it refunds and releases
+            self.compensate(order_id, reason="cancelled while it was being placed")
+            return order_id, "cancelled", "cancelled while it was being placed"
         self.checkpoint("order_committed", order_id)
         return order_id, "confirmed", None
 
-    def _confirm(self, order_id: str, customer: str, total: int, items: dict[str, int]) -> None:
-        """The order's new status and its event row: ONE transaction, both or neither."""
+    def _again(self, order_id: str):
+        """A retried order: its first attempt's result, never a second charge. An order
+        still pending was left by an attempt that died (or is still running): cancel it
+        (refund, release); a confirmation that comes later finds it cancelled."""
+        self.compensate(order_id, reason="retried while pending: cancelled")
+        row = self.get(order_id)
+        with self.engine.connect() as conn:
+            reason = conn.execute(
+                select(order_rows.c.reason).where(order_rows.c.id == order_id)
+            ).scalar_one()
+        return order_id, row["status"], reason
+
+    def _confirm(self, order_id: str, customer: str, total: int, items: dict[str, int]) -> bool:
+        """The order's new status and its event row: ONE transaction, both or neither. Only
+        a pending order is confirmed: if a compensation cancelled it meanwhile, the UPDATE
+        matches no row and no event is written. True if this call confirmed it."""
         event = {"order_id": order_id, "customer": customer, "total_cents": total,
                  "items": items}  # fmt: skip
         with self.engine.begin() as conn:
-            conn.execute(
+            claimed = conn.execute(
                 order_rows.update()
                 .where(order_rows.c.id == order_id, order_rows.c.status == "pending")
                 .values(status="confirmed")
-            )
+                .returning(order_rows.c.id)
+            ).first()
+            if claimed is None:
+                return False
             conn.execute(
                 text(
                     "INSERT INTO outbox (event_id, event_type, payload) "
@@ -78,18 +105,43 @@ class Orders:
                 {"event_id": f"confirmed-{order_id}", "event_type": EVENT_CONFIRMED,
                  "payload": json.dumps(event)},
             )  # fmt: skip
+        return True
 
-    def compensate(self, order_id: str, reason: str = "compensated") -> None:
-        """Undo the steps, newest first: refund, release, cancel. Each is idempotent, so
-        running this again (a retry, a restarted orchestrator) changes nothing."""
+    def compensate(self, order_id: str, reason: str = "compensated") -> bool:
+        """Cancel the order, then undo its steps, newest first: refund, release. The order
+        is claimed first: only a pending (or already cancelled) order is compensated, so a
+        confirmed order keeps its money and its goods. Refund and release are idempotent,
+        so running this again (a retry, a restarted orchestrator) changes nothing. True if
+        the order is cancelled."""
+        with self.engine.begin() as conn:
+            claimed = conn.execute(
+                order_rows.update()
+                .where(order_rows.c.id == order_id,
+                       order_rows.c.status.in_(["pending", "cancelled"]))
+                .values(status="cancelled",
+                        reason=func.coalesce(order_rows.c.reason, reason))
+                .returning(order_rows.c.id)
+            ).first()  # fmt: skip
+        if claimed is None:  # confirmed (or unknown): nothing to undo
+            return False
         self.payments.refund(order_id)
         self.inventory.release(order_id)
-        with self.engine.begin() as conn:
-            conn.execute(
-                order_rows.update()
-                .where(order_rows.c.id == order_id, order_rows.c.status == "pending")
-                .values(status="cancelled", reason=reason)
-            )
+        return True
+
+    def recover(self, older_than_s: float) -> int:
+        """Cancel (refund, release) every order still pending after ``older_than_s``
+        seconds: its orchestrator died mid-saga. Compensating is always safe here (the
+        claim in :meth:`compensate` keeps a confirmation and a cancellation apart); an
+        alternative is to confirm the orders whose payment was captured."""
+        with self.engine.connect() as conn:
+            ids = conn.execute(
+                select(order_rows.c.id).where(
+                    order_rows.c.status == "pending",
+                    order_rows.c.created_at
+                    <= func.now() - func.make_interval(0, 0, 0, 0, 0, 0, older_than_s),
+                )
+            ).scalars().all()  # fmt: skip
+        return sum(self.compensate(i, reason="recovered: its order service died") for i in ids)
 
     # -- reads
     def get(self, order_id: str) -> dict | None:
