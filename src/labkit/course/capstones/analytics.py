@@ -379,10 +379,21 @@ _READS_EVENTS = (
 )
 
 
+_HOLD_LOCK = 71_400_014  # the advisory lock that holds the racing ingests' commits
+
+
 def _ingest_together(state: dict, project, rows: list[tuple]) -> list:
     """The same batch ingested by two connections at once (a retried delivery racing the
-    first): what each call returned, or the exception it raised (re-raised after both end)."""
+    first): what each call returned, or the exception it raised (re-raised after both end).
+
+    The two really overlap, whatever the machine's load: while the suite holds an advisory
+    lock, a deferred constraint trigger on ``events`` makes every commit that inserted into
+    it wait for that lock, so neither session's rows are committed before the other has
+    written (or is waiting on the first's rows); then the suite lets both go."""
+    from psycopg import sql
+
     conns = [state["conn"], _second_connection(state)]
+    admin = state["admin"]
     barrier = threading.Barrier(2)
     results: list = [None, None]
 
@@ -393,11 +404,38 @@ def _ingest_together(state: dict, project, rows: list[tuple]) -> list:
         except BaseException as exc:  # noqa: BLE001  (re-raised below, in the suite's thread)
             results[k] = exc
 
+    admin.execute(
+        sql.SQL(
+            "CREATE OR REPLACE FUNCTION capstone_hold_commit() RETURNS trigger LANGUAGE plpgsql "
+            "AS $$ BEGIN PERFORM pg_advisory_xact_lock_shared({}); RETURN NULL; END $$"
+        ).format(sql.Literal(_HOLD_LOCK))
+    )
+    admin.execute(
+        "CREATE CONSTRAINT TRIGGER capstone_hold_commit AFTER INSERT ON events "
+        "DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION capstone_hold_commit()"
+    )
+    admin.execute("SELECT pg_advisory_lock(%s)", (_HOLD_LOCK,))
     threads = [threading.Thread(target=one, args=(k,), daemon=True) for k in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=120)
+    try:
+        for thread in threads:
+            thread.start()
+        pids = [c.info.backend_pid for c in conns]
+        deadline = time.monotonic() + 5  # a design that never writes twice never waits twice
+        while time.monotonic() < deadline and any(t.is_alive() for t in threads):
+            waiting = admin.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(%s) "
+                "AND wait_event_type = 'Lock'",
+                (pids,),
+            ).fetchone()[0]
+            if waiting == 2:
+                break
+            time.sleep(0.01)
+    finally:
+        admin.execute("SELECT pg_advisory_unlock(%s)", (_HOLD_LOCK,))
+        for thread in threads:
+            thread.join(timeout=120)
+        admin.execute("DROP TRIGGER IF EXISTS capstone_hold_commit ON events")
+        admin.execute("DROP FUNCTION IF EXISTS capstone_hold_commit()")
     for result in results:
         if isinstance(result, BaseException):
             raise result
