@@ -15,7 +15,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # --durations: the slowest tests, at the end of the log, to keep the suite within its budget.
 PYTEST_ARGS ?= -n 2 --dist loadgroup --durations=30
 
-.PHONY: lab test test-capstones install up down status bench lint clean check lab-instructor filter os-packages
+.PHONY: lab test test-capstones test-classroom install up down status bench lint clean check lab-instructor filter os-packages
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if (3, 11) <= v <= (3, 12) else f"The course needs Python 3.11 or 3.12 (found {v[0]}.{v[1]}); run e.g. make lab PYTHON=python3.12")'
@@ -65,13 +65,22 @@ os-packages:
 # rubric assignment: 12 min). `make test-capstones` runs the second step alone.
 test: up filter os-packages
 	@# pytest exits 5 when it collected no test: that must fail, not pass silently.
-	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not capstone"; rc=$$?; \
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m "not capstone and not classroom"; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 	@$(MAKE) --no-print-directory test-capstones
+	@$(MAKE) --no-print-directory test-classroom
 
 test-capstones: up
 	$(BIN)/python -m pytest $(PYTEST_ARGS) -m capstone; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test-capstones: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# The classroom step: real Unix users (a JupyterHub on 127.0.0.1 with 3 students, the
+# nbgrader exchange between them, grading a hostile submission as a throwaway user) and the
+# student edition. It creates users, so it runs as root (CI does; elsewhere: sudo make ...).
+test-classroom: up
+	@if [ "$$(id -u)" != 0 ]; then echo "make test-classroom: creates Unix users, so it must run as root (e.g. sudo make test-classroom)" >&2; exit 1; fi
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m classroom; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-classroom: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 down:
 	@if [ -x $(BIN)/python ]; then $(BIN)/python -m labkit services down; fi
@@ -117,7 +126,15 @@ containers-up: $(CONTAINERS_ENV)
 	@$(COMPOSE) version >/dev/null 2>&1 || { echo "make $@: '$(COMPOSE)' does not work here. Install Docker with its compose plugin (or set COMPOSE, e.g. COMPOSE='podman compose'), or run 'make lab', which needs no containers." >&2; exit 1; }
 	$(COMPOSE) --env-file "$(CONTAINERS_ENV)" up --detach --wait
 
-containers-down:
+containers-# The classroom step: real Unix users (a JupyterHub on 127.0.0.1 with 3 students, the
+# nbgrader exchange between them, grading a hostile submission as a throwaway user) and the
+# student edition. It creates users, so it runs as root (CI does; elsewhere: sudo make ...).
+test-classroom: up
+	@if [ "$$(id -u)" != 0 ]; then echo "make test-classroom: creates Unix users, so it must run as root (e.g. sudo make test-classroom)" >&2; exit 1; fi
+	$(BIN)/python -m pytest $(PYTEST_ARGS) -m classroom; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-classroom: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+down:
 	@if [ -e "$(CONTAINERS_ENV)" ]; then $(COMPOSE) --env-file "$(CONTAINERS_ENV)" down; \
 	else echo "no $(CONTAINERS_ENV): no containers were started with make containers-up"; fi
 

@@ -43,7 +43,7 @@ LONG_TESTS = (
 )
 
 
-@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the capstone marker is added here
+@pytest.hookimpl(tryfirst=True)  # before `-m` deselects: the step markers are added here
 def pytest_collection_modifyitems(session, config, items):
     def long(item) -> bool:
         return any(name in item.nodeid for name in LONG_TESTS)
@@ -54,6 +54,10 @@ def pytest_collection_modifyitems(session, config, items):
     for item in items:
         if "tests/capstones/" in item.nodeid or "05-capstone" in item.nodeid:
             item.add_marker(pytest.mark.capstone)
+        # The classroom step (the third): a JupyterHub with real Unix users, the nbgrader
+        # exchange between them, the student edition, and grading hostile code. As root.
+        if "tests/classroom/" in item.nodeid:
+            item.add_marker(pytest.mark.classroom)
 
 
 @pytest.hookimpl(hookwrapper=True)
