@@ -30,9 +30,10 @@ def test_another_user_runs_the_course_with_it():
     done = as_nobody(str(shared.python), "-c", probe)
     assert done.returncode == 0, done.stderr[-2000:]
     # The same course code as ours: the editable install of this checkout, not a copy.
-    assert Path(done.stdout.strip()).resolve() == Path(sharedenv.__file__).parents[1].joinpath(
-        "__init__.py"
-    ).resolve()
+    assert (
+        Path(done.stdout.strip()).resolve()
+        == Path(sharedenv.__file__).parents[1].joinpath("__init__.py").resolve()
+    )
     # Console scripts are found by name on the PATH it gives (nbgrader runs `alembic`).
     for script in ("nbgrader", "alembic", "jupyterhub-singleuser", "jupyter"):
         found = as_nobody("sh", "-c", f"command -v {script}", env=shared.env())

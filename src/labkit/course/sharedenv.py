@@ -197,18 +197,15 @@ def shared_python(*, base: Path | None = None) -> SharedPython:
 
 
 def _runs_for_others(python: Path) -> bool:
+    """Can ``nobody`` run ``python`` with its standard library (to build a venv from it)?"""
     if not is_root():
         return True
+    argv = [*_drop_to(_PROBE_USER), str(python), "-c", "import venv"]
     try:
-        return (
-            subprocess.run(
-                [*_drop_to(_PROBE_USER), str(python), "-c", "import venv"],
-                capture_output=True, cwd="/", timeout=60,
-            ).returncode  # fmt: skip
-            == 0
-        )
+        proc = subprocess.run(argv, capture_output=True, cwd="/", timeout=60)
     except (OSError, subprocess.SubprocessError):
         return False
+    return proc.returncode == 0
 
 
 def _copy_scripts(source: Path, target: Path, python: Path) -> None:
