@@ -126,15 +126,7 @@ containers-up: $(CONTAINERS_ENV)
 	@$(COMPOSE) version >/dev/null 2>&1 || { echo "make $@: '$(COMPOSE)' does not work here. Install Docker with its compose plugin (or set COMPOSE, e.g. COMPOSE='podman compose'), or run 'make lab', which needs no containers." >&2; exit 1; }
 	$(COMPOSE) --env-file "$(CONTAINERS_ENV)" up --detach --wait
 
-containers-# The classroom step: real Unix users (a JupyterHub on 127.0.0.1 with 3 students, the
-# nbgrader exchange between them, grading a hostile submission as a throwaway user) and the
-# student edition. It creates users, so it runs as root (CI does; elsewhere: sudo make ...).
-test-classroom: up
-	@if [ "$$(id -u)" != 0 ]; then echo "make test-classroom: creates Unix users, so it must run as root (e.g. sudo make test-classroom)" >&2; exit 1; fi
-	$(BIN)/python -m pytest $(PYTEST_ARGS) -m classroom; rc=$$?; \
-	if [ $$rc -eq 5 ]; then echo "make test-classroom: pytest collected no tests" >&2; exit 1; fi; exit $$rc
-
-down:
+containers-down:
 	@if [ -e "$(CONTAINERS_ENV)" ]; then $(COMPOSE) --env-file "$(CONTAINERS_ENV)" down; \
 	else echo "no $(CONTAINERS_ENV): no containers were started with make containers-up"; fi
 
