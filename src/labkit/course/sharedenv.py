@@ -18,10 +18,12 @@ markers differ between patch versions (e.g. ``async-timeout`` for ``redis`` befo
 ``alembic``, ``jupyterhub-singleuser``...), re-pointed at the overlay's interpreter.
 
 Building it takes about 10 s, once per course venv install; afterwards it is a stamp check.
+The overlay has no Jupyter data of its own, so :meth:`SharedPython.env` points Jupyter at the
+course venv's (``share/jupyter``, ``etc/jupyter``): without them JupyterLab answers 404.
 
->>> env = shared_python()          # doctest: +SKIP
->>> env.python, env.bin            # doctest: +SKIP
-(PosixPath('/var/lib/labkit/python-3.11-1a2b3c4d5e6f/bin/python'), ...)
+>>> env = shared_python()
+>>> env.python.is_file(), env.env()["PATH"].startswith(str(env.bin))
+(True, True)
 """
 
 from __future__ import annotations
@@ -56,10 +58,15 @@ class SharedPython:
     overlay: bool  # True when this is an overlay venv, not the course's own venv
 
     def env(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        """``base`` (default: ``os.environ``) with ``bin`` first on ``PATH``."""
+        """``base`` (default: ``os.environ``) with ``bin`` first on ``PATH`` and, for an
+        overlay, Jupyter's data and config paths at the course venv's."""
         env = dict(os.environ if base is None else base)
         env["PATH"] = os.pathsep.join([str(self.bin), env.get("PATH", "/usr/bin:/bin")])
         env.pop("VIRTUAL_ENV", None)
+        if self.overlay:
+            env.setdefault("JUPYTER_PATH", str(Path(sys.prefix) / "share" / "jupyter"))
+            env.setdefault("JUPYTER_CONFIG_PATH", str(Path(sys.prefix) / "etc" / "jupyter"))
+            env.setdefault("JUPYTERLAB_DIR", str(Path(sys.prefix) / "share" / "jupyter" / "lab"))
         return env
 
 
