@@ -39,6 +39,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import shutil
 import signal
 import socket
 import struct
@@ -46,9 +47,12 @@ import subprocess
 import sys
 import tempfile
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from jupyter_client.manager import AsyncKernelManager
+
+from labkit.course import _kernel_launcher
 
 SOCKET_ENV = "LABKIT_KERNEL_FORK_SOCKET"
 SWITCH_ENV = "LABKIT_KERNEL_FORK_SERVER"
@@ -106,13 +110,22 @@ def _become_kernel(request: dict, fds: list[int], close: list[socket.socket]):
         for number in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
             signal.signal(number, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        env = dict(request["env"])
+        argv = list(request["argv"])
+        spec = env.pop(_kernel_launcher.SANDBOX_ENV, None)
+        if spec:  # a graded kernel: the grading slot's user, its rlimits, its folder
+            os.closerange(3, 65536)  # whatever else the template held stays with it
+            wanted = os.path.realpath(json.loads(spec)["python"])
+            if os.path.realpath(sys.executable) != wanted:
+                raise RuntimeError(f"this template runs {sys.executable}, not {wanted}")
+            argv = _kernel_launcher.become(spec, argv)
         os.chdir(request["cwd"])
         os.environ.clear()
-        os.environ.update(request["env"])
+        os.environ.update(env)
         import importlib.util
 
         # as `python -m ipykernel_launcher` sets them: argv[0] the module's file, path[0] the cwd
-        sys.argv = [importlib.util.find_spec("ipykernel_launcher").origin, *request["argv"]]
+        sys.argv = [importlib.util.find_spec("ipykernel_launcher").origin, *argv]
         if sys.path and sys.path[0] in ("", "."):
             sys.path[0] = os.getcwd()
         parent = request["env"].get("JPY_PARENT_PID")
@@ -234,18 +247,31 @@ def serve(path: str) -> None:
 
 class KernelForkServer:
     """A template process (see the module's doc) listening on a socket in a private folder;
-    :attr:`env` holds what kernels launched by :class:`ForkingKernelManager` need to find it."""
+    :attr:`env` holds what kernels launched by :class:`ForkingKernelManager` need to find it.
 
-    def __init__(self) -> None:
+    ``python``: the interpreter the template (and so every kernel) runs, by default this
+    one. Graded kernels that drop privileges need one their user can run, and a template
+    started with a clean environment: a forked child's ``/proc/self/environ`` is the
+    template's, so the grader's variables (a superuser's ``DATABASE_URL``) must not be in it."""
+
+    def __init__(self, python: str | None = None, *, clean_env: bool = False) -> None:
         self.folder = tempfile.TemporaryDirectory(prefix="labkit-kernels-")
         self.path = os.path.join(self.folder.name, "fork.sock")
         code = "import sys\nfrom labkit.course.forkkernel import serve\nserve(sys.argv[1])\n"
+        env = None
+        if clean_env:
+            env = {key: os.environ[key] for key in _CLEAN_ENV if key in os.environ}
+            env["PATH"] = os.pathsep.join(
+                [os.path.dirname(python or sys.executable), "/usr/bin:/bin"]
+            )
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", code, self.path],
+            [python or sys.executable, "-c", code, self.path],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            env=env,
+            cwd="/",
         )
         line = self.proc.stdout.readline().strip()
         if line != "ready":
@@ -271,7 +297,9 @@ class KernelForkServer:
         self.folder.cleanup()
 
 
-_servers: dict[int, KernelForkServer] = {}
+#: What a template started with ``clean_env`` keeps of the environment.
+_CLEAN_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+_servers: dict[tuple[int, bool], KernelForkServer] = {}
 _lock = threading.Lock()
 
 
@@ -279,15 +307,77 @@ def enabled() -> bool:
     return sys.platform.startswith("linux") and os.environ.get(SWITCH_ENV, "1") != "0"
 
 
-def server() -> KernelForkServer | None:
-    """This process's kernel fork server (started on first use), or None when turned off."""
+def server(*, sandboxed: bool = False) -> KernelForkServer | None:
+    """This process's kernel fork server (started on first use), or None when turned off.
+    ``sandboxed``: the template of graded kernels that run as other users (the shared
+    interpreter, a clean environment; see :mod:`labkit.course.gradeuser`)."""
     if not enabled():
         return None
     with _lock:
-        found = _servers.get(os.getpid())  # not one inherited through a fork
+        key = (os.getpid(), sandboxed)  # not one inherited through a fork
+        found = _servers.get(key)
         if found is None or not found.alive():
-            found = _servers[os.getpid()] = KernelForkServer()
+            if sandboxed:
+                from labkit.course.sharedenv import shared_python
+
+                found = KernelForkServer(str(shared_python().python), clean_env=True)
+            else:
+                found = KernelForkServer()
+            _servers[key] = found
         return found
+
+
+@dataclass
+class _Launch:
+    """Set by the grading sandbox (labkit.course.nbgrader_ext) for the next kernels: what
+    their environment gains, and the private folder they run in (the files of the
+    notebook's folder that are not notebooks are copied there)."""
+
+    env: dict[str, str] | None = None
+    folder: Path | None = None
+    owner: tuple[int, int] | None = None
+
+
+_launch = _Launch()
+
+
+def set_sandbox(
+    env: dict[str, str] | None, folder: Path | None = None, owner: tuple[int, int] | None = None
+) -> None:
+    """Kernels started from now on get ``env`` and run in ``folder`` (None: as usual)."""
+    _launch.env, _launch.folder, _launch.owner = env, folder, owner
+
+
+#: What a graded kernel keeps of the grader's environment (the rest, tokens and URLs with
+#: passwords among it, is not the student's to read).
+_KEPT_PREFIXES = ("LANG", "LC_", "TZ", "TERM", "JPY_", "PYDEVD_", "OPENBLAS_", "LABKIT_")
+_KEPT = ("PYTHONHASHSEED", "PYTHONWARNINGS")
+
+
+def _kept(env: dict[str, str]) -> dict[str, str]:
+    kept = {k: v for k, v in env.items() if k.startswith(_KEPT_PREFIXES) or k in _KEPT}
+    python = json.loads(_launch.env[_kernel_launcher.SANDBOX_ENV])["python"]
+    kept["PATH"] = os.pathsep.join([os.path.dirname(python), "/usr/local/bin:/usr/bin:/bin"])
+    return kept
+
+
+def _copy_inputs(source: Path, target: Path, owner: tuple[int, int] | None) -> None:
+    """The notebook folder's other files (data an assignment ships), not its notebooks."""
+    if not source.is_dir() or source.resolve() == target.resolve():
+        return
+    for path in source.iterdir():
+        if path.suffix == ".ipynb" or path.name == "timestamp.txt" or path.is_symlink():
+            continue
+        destination = target / path.name
+        if path.is_dir():
+            shutil.copytree(path, destination, symlinks=False, dirs_exist_ok=True)
+        elif path.is_file():
+            shutil.copyfile(path, destination)
+        else:
+            continue
+        if owner:
+            for item in [destination, *(destination.rglob("*") if path.is_dir() else [])]:
+                os.chown(item, *owner)
 
 
 class ForkingKernelManager(AsyncKernelManager):
@@ -295,8 +385,19 @@ class ForkingKernelManager(AsyncKernelManager):
     by the fork launcher (``_kernel_launcher.py``): forked from the server named by
     ``LABKIT_KERNEL_FORK_SOCKET`` when one listens, else ``python -m ipykernel_launcher``."""
 
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
+        if _launch.env is not None:
+            kw["env"] = {**_kept(kw.get("env", os.environ)), **_launch.env}
+        if _launch.folder is not None:
+            _copy_inputs(Path(kw.get("cwd") or os.getcwd()), _launch.folder, _launch.owner)
+            kw["cwd"] = str(_launch.folder)
+        return await super()._async_launch_kernel(kernel_cmd, **kw)
+
     def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
         cmd = super().format_kernel_cmd(extra_arguments)
-        if enabled() and len(cmd) > 2 and cmd[1:3] == ["-m", "ipykernel_launcher"]:
+        # A graded kernel always goes through the launcher: it drops privileges even when
+        # no template runs.
+        sandboxed = _launch.env is not None and _kernel_launcher.SANDBOX_ENV in _launch.env
+        if (enabled() or sandboxed) and len(cmd) > 2 and cmd[1:3] == ["-m", "ipykernel_launcher"]:
             return [cmd[0], str(LAUNCHER), *cmd[3:]]
         return cmd

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 
 from nbformat.notebooknode import NotebookNode
 from nbgrader import utils
-from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from nbgrader.preprocessors import ClearHiddenTests, Execute, NbGraderPreprocessor
 
 __all__ = [
     "CELL_TIMEOUT_ENV",
@@ -173,6 +173,65 @@ class Sandbox:
         self.stop()
 
 
+class UserSandbox:
+    """:class:`Sandbox`'s interface for grading as root: the notebook's kernel runs as a
+    grading slot's unprivileged user, with its own PostgreSQL role and a Redis running as
+    that user (:mod:`labkit.course.gradeuser`). Nothing of it enters this process's
+    environment: the kernel manager (:mod:`labkit.course.forkkernel`) adds it to the
+    kernel's alone, and runs the kernel in the user's private folder."""
+
+    def __init__(self, tag: str, text: str) -> None:
+        from labkit.course import gradeuser
+
+        self.slot = gradeuser.Slot.acquire()
+        self.inner = gradeuser.UserSandbox(self.slot, text=text)
+        self.prefix = self.inner.prefix
+
+    def start(self) -> dict[str, str]:
+        from labkit.course import forkkernel
+
+        try:
+            env = self.inner.start()
+        except BaseException:
+            self.inner.stop()
+            raise
+        forkkernel.set_sandbox(env, self.slot.folder / "work", (self.slot.uid, self.slot.gid))
+        return {}
+
+    def stop_redis(self) -> None:
+        """Kernel, Redis and every other process of the slot's user: killed."""
+        from labkit.course import forkkernel
+
+        forkkernel.set_sandbox(None)
+        self.inner.stop_processes()
+
+    def drop(self) -> None:
+        """The role's databases and roles dropped; the slot wiped and freed."""
+        try:
+            self.inner.drop()
+        finally:
+            self.slot.release()
+
+    def stop(self) -> None:
+        self.stop_redis()
+        self.drop()
+
+
+def _source_text(config, assignment: str, notebook: str) -> str:
+    """The instructor's version of the notebook being graded (what it needs is decided from
+    it, never from the submission), as text; empty if not found."""
+    root = config.CourseDirectory.get("root") or os.getcwd()
+    source = config.CourseDirectory.get("source_directory") or "source"
+    path = os.path.join(str(root), source, assignment, f"{notebook}.ipynb")
+    try:
+        import nbformat
+
+        notebook = nbformat.read(path, as_version=4)
+    except (OSError, ValueError):
+        return ""
+    return "\n".join(cell.source for cell in notebook.cells if cell.cell_type == "code")
+
+
 @dataclass
 class _Active:
     """The sandbox of the notebook being graded. nbgrader makes a new instance of each
@@ -242,7 +301,14 @@ class EnterSandbox(NbGraderPreprocessor):
         # The course folder is part of the name: two courses graded at the same time on one
         # server (scratch courses, a self-check beside an instructor) with the same student
         # names must never share, or drop, each other's databases.
-        sandbox = Sandbox(f"{os.getcwd()}:{tag}")
+        from labkit.course import gradeuser
+
+        if gradeuser.wanted():  # root: the kernel runs as an unprivileged grading user
+            text = _source_text(self.config, str(info.get("assignment", "")),
+                                str(info.get("notebook", "")))  # fmt: skip
+            sandbox = UserSandbox(tag, text)
+        else:
+            sandbox = Sandbox(f"{os.getcwd()}:{tag}")
         env = sandbox.start()
         if not _active.exit_hook:  # an interrupted nbgrader still stops the private Redis
             atexit.register(_finish)
@@ -250,7 +316,8 @@ class EnterSandbox(NbGraderPreprocessor):
         _active.saved_env = {key: os.environ.get(key) for key in env}
         _active.sandbox = sandbox
         os.environ.update(env)
-        self.log.info("sandbox for %s: databases %s*, private Redis", tag, sandbox.prefix)
+        who = f", user {sandbox.slot.user}" if isinstance(sandbox, UserSandbox) else ""
+        self.log.info("sandbox for %s: databases %s*, private Redis%s", tag, sandbox.prefix, who)
         return nb, resources
 
 
@@ -388,6 +455,42 @@ class WarningsAreNotFailures(NbGraderPreprocessor):
         return cell, resources
 
 
+class SandboxedExecute(Execute):
+    """nbgrader's ``Execute``, for notebooks whose kernel the grading sandbox may kill (past
+    its wall-clock or memory limit: :mod:`labkit.course.gradeuser`). nbclient then raises
+    ``DeadKernelError`` and nbgrader would leave the whole submission ungraded and fail the
+    command; instead the cell that was running records why it was stopped, the cells after
+    it stay unexecuted (their tests score 0), and grading goes on."""
+
+    def preprocess(self, nb, resources=None, km=None):
+        from nbclient.exceptions import DeadKernelError
+
+        try:
+            return super().preprocess(nb, resources, km)
+        except DeadKernelError:
+            sandbox = _active.sandbox
+            reason = getattr(getattr(sandbox, "inner", None), "killed", None)
+            if not reason:
+                raise
+            code = [c for c in nb.cells if c.cell_type == "code"]
+            ran = [i for i, c in enumerate(code) if c.get("execution_count")]
+            stopped = ran[-1] if ran else 0
+            message = (
+                f"this notebook {reason} and was stopped here: the cells below did not run. "
+                "An endless loop, a process left running, or data far larger than the task's?"
+            )
+            # nbgrader counts a test cell without an error as passed: every cell that did
+            # not run gets one.
+            for index, cell in enumerate(code[stopped:]):
+                text = message if index == 0 else f"not run: the notebook {reason} above"
+                cell.setdefault("outputs", []).append(
+                    NotebookNode(output_type="error", ename="ResourceLimitError", evalue=text,
+                                 traceback=[f"ResourceLimitError: {text}"])
+                )  # fmt: skip
+            self.log.warning("kernel stopped by the grading sandbox: %s", reason)
+            return nb, resources
+
+
 def _default(klass, name: str) -> list:
     return list(klass.class_traits()[name].default())
 
@@ -415,7 +518,8 @@ def configure(c) -> None:
     execute = next(i for i, p in enumerate(preprocessors) if getattr(p, "__name__", p) == "Execute")
     c.Autograde.autograde_preprocessors = [
         f"{here}.EnterSandbox",
-        *preprocessors[: execute + 1],
+        *preprocessors[:execute],
+        f"{here}.SandboxedExecute",
         f"{here}.ExplainTimeouts",
         f"{here}.WarningsAreNotFailures",
         *preprocessors[execute + 1 :],
