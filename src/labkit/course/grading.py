@@ -322,6 +322,9 @@ class Course:
         self.nbgrader("generate_assignment", assignment, "--force")
         if exchange is not None:
             self.nbgrader("release_assignment", assignment, "--force", *_exchange_args(exchange))
+            from labkit.course.exchange import protect_root
+
+            protect_root(Path(exchange).resolve() if exchange else self.exchange_root())
         return self.release_dir(assignment)
 
     def submit(self, assignment: str, student: str, notebooks: Path | Mapping[str, Path]) -> Path:
@@ -594,7 +597,7 @@ class Course:
         newest into ``submitted/``. ``check_owner=False`` silences nbgrader's warning when
         one OS user submitted for several students (a simulation)."""
         self.known(assignment)
-        root = Path(exchange) if exchange else self._configured_exchange()
+        root = Path(exchange) if exchange else self.exchange_root()
         inbound = root / self.course_id / "inbound"
         if not inbound.is_dir():
             raise GradingError(
@@ -627,11 +630,23 @@ class Course:
                 report.missing[student] = missing
         return report
 
-    def _configured_exchange(self) -> Path:
-        from traitlets.config.loader import PyFileConfigLoader
+    def exchange_root(self) -> Path:
+        """The exchange's root nbgrader uses here: ``c.Exchange.root`` from the course's
+        ``nbgrader_config.py``, else from the Jupyter config folders nbgrader also reads
+        (``~/.jupyter``, ``/etc/jupyter``...: on a shared server the students' config may
+        name it there), else nbgrader's default ``/srv/nbgrader/exchange``."""
+        from jupyter_core.paths import jupyter_config_path
+        from traitlets.config.loader import ConfigFileNotFound, PyFileConfigLoader
 
-        loaded = PyFileConfigLoader("nbgrader_config.py", path=str(self.root)).load_config()
-        return Path(loaded.Exchange.get("root", "/srv/nbgrader/exchange"))
+        root = "/srv/nbgrader/exchange"
+        # The first folder of jupyter_config_path() wins, and the course's over all of them.
+        for folder in [*reversed(jupyter_config_path()), str(self.root)]:
+            try:
+                loaded = PyFileConfigLoader("nbgrader_config.py", path=folder).load_config()
+            except ConfigFileNotFound:
+                continue
+            root = loaded.Exchange.get("root", root)
+        return Path(root)
 
     # ------------------------------------------------------------------ grading
 
@@ -651,12 +666,22 @@ class Course:
                 f"{student} has no submission of {assignment}; collected: {', '.join(collected)}"
             )
         students = [student] if student else collected
+        self._private_for_grading()
         args = ["autograde", assignment, "--force", "--create", *extra]
         if student:
             args.append(f"--student={student}")
         started = time.perf_counter()
         self.nbgrader(*args)
         return AutogradeRun(assignment, students, time.perf_counter() - started)
+
+    def _private_for_grading(self) -> None:
+        """As root, graded kernels run as other users (:mod:`labkit.course.gradeuser`): the
+        course folder (gradebook, submissions, archive, feedback, hidden tests) becomes
+        reachable by its owner alone, and the files nbgrader writes are private too."""
+        from labkit.course import gradeuser
+
+        if gradeuser.wanted():
+            os.chmod(self.root, 0o700)
 
     def feedback(self, assignment: str, *, exchange: Path | str | None = None) -> list[Path]:
         """``nbgrader generate_feedback --force`` (HTML per student and notebook, hidden tests
@@ -683,6 +708,19 @@ class Course:
                 "release_feedback", assignment, *_exchange_args(exchange),
                 f"--CourseDirectory.student_id_exclude={','.join(by_mail)}",
             )  # fmt: skip
+            # nbgrader releases feedback readable by everyone who can guess its name: as
+            # root, each page is given to its student alone (labkit.course.exchange).
+            from labkit.course.exchange import restrict_feedback
+
+            restrict_feedback(
+                Path(exchange).resolve() if exchange else self.exchange_root(),
+                self.course_id,
+                {
+                    student: self.feedback_dir(assignment, student)
+                    for student in self.students(assignment)
+                    if student not in by_mail
+                },
+            )
         return sorted((self.root / "feedback").glob(f"*/{assignment}/*.html"))
 
     def _missing_feedback(self, assignment: str) -> list[Path]:
@@ -886,10 +924,12 @@ _NBGRADER = (
 
 
 def _tool_env() -> dict[str, str]:
-    from labkit.course import forkkernel
+    from labkit.course import forkkernel, gradeuser
 
     env = dict(os.environ)
-    kernels = forkkernel.server()  # graded notebooks' kernels start forked (see forkkernel)
+    # Graded notebooks' kernels start forked (see forkkernel); as root, from a template that
+    # runs the shared interpreter, so that they can drop privileges (see gradeuser).
+    kernels = forkkernel.server(sandboxed=gradeuser.wanted())
     if kernels is not None:
         env.update(kernels.env)
     # nbgrader runs `alembic` by name when it creates a gradebook.
