@@ -14,7 +14,10 @@ The commands (a terminal, from the course folder)::
                                         # analytics) on your project (default capstones/<name>)
     python -m labkit progress           # your progress per phase and step
     python -m labkit progress --journal # your learning journal (Markdown), ticked from results
+    python -m labkit hub up|down|status # a JupyterHub for a class on this machine (as root)
+    python -m labkit hub add-user NAME  # a student: Unix user (home 0700) allowed on the hub
     python -m labkit grade release|collect|autograde|feedback|export|student-copies|mutants ...
+    python -m labkit grade student-edition DIR   # a repository for students (no solutions)
                                         # the instructor's workflow (grading/INSTRUCTORS.md)
 
 The same from Python, with the exit code returned::
@@ -133,10 +136,20 @@ def _lab(args: argparse.Namespace) -> int:
 def _grade(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labkit.course import grading
+    from labkit.course import edition, grading
 
-    course = grading.Course(Path(args.course_dir) if args.course_dir else grading.course_dir())
     action = args.action
+    if action == "student-edition":
+        if not args.assignment:
+            print("error: `grade student-edition DIR` needs the folder to write", file=sys.stderr)
+            return 2
+        written = edition.write(Path(args.assignment))
+        print(f"student edition written to {written} (a git repository, one commit)")
+        print("push it as the class's repository, then put its owner/name in README.md's badge")
+        return 0
+    if not args.course_dir:  # the instructor's tools need grading/, which the edition lacks
+        edition.require_full_repository(f"grade {action}")
+    course = grading.Course(Path(args.course_dir) if args.course_dir else grading.course_dir())
     if action == "mutants":
         return _mutants(args, course)
     if action == "student-copies":
@@ -160,6 +173,16 @@ def _grade(args: argparse.Namespace) -> int:
         release = course.release(assignment, exchange=args.exchange)
         where = " and to the exchange" if args.exchange is not None else ""
         print(f"released {assignment}: student version in {release}{where}")
+        if args.exchange is not None:
+            from labkit.course.exchange import student_config
+
+            root = Path(args.exchange).resolve() if args.exchange else course.exchange_root()
+            print(
+                "students need this nbgrader config (on a shared server or hub: "
+                "/etc/jupyter/nbgrader_config.py); it keeps each submission readable by its "
+                "student and the instructors only (grading/INSTRUCTORS.md):"
+            )
+            print(student_config(root, course.course_id), end="")
     elif action == "collect":
         if (args.folder is None) == (args.exchange is None):
             print("error: collect from --exchange [DIR] or from --folder DIR", file=sys.stderr)
@@ -229,6 +252,39 @@ def _mutants(args: argparse.Namespace, course) -> int:
             f"{mutation.equivalents_file(course.root)})"
         )
     return 1 if survived else 0
+
+
+def _hub(args: argparse.Namespace) -> int:
+    """``hub up|down|status|add-user|remove-user``: the JupyterHub kit (classroom/one-machine)."""
+    from labkit.course.hub import Hub
+
+    hub = Hub(args.state_dir)
+    if args.action in ("add-user", "remove-user"):
+        if not args.name:
+            print(f"error: `hub {args.action}` needs a user name, e.g. `hub {args.action} ada`",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+        if args.action == "remove-user":
+            hub.remove_user(args.name, delete_unix_user=args.delete_home)
+            deleted = " and deleted" if args.delete_home else ""
+            print(f"{args.name} removed from the hub{deleted}")
+            return 0
+        created = hub.add_user(args.name, admin=args.admin)
+        role = "an admin" if args.admin else "allowed"
+        print(f"{args.name}: Unix user {'created' if created else 'exists'} (home 0700), "
+              f"{role} on the hub")  # fmt: skip
+        if created:
+            print(f"set their password with `passwd {args.name}` (they log in with it)")
+        return 0
+    if args.action == "up":
+        status = hub.up(args.port, cull_timeout=args.cull_timeout)
+    elif args.action == "down":
+        print("hub stopped" if hub.down() else "hub was not running")
+        return 0
+    else:
+        status = hub.status()
+    print("\n".join(status.lines()))
+    return 0 if status.running else 3
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -335,6 +391,20 @@ def main(argv: list[str] | None = None) -> int:
     )
     progress.set_defaults(func=_progress)
 
+    hub = commands.add_parser("hub", help="a JupyterHub for a class on this machine (root)")
+    hub.add_argument("action", choices=["up", "down", "status", "add-user", "remove-user"])
+    hub.add_argument("name", nargs="?", help="add-user/remove-user: the Unix user name")
+    hub.add_argument("--port", type=int, default=None,
+                     help="up: the address's port on 127.0.0.1 (default: the last one, else free)")  # fmt: skip
+    hub.add_argument("--cull-timeout", type=int, default=None,
+                     help="up: stop servers idle this many seconds (default 3600)")  # fmt: skip
+    hub.add_argument("--admin", action="store_true",
+                     help="add-user: a hub admin (the instructor), after `hub up`")  # fmt: skip
+    hub.add_argument("--delete-home", action="store_true",
+                     help="remove-user: also delete the Unix user and their home")  # fmt: skip
+    hub.add_argument("--state-dir", default=None, help="default: /var/lib/labkit/hub")
+    hub.set_defaults(func=_hub)
+
     grade = commands.add_parser("grade", help="the instructor's workflow (nbgrader)")
     grade.add_argument(
         "action",
@@ -345,10 +415,12 @@ def main(argv: list[str] | None = None) -> int:
             "feedback",
             "export",
             "student-copies",
+            "student-edition",
             "mutants",
         ],  # fmt: skip
     )
-    grade.add_argument("assignment", nargs="?", help="e.g. 00-warmup (export: optional filter)")
+    grade.add_argument("assignment", nargs="?",
+                       help="e.g. 00-warmup (export: optional filter; student-edition: DIR)")  # fmt: skip
     grade.add_argument(
         "--exchange",
         nargs="?",

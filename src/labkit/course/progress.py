@@ -24,6 +24,10 @@ Two kinds of evidence, both written on your machine only (``<state dir>/progress
 - an exercise notebook counts with the score of your latest full check
   (``python -m labkit check <assignment>``, which autogrades it with the hidden tests).
 
+In the student edition (no hidden tests: :mod:`labkit.course.edition`), a check records
+which visible tests passed (:func:`record_visible`), and progress counts those, saying so:
+the score comes from the instructor's grading.
+
 Two more feed the journal: the numbers a lesson measured (:func:`record_numbers`, called by
 its summary cells) and each capstone's latest acceptance run (:func:`record_capstone`).
 
@@ -57,6 +61,7 @@ __all__ = [
     "record_exercise",
     "record_lesson",
     "record_numbers",
+    "record_visible",
     "write_journal",
 ]
 
@@ -162,6 +167,31 @@ def record_exercise(
     return _write(path, record)
 
 
+def record_visible(
+    assignment: str,
+    notebook: str,
+    tasks: Mapping[str, str],
+    directory: Path | None = None,
+) -> Path:
+    """Record a check in the student edition, which has no hidden tests: each test cell's
+    visible tests (grade id → ``"pass"`` / ``"fail"`` / ``"not run"``), and no score."""
+    stem = Path(_safe(notebook)).stem
+    path = (directory or progress_dir()) / "exercises" / _safe(assignment) / f"{stem}.json"
+    record = {
+        "assignment": assignment,
+        "notebook": notebook,
+        "visible": dict(tasks),
+        "checked_at": _now(),
+    }
+    return _write(path, record)
+
+
+def _visible_passed(record: Mapping) -> tuple[int, int]:
+    """(test cells whose visible tests passed, test cells) of a :func:`record_visible`."""
+    visible = record.get("visible") if isinstance(record.get("visible"), dict) else {}
+    return sum(v == "pass" for v in visible.values()), len(visible)
+
+
 def record_capstone(
     name: str,
     passed: bool,
@@ -230,14 +260,19 @@ def _read_all(folder: Path) -> list[dict]:
 def _available_exercises(root: Path) -> dict[tuple[str, str], float]:
     """(assignment, notebook file) → points, for every autograded exercise notebook in
     ``grading/source`` (the capstones' write-ups are graded by hand, in the instructor's
-    gradebook, which a learner's progress cannot see)."""
+    gradebook, which a learner's progress cannot see). In the student edition: the test
+    cells of each student copy in ``exercises/`` (→ their number; no points are earned
+    there, only visible tests passed)."""
+    from labkit.course.edition import assignment_folder, is_student_edition
     from labkit.course.grading import grade_cells
 
-    source = root / "grading" / "source"
+    source = assignment_folder("_", root).parent
     found = {}
     for path in sorted(source.glob("*/*.ipynb")) if source.is_dir() else []:
         if points := grade_cells(path):
-            found[(path.parent.name, path.name)] = sum(points.values())
+            found[(path.parent.name, path.name)] = (
+                float(len(points)) if is_student_edition(root) else sum(points.values())
+            )
     return found
 
 
@@ -252,9 +287,18 @@ class Progress:
     steps: list[dict]
     phases: list[dict]
     evidence: int
+    visible_only: bool = False  # the student edition: visible tests, no score
 
     @property
     def note(self) -> str:
+        if self.evidence and self.visible_only:
+            return (
+                "Computed from your results: lessons that ran to their last cell, and the "
+                "visible tests of your latest check of each exercise (its last cell, or "
+                "`make check A=<assignment>`). A step is done once its lesson ran and every "
+                "visible test of its exercises passes. Your score comes from your "
+                "instructor's grading, with hidden tests this edition does not have."
+            )
         if self.evidence:
             return (
                 "Computed from your results: lessons that ran to their last cell, and the "
@@ -314,6 +358,13 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
         if "assignment" in r and "notebook" in r
     }
     available = _available_exercises(root)
+    from labkit.course.edition import is_student_edition
+
+    visible_only = is_student_edition(root)  # counts test cells whose visible tests passed
+    if visible_only:  # a record from a full check elsewhere has no place here, and vice versa
+        results = {key: r for key, r in results.items() if "visible" in r}
+    else:
+        results = {key: r for key, r in results.items() if "score" in r}
     lesson_files = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
     accepted = {r["capstone"]: r for r in _read_all(directory / "capstones") if "capstone" in r}
 
@@ -334,10 +385,17 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
             if any(fnmatch.fnmatch(f"{key[0]}/{key[1]}", pattern) for pattern in step.exercises)
         }
         checked = {key: results[key] for key in notebooks if key in results}
-        earned = sum(min(float(r["score"]), notebooks[k]) for k, r in checked.items())
+        if visible_only:
+            earned = sum(min(_visible_passed(r)[0], notebooks[k]) for k, r in checked.items())
+        else:
+            earned = sum(min(float(r["score"]), notebooks[k]) for k, r in checked.items())
         total = sum(notebooks.values())
+
+        def earned_in(record: dict) -> float:
+            return _visible_passed(record)[0] if visible_only else float(record["score"])
+
         full = all(
-            k in checked and float(checked[k]["score"]) >= points - 1e-9
+            k in checked and earned_in(checked[k]) >= points - 1e-9
             for k, points in notebooks.items()
         )
         acceptance = accepted.get(step.capstone) if step.capstone else None
@@ -370,7 +428,10 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
         elif not notebooks:
             exercise_text = "—"
         elif not checked:
-            exercise_text = f"0 / {_points(total)} (not checked yet)"
+            cells = " test cells" if visible_only else ""
+            exercise_text = f"0 / {_points(total)}{cells} (not checked yet)"
+        elif visible_only:
+            exercise_text = f"visible tests pass in {_points(earned)} / {_points(total)} cells"
         else:
             exercise_text = f"{_points(earned)} / {_points(total)}"
             if len(checked) < len(notebooks):
@@ -388,6 +449,8 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
             }
         )
 
+    # In the edition, exercises count test cells whose visible tests passed, not points.
+    points_column = "visible test cells passed" if visible_only else "exercise points"
     phases = []
     for phase, title in PHASES.items():
         rows = [row for row in steps if row["phase"] == phase]
@@ -411,13 +474,13 @@ def overview(directory: Path | None = None, root: Path | None = None) -> Progres
                 "title": title,
                 "lessons run": f"{lessons_run} / {len(with_lesson)}" if with_lesson else "—",
                 "steps done": f"{done} / {len(open_rows)}" if open_rows else "—",
-                "exercise points": f"{_points(earned)} / {_points(total)}" if total else "—",
+                points_column: f"{_points(earned)} / {_points(total)}" if total else "—",
                 "status": status,
             }
         )
     for row in steps:
         del row["_earned"], row["_total"]
-    return Progress(steps, phases, evidence=len(lessons) + len(results))
+    return Progress(steps, phases, evidence=len(lessons) + len(results), visible_only=visible_only)
 
 
 # --- The learning journal ------------------------------------------------------------------
@@ -827,7 +890,10 @@ def journal(directory: Path | None = None, root: Path | None = None) -> Journal:
             if isinstance(entry, dict) and "value" in entry and key in NUMBERS:
                 measured[key] = entry
     capstones = {str(r["capstone"]): r for r in records("capstones", "capstone")}
-    source = root / "grading" / "source"
+    from labkit.course.edition import assignment_folder, is_student_edition
+
+    visible_only = is_student_edition(root)  # the student edition: visible tests, no score
+    source = assignment_folder("_", root).parent
     notebooks = sorted(source.glob("*/*.ipynb")) if source.is_dir() else []
     lesson_files = sorted(p.stem for p in (root / "notebooks").glob("*.ipynb"))
     points_of: dict[Path, dict[str, float]] = {}  # grade id → points, per exercise notebook
@@ -863,6 +929,14 @@ def journal(directory: Path | None = None, root: Path | None = None) -> Journal:
             return (
                 False,
                 f"{path.name} not checked yet (`python -m labkit check {path.parent.name}`)",
+            )
+        if visible_only:
+            visible = record.get("visible") if isinstance(record.get("visible"), dict) else {}
+            passed = [t for t in wanted if visible.get(t) == "pass"]
+            when = str(record.get("checked_at", ""))[:10]
+            return len(passed) == len(wanted), (
+                f"{path.name}: visible tests pass in {len(passed)} of {len(wanted)} test cells "
+                f"(checked {when}; the hidden tests run when your instructor grades)"
             )
         full_notebook = _score(record.get("score")) >= sum(points.values()) - 1e-9
         scores = record.get("tasks") if isinstance(record.get("tasks"), dict) else {}

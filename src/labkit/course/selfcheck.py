@@ -36,6 +36,10 @@ Which notebooks a check reads, and what it says about an assignment that does no
 
 Both run in a sandbox (their own databases and Redis), so they never disturb the
 notebook you have open. A full check is recorded for ``python -m labkit progress``.
+
+In the student edition (:mod:`labkit.course.edition`: no ``grading/``), there are no hidden
+tests to run: a check runs the visible tests, says that the hidden tests run when the
+instructor grades, and records the visible tests' result for ``progress``.
 """
 
 from __future__ import annotations
@@ -52,7 +56,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from labkit import config
-from labkit.course import cells, grading, progress
+from labkit.course import cells, edition, grading, progress
 from labkit.errors import CheckError
 
 __all__ = [
@@ -122,6 +126,13 @@ class CheckResult:
     def summary(self) -> str:
         if self.skipped:
             return self.skipped
+        if not self.full and edition.is_student_edition():
+            passed = sum(t.visible == "pass" for t in self.tasks)
+            return (
+                f"{self.assignment}: visible tests pass in {passed} of {len(self.tasks)} test "
+                "cells. The hidden tests run when your instructor grades your submission: "
+                "your score comes from there"
+            )
         if not self.full:
             passed = sum(t.visible == "pass" for t in self.tasks)
             return (
@@ -165,9 +176,9 @@ def learner_notebooks(assignment: str, notebook: str | Path | None = None) -> di
     """Which of your notebooks to check: a given file or folder; else, called from a cell of
     one of the assignment's notebooks in JupyterLab, that notebook; else
     ``exercises/<assignment>/``. Keyed by the assignment's notebook file name."""
-    source = grading.course_dir() / "source" / assignment
+    source = edition.assignment_folder(assignment)  # grading/source, or the edition's copies
     if not source.is_dir():
-        known = ", ".join(grading.assignments()) or "none"
+        known = ", ".join(edition.assignments()) or "none"
         raise CheckError(f"no assignment {assignment!r} (known: {known})")
     names = sorted(p.name for p in source.glob("*.ipynb"))
     if notebook is not None and Path(notebook).expanduser().is_dir():
@@ -349,8 +360,9 @@ def check(
         )
         return skipped
     started = time.perf_counter()
+    full = full and not edition.is_student_edition()  # no hidden tests to run there
     notebooks = learner_notebooks(assignment, notebook)
-    source = grading.course_dir() / "source" / assignment
+    source = edition.assignment_folder(assignment)
     result = CheckResult(assignment, notebooks, full=full)
     result.warning = _unsaved_warning(notebooks)
     if result.warning:
@@ -464,6 +476,11 @@ def _check_into(result, assignment, notebooks, source, full, record, say) -> Non
                     sum(m for _, m in tasks.values()),
                     tasks,
                 )
+    elif record and edition.is_student_edition():  # what a student edition can know
+        for name in notebooks:
+            progress.record_visible(
+                assignment, name, {t.task: t.visible for t in result.tasks if t.notebook == name}
+            )
 
 
 def main(assignment: str, notebook: str | None, quick: bool) -> int:
@@ -474,7 +491,7 @@ def main(assignment: str, notebook: str | None, quick: bool) -> int:
 
     from labkit.course import grading
 
-    source = grading.course_dir() / "source" / assignment
+    source = edition.assignment_folder(assignment)
     if source.is_dir() and not grading.is_autograded(source):  # a write-up, graded by hand
         print(
             f"{assignment} has no autograded tests: your instructor grades its answers by hand, "
@@ -484,9 +501,14 @@ def main(assignment: str, notebook: str | None, quick: bool) -> int:
         return 0
     result = check(assignment, notebook, full=not quick, echo=say)
     print()
-    print("Your score, per task (hidden tests included):" if not quick else "Visible tests:")
+    if result.full:
+        print("Your score, per task (hidden tests included):")
+    elif edition.is_student_edition():
+        print("Visible tests (the hidden tests run when your instructor grades):")
+    else:
+        print("Visible tests:")
     print(result)
-    if not quick:
+    if result.full:
         print(f"(checked in {result.seconds:.0f} s; recorded for `python -m labkit progress`)")
     sys.stdout.flush()
     return 0
