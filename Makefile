@@ -92,8 +92,8 @@ bench: up
 	$(BIN)/python -m labkit bench
 
 lint: install
-	$(BIN)/ruff check src tests tools notebooks grading capstones
-	$(BIN)/ruff format --check src tests tools capstones grading/capstones
+	$(BIN)/ruff check src tests tools notebooks grading capstones classroom
+	$(BIN)/ruff format --check src tests tools capstones grading/capstones classroom
 
 clean: down
 	rm -rf $(VENV) .labkit

@@ -79,7 +79,9 @@ c.JupyterHub.services = [
         "name": "idle-culler",
         "api_token": tokens["culler_service_token"],
         "command": [
-            sys.executable, "-m", "jupyterhub_idle_culler",
+            sys.executable,
+            "-m",
+            "jupyterhub_idle_culler",
             f"--timeout={settings['cull_timeout']}",
             f"--cull-every={settings['cull_every']}",
         ],  # fmt: skip
