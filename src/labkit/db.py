@@ -52,6 +52,7 @@ __all__ = [
     "record_queries",
     "sqlalchemy_url",
     "template_lock",
+    "ROLE_FUNCTION",
     "Role",
 ]
 
@@ -276,13 +277,24 @@ class Role:
         return f"Role(name={self.name!r})"
 
 
+#: The function through which a role without CREATEROLE makes its roles, when the server has
+#: it (a grading sandbox's role: :mod:`labkit.course.gradeuser` creates it in the
+#: maintenance database). It makes only roles named with the caller's own prefix.
+ROLE_FUNCTION = ("labkit_grading", "login_role")
+
+
 def login_role(name: str) -> Role:
     """Create (once) the ordinary role ``labkit_<name>`` (with ``LABKIT_DB_PREFIX``): LOGIN,
     NOSUPERUSER, NOCREATEDB, NOCREATEROLE, NOBYPASSRLS, owning nothing.
 
     Its password is derived from the server's admin password and the role's name (HMAC), so
     it is the same for every notebook and process that asks, and is never written down. Two
-    callers at once are serialized by an advisory lock. Grant it privileges yourself."""
+    callers at once are serialized by an advisory lock. Grant it privileges yourself.
+
+    A role that may not create roles (neither superuser nor CREATEROLE: a grading sandbox's)
+    asks :data:`ROLE_FUNCTION` instead, if the server has it: the function makes the role
+    only under the caller's own prefix and grants it to the caller, who may then hand it
+    tables (``ALTER TABLE ... OWNER TO``) as a superuser would."""
     import hmac
 
     from psycopg import sql
@@ -293,6 +305,12 @@ def login_role(name: str) -> Role:
     with connect(autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_lock_key("role:" + full),))
         try:
+            if _through_function(conn):
+                conn.execute(
+                    sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(*ROLE_FUNCTION)),
+                    (full, password),
+                )
+                return Role(full, password)
             exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (full,)).fetchone()
             verb = sql.SQL("ALTER ROLE" if exists else "CREATE ROLE")
             conn.execute(
@@ -303,6 +321,21 @@ def login_role(name: str) -> Role:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_lock_key("role:" + full),))
     return Role(full, password)
+
+
+def _through_function(conn: Any) -> bool:
+    """Whether :func:`login_role` must ask :data:`ROLE_FUNCTION`: the current role may not
+    create roles, and the function exists and may be executed."""
+    from psycopg import sql
+
+    signature = sql.SQL("{}(text, text)").format(sql.Identifier(*ROLE_FUNCTION)).as_string(conn)
+    row = conn.execute(
+        "SELECT r.rolsuper OR r.rolcreaterole, "
+        "coalesce(has_function_privilege(to_regprocedure(%s), 'EXECUTE'), false) "
+        "FROM pg_roles r WHERE r.rolname = current_user",
+        (signature,),
+    ).fetchone()
+    return bool(row) and not row[0] and row[1]
 
 
 # --------------------------------------------------------------------------- query recorder

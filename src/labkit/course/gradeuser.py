@@ -21,8 +21,10 @@ every grading process of the machine (a lock file each):
   database it owns. ``pg_hba.conf`` holds one static block (:func:`ensure_hba`): the roles
   of slot N may connect only to the databases named ``lks<N>_...`` and to the maintenance
   database ``postgres``, and no other role (but the grader's superuser) may connect to a
-  slot's databases. Notebooks that create roles (``db.login_role``: row-level security)
-  also get CREATEROLE; see :func:`needs_createrole`;
+  slot's databases. Notebooks that create roles (``db.login_role``: row-level security is
+  taught with an owner role and an application role) call a ``SECURITY DEFINER`` function
+  instead (:func:`ensure_role_function`), which makes LOGIN roles, and nothing more, only
+  under the caller's own prefix (``lks<N>_<random>_``); they are dropped with the sandbox;
 - a private Redis server running as the slot's user (never as root: ``CONFIG SET dir`` and
   ``SAVE`` then write only where that user may), with a random password;
 - limits (:class:`Limits`): the kernel's rlimits (address space, processes, file size), a
@@ -39,8 +41,8 @@ The kernel itself is forked from a template that runs :func:`labkit.course.share
     (256, 6, 4, 900)
     >>> gradeuser.templates_for('demo = data.blog_database("ex_00", scale="tiny")')
     ['tiny']
-    >>> gradeuser.needs_createrole('OWNER = db.login_role("ex03_owner")')
-    True
+    >>> gradeuser.role_prefix("lks3_0a1b2c3d"), gradeuser.ROLE_MAKER, gradeuser.ROLE_LIMIT
+    ('lks3_0a1b2c3d_', 'labkit_rolemaker', 8)
     >>> print(gradeuser.hba_block("postgres").splitlines()[1])
     host postgres,/^lks1_ /^lks1_ all scram-sha-256
 
@@ -76,8 +78,9 @@ __all__ = [
     "Slot",
     "UserSandbox",
     "ensure_hba",
+    "ensure_role_function",
     "kill_all",
-    "needs_createrole",
+    "role_prefix",
     "wanted",
 ]
 
@@ -98,6 +101,14 @@ DEFAULT_SLOTS = 8
 SLOT_PREFIX = "lks"
 ROLE_GROUP = "labkit_sandboxed"
 CONNECTION_LIMIT = 60
+#: The role that owns the function making the sandboxes' roles: NOLOGIN, CREATEROLE only.
+ROLE_MAKER = "labkit_rolemaker"
+#: Roles one sandbox may make through it, and the connections each may hold.
+ROLE_LIMIT = 8
+MADE_ROLE_CONNECTION_LIMIT = 20
+#: The database a sandbox's role connects to by default (its ``DATABASE_URL``), where
+#: ``db.login_role`` finds the function.
+SANDBOX_DATABASE = "postgres"
 ROOT = Path("/var/lib/labkit/grading")
 SHARED_TMP = (Path("/tmp"), Path("/var/tmp"), Path("/dev/shm"), Path("/run/lock"))
 HBA_BEGIN = "# --- labkit grading sandboxes: begin (labkit.course.gradeuser) ---"
@@ -423,7 +434,7 @@ def _wait_for_reload(conn, timeout: float = 10) -> None:
 
     name = f"{SLOT_PREFIX}0_probe_{secrets.token_hex(4)}"
     password = secrets.token_hex(16)
-    _create_role(conn, name, password, createrole=False)
+    _create_role(conn, name, password)
     try:
         from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -445,19 +456,14 @@ def _wait_for_reload(conn, timeout: float = 10) -> None:
         conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
 
 
-def _create_role(conn, name: str, password: str, *, createrole: bool) -> None:
+def _create_role(conn, name: str, password: str) -> None:
     from psycopg import sql
 
     conn.execute(
         sql.SQL(
-            "CREATE ROLE {} LOGIN NOSUPERUSER CREATEDB {} NOREPLICATION NOBYPASSRLS INHERIT "
-            "CONNECTION LIMIT {} PASSWORD {}"
-        ).format(
-            sql.Identifier(name),
-            sql.SQL("CREATEROLE" if createrole else "NOCREATEROLE"),
-            sql.Literal(CONNECTION_LIMIT),
-            sql.Literal(password),
-        )
+            "CREATE ROLE {} LOGIN NOSUPERUSER CREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+            "INHERIT CONNECTION LIMIT {} PASSWORD {}"
+        ).format(sql.Identifier(name), sql.Literal(CONNECTION_LIMIT), sql.Literal(password))
     )
 
 
@@ -479,13 +485,131 @@ def templates_for(text: str) -> list[str]:
     return sorted(set(_SCALE.findall(text)))
 
 
-def needs_createrole(text: str) -> bool:
-    """Whether a notebook creates login roles (``db.login_role``): row-level security is
-    taught with an owner role and an application role, which only a role with CREATEROLE
-    can create. In PostgreSQL 16+ a CREATEROLE role can grant no attribute it lacks
-    (SUPERUSER, REPLICATION, BYPASSRLS), no membership in a role it does not administer
-    (``pg_execute_server_program`` ...), and can alter or drop only the roles it created."""
-    return "login_role(" in text
+def role_prefix(role: str) -> str:
+    """What the names of the roles (and databases) a sandbox's role makes start with: its
+    own name and ``_`` (its ``LABKIT_DB_PREFIX``), within its slot's ``lks<N>_``."""
+    return f"{role}_"
+
+
+#: The body of :data:`labkit.db.ROLE_FUNCTION`. It runs as :data:`ROLE_MAKER` (SECURITY
+#: DEFINER, its own search_path) and trusts only ``session_user``, which a sandbox cannot
+#: change (SET ROLE changes ``current_user``; SET SESSION AUTHORIZATION needs a superuser).
+_ROLE_FUNCTION_BODY = r"""
+DECLARE
+    caller text := session_user;
+    prefix text := session_user || '_';
+    made int;
+BEGIN
+    IF caller !~ '^__SLOT_PREFIX__[0-9]+_[0-9a-f]+$' THEN
+        RAISE EXCEPTION 'only a grading sandbox''s role may make roles here, not %', caller
+            USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF role_name IS NULL OR role_name !~ '^[a-z_][a-z0-9_]{0,62}$'
+            OR NOT starts_with(role_name, prefix) OR length(role_name) = length(prefix) THEN
+        RAISE EXCEPTION 'role name % refused: a sandbox may make only roles named %...',
+            role_name, prefix USING ERRCODE = 'insufficient_privilege';
+    END IF;
+    IF role_password IS NULL OR length(role_password) < 16 THEN
+        RAISE EXCEPTION 'a role needs a password of at least 16 characters'
+            USING ERRCODE = 'invalid_password';
+    END IF;
+    PERFORM pg_advisory_xact_lock(hashtext('labkit_rolemaker:' || caller));
+    IF EXISTS (SELECT FROM pg_roles WHERE rolname = role_name) THEN
+        IF EXISTS (SELECT FROM pg_roles WHERE rolname = role_name AND (rolsuper
+                OR rolcreatedb OR rolcreaterole OR rolreplication OR rolbypassrls)) THEN
+            RAISE EXCEPTION 'role % has attributes this function does not give', role_name
+                USING ERRCODE = 'insufficient_privilege';
+        END IF;
+        -- Only a role this function made (its owner administers it) may be altered.
+        EXECUTE format('ALTER ROLE %I LOGIN CONNECTION LIMIT __CONNECTIONS__ PASSWORD %L',
+            role_name, role_password);
+    ELSE
+        SELECT count(*) INTO made FROM pg_roles WHERE starts_with(rolname, prefix);
+        IF made >= __ROLE_LIMIT__ THEN
+            RAISE EXCEPTION 'a sandbox may make at most __ROLE_LIMIT__ roles'
+                USING ERRCODE = 'program_limit_exceeded';
+        END IF;
+        EXECUTE format('CREATE ROLE %I LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE '
+            'NOREPLICATION NOBYPASSRLS INHERIT CONNECTION LIMIT __CONNECTIONS__ PASSWORD %L',
+            role_name, role_password);
+    END IF;
+    -- The caller may hand it tables (ALTER ... OWNER TO needs SET) and use its privileges;
+    -- without ADMIN it can neither alter it nor grant it on.
+    EXECUTE format('GRANT %I TO %I WITH INHERIT TRUE, SET TRUE', role_name, caller);
+END
+"""
+
+
+def role_function_body() -> str:
+    """The PL/pgSQL body of the function (its limits filled in)."""
+    return (
+        _ROLE_FUNCTION_BODY.replace("__SLOT_PREFIX__", SLOT_PREFIX)
+        .replace("__ROLE_LIMIT__", str(ROLE_LIMIT))
+        .replace("__CONNECTIONS__", str(MADE_ROLE_CONNECTION_LIMIT))
+    )
+
+
+_role_function_ready: set[str] = set()
+
+
+def ensure_role_function(conn) -> None:
+    """Create (idempotently, once per server and process) the role manager
+    :data:`ROLE_MAKER` (NOLOGIN, CREATEROLE and nothing else) and, in the sandboxes'
+    default database, the function :data:`labkit.db.ROLE_FUNCTION` it owns:
+    ``login_role(role_name, role_password)`` creates (or re-passwords) a LOGIN role with no
+    other attribute, only if its name starts with the calling sandbox role's own prefix
+    (:func:`role_prefix`), and grants it to the caller (INHERIT, SET; no ADMIN). EXECUTE is
+    granted to the sandboxes' group only, in a schema where they cannot create.
+
+    Since PostgreSQL 16 a CREATEROLE role can give no attribute it lacks (SUPERUSER,
+    CREATEDB, REPLICATION, BYPASSRLS), no membership in a role it does not administer, and
+    can alter or drop only the roles it created: even a flaw in the function could not
+    reach the superuser or another slot's roles. ``conn``: a superuser's connection."""
+    from psycopg import sql
+
+    from labkit import db
+
+    key = conn.info.dsn
+    if key in _role_function_ready:
+        return
+    _ensure_group(conn)
+    schema, function = db.ROLE_FUNCTION
+    maker, group = sql.Identifier(ROLE_MAKER), sql.Identifier(ROLE_GROUP)
+    target = sql.Identifier(schema, function)
+    signature = sql.SQL("{}(role_name text, role_password text)").format(target)
+    here = conn.execute("SELECT current_database()").fetchone()[0]
+    with contextlib.ExitStack() as stack:
+        if here != SANDBOX_DATABASE:
+            conn = stack.enter_context(db.connect(SANDBOX_DATABASE, autocommit=True))
+        with conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext('labkit_rolemaker:install'))")
+            if not conn.execute(
+                "SELECT 1 FROM pg_roles WHERE rolname = %s", (ROLE_MAKER,)
+            ).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} NOLOGIN").format(maker))
+            conn.execute(
+                sql.SQL(
+                    "ALTER ROLE {} NOLOGIN NOSUPERUSER NOCREATEDB CREATEROLE NOREPLICATION "
+                    "NOBYPASSRLS NOINHERIT PASSWORD NULL"
+                ).format(maker)
+            )
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            conn.execute(
+                sql.SQL("REVOKE ALL ON SCHEMA {} FROM PUBLIC").format(sql.Identifier(schema))
+            )
+            conn.execute(
+                sql.SQL("GRANT USAGE ON SCHEMA {} TO {}").format(sql.Identifier(schema), group)
+            )
+            conn.execute(
+                sql.SQL(
+                    "CREATE OR REPLACE FUNCTION {} RETURNS void LANGUAGE plpgsql "
+                    "SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS {}"
+                ).format(signature, sql.Literal(role_function_body()))
+            )
+            conn.execute(sql.SQL("ALTER FUNCTION {} OWNER TO {}").format(signature, maker))
+            conn.execute(sql.SQL("REVOKE ALL ON FUNCTION {} FROM PUBLIC").format(signature))
+            conn.execute(sql.SQL("GRANT EXECUTE ON FUNCTION {} TO {}").format(signature, group))
+    _role_function_ready.add(key)
 
 
 _templates_ready: set[tuple[str, str]] = set()
@@ -551,8 +675,9 @@ def prepare_templates(conn, scales: list[str]) -> None:
 
 
 def drop_owned(conn, role: str) -> list[str]:
-    """Drop every database ``role`` owns (or a role it administers owns), then the roles it
-    created, then ``role``; returns the databases' names."""
+    """Drop every database ``role`` owns (or a role it made owns), then the roles it made
+    (those named with its prefix, :func:`role_prefix`, which the role function made for it,
+    and any it administers), then ``role``; returns the databases' names."""
     from psycopg import sql
 
     from labkit import db
@@ -560,9 +685,11 @@ def drop_owned(conn, role: str) -> list[str]:
     created = [
         row[0]
         for row in conn.execute(
+            "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) UNION "
             "SELECT r.rolname FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid "
-            "WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = %s) AND m.admin_option",
-            (role,),
+            "WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = %s) AND m.admin_option "
+            "ORDER BY 1",
+            (role_prefix(role), role),
         )
     ]
     owners = [role, *created]
@@ -619,14 +746,14 @@ class KernelSpec:
 class UserSandbox:
     """One graded notebook's sandbox in a :class:`Slot`: a PostgreSQL role, a private Redis
     running as the slot's user, the kernel's environment and a watchdog. ``text`` is the
-    notebook's source (what it needs: templates, CREATEROLE)."""
+    notebook's source (what it needs: templates)."""
 
     def __init__(self, slot: Slot, *, text: str = "", limits: Limits | None = None) -> None:
         self.slot = slot
         self.text = text
         self.limits = limits or Limits.from_env()
         self.role = f"{slot.prefix}{secrets.token_hex(4)}"
-        self.prefix = f"{self.role}_"
+        self.prefix = role_prefix(self.role)
         self.password = secrets.token_hex(16)
         self.redis = None
         self.redis_supervisor = None
@@ -641,7 +768,7 @@ class UserSandbox:
 
         parts = urlsplit(db.admin_url())
         netloc = f"{self.role}:{quote(self.password)}@{parts.hostname}:{parts.port}"
-        return urlunsplit(parts._replace(netloc=netloc, path="/postgres"))
+        return urlunsplit(parts._replace(netloc=netloc, path="/" + SANDBOX_DATABASE))
 
     def start(self) -> dict[str, str]:
         """Create the role and the Redis; return the kernel's environment additions."""
@@ -652,20 +779,17 @@ class UserSandbox:
         with db.connect(autocommit=True) as conn:
             ensure_hba(conn)
             _ensure_group(conn)
-            leftovers = conn.execute(  # of a grader of this slot that was killed
-                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s)", (self.slot.prefix,)
+            ensure_role_function(conn)
+            leftovers = conn.execute(  # of a grader of this slot that was killed: a sandbox's
+                # role before the roles it made (their names extend its name)
+                "SELECT rolname FROM pg_roles WHERE starts_with(rolname, %s) "
+                "ORDER BY length(rolname), rolname",
+                (self.slot.prefix,),
             ).fetchall()
             for (name,) in leftovers:
                 drop_owned(conn, name)
             prepare_templates(conn, templates_for(self.text))
-            createrole = needs_createrole(self.text)
-            _create_role(conn, self.role, self.password, createrole=createrole)
-            if createrole:  # it may hand its tables to the roles it creates, as a superuser may
-                conn.execute(
-                    sql.SQL("ALTER ROLE {} SET createrole_self_grant = 'set, inherit'").format(
-                        sql.Identifier(self.role)
-                    )
-                )
+            _create_role(conn, self.role, self.password)
             conn.execute(
                 sql.SQL("GRANT {} TO {}").format(
                     sql.Identifier(ROLE_GROUP), sql.Identifier(self.role)
