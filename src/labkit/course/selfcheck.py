@@ -319,16 +319,30 @@ def _autograde(assignment: str, notebooks: dict[str, Path]):
     """nbgrader's own autograde of the learner's notebooks as student ``me``."""
     import nbformat
 
-    with tempfile.TemporaryDirectory(prefix="labkit-check-") as folder:
-        shutil.copytree(_cached_course(assignment), folder, dirs_exist_ok=True)
-        course = grading.Course(Path(folder))
-        course.submit(assignment, "me", notebooks)
-        course.autograde(assignment, "me")
-        score = course.scores(assignment)["me"]
-        graded = {
-            name: nbformat.read(course.autograded_dir(assignment, "me") / name, as_version=4)
-            for name in notebooks
-        }
+    from labkit.course import gradeuser
+
+    # A learner checks their own code with their own privileges: the grading sandbox's
+    # throwaway Unix users (as root) protect an instructor from students, not a learner
+    # from themselves, and would cost a learner who works as root (a container) nothing but
+    # time. The databases and the Redis stay private to the check, as always.
+    previous = os.environ.get(gradeuser.MODE_ENV)
+    os.environ[gradeuser.MODE_ENV] = "off"
+    try:
+        with tempfile.TemporaryDirectory(prefix="labkit-check-") as folder:
+            shutil.copytree(_cached_course(assignment), folder, dirs_exist_ok=True)
+            course = grading.Course(Path(folder))
+            course.submit(assignment, "me", notebooks)
+            course.autograde(assignment, "me")
+            score = course.scores(assignment)["me"]
+            graded = {
+                name: nbformat.read(course.autograded_dir(assignment, "me") / name, as_version=4)
+                for name in notebooks
+            }
+    finally:
+        if previous is None:
+            os.environ.pop(gradeuser.MODE_ENV, None)
+        else:
+            os.environ[gradeuser.MODE_ENV] = previous
     return score, graded
 
 
