@@ -336,16 +336,21 @@ class _Launch:
     env: dict[str, str] | None = None
     folder: Path | None = None
     owner: tuple[int, int] | None = None
+    ipc: Path | None = None  # a folder of the kernel's user for its sockets (IPC transport)
 
 
 _launch = _Launch()
 
 
 def set_sandbox(
-    env: dict[str, str] | None, folder: Path | None = None, owner: tuple[int, int] | None = None
+    env: dict[str, str] | None,
+    folder: Path | None = None,
+    owner: tuple[int, int] | None = None,
+    ipc: Path | None = None,
 ) -> None:
-    """Kernels started from now on get ``env`` and run in ``folder`` (None: as usual)."""
-    _launch.env, _launch.folder, _launch.owner = env, folder, owner
+    """Kernels started from now on get ``env`` and run in ``folder`` (None: as usual); with
+    ``ipc``, they talk over Unix sockets made there instead of TCP ports."""
+    _launch.env, _launch.folder, _launch.owner, _launch.ipc = env, folder, owner, ipc
 
 
 #: What a graded kernel keeps of the grader's environment (the rest, tokens and URLs with
@@ -384,6 +389,16 @@ class ForkingKernelManager(AsyncKernelManager):
     """jupyter_client's AsyncKernelManager (nbclient's default), whose ipykernel is started
     by the fork launcher (``_kernel_launcher.py``): forked from the server named by
     ``LABKIT_KERNEL_FORK_SOCKET`` when one listens, else ``python -m ipykernel_launcher``."""
+
+    async def _async_pre_start_kernel(self, **kw):
+        # A graded kernel talks over Unix sockets in its user's private folder, not TCP: no
+        # port to lose between jupyter_client choosing it and the kernel binding it (another
+        # process took one in a CI run, and nbgrader failed the student), and no other local
+        # user can connect to its channels (TCP messages are signed, not encrypted).
+        if _launch.ipc is not None:
+            self.transport = "ipc"
+            self.ip = str(_launch.ipc / "kernel")
+        return await super()._async_pre_start_kernel(**kw)
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw) -> None:
         if _launch.env is not None:

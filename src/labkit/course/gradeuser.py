@@ -323,7 +323,7 @@ class Slot:
         kill_all(self.uid)
         shutil.rmtree(self.folder, ignore_errors=True)
         _wipe_shared_tmp(self.uid)
-        for sub in ("", "work", "tmp"):
+        for sub in ("", "work", "tmp", "ipc"):  # ipc: the kernel's sockets (forkkernel)
             path = self.folder / sub
             path.mkdir(mode=0o700, exist_ok=True)
             os.chown(path, self.uid, self.gid)

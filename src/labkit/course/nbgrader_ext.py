@@ -195,7 +195,12 @@ class UserSandbox:
         except BaseException:
             self.inner.stop()
             raise
-        forkkernel.set_sandbox(env, self.slot.folder / "work", (self.slot.uid, self.slot.gid))
+        forkkernel.set_sandbox(
+            env,
+            self.slot.folder / "work",
+            (self.slot.uid, self.slot.gid),
+            ipc=self.slot.folder / "ipc",
+        )
         return {}
 
     def stop_redis(self) -> None:
