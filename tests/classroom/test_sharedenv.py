@@ -51,7 +51,7 @@ def test_the_course_venv_itself_is_used_when_others_can_run_it():
 
 
 def test_a_clear_error_when_no_python_is_usable(tmp_path, monkeypatch):
-    # Our interpreter unusable by others (as on this machine: pyenv under /root), and no
+    # Our interpreter unusable by others (as on this machine: pyenv under the root user's home), and no
     # system Python to build from: the error says what to do.
     monkeypatch.setattr(sharedenv, "usable_by_others", lambda python, **kw: False)
     monkeypatch.setattr(sharedenv, "_system_candidates", lambda: [tmp_path / "python9.9"])

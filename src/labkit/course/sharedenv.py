@@ -8,7 +8,7 @@ read.
 
 Usually the course's own venv is that Python (a venv made from ``/usr/bin/python3`` or a
 conda in ``/opt``). It is not when the venv was made from a Python under a private home,
-e.g. pyenv's in ``/root/.pyenv`` (mode 700): other users get "Permission denied". Then
+e.g. pyenv's in the root user's home (mode 700): other users get "Permission denied". Then
 :func:`shared_python` builds an *overlay* venv in ``/var/lib/labkit`` from a system Python
 of the same major.minor version. The overlay reuses the course venv's ``site-packages``
 (a ``.pth`` file adds it as a site directory, so the editable install of ``labkit`` works)
