@@ -680,8 +680,6 @@ def drop_owned(conn, role: str) -> list[str]:
     and any it administers), then ``role``; returns the databases' names."""
     from psycopg import sql
 
-    from labkit import db
-
     created = [
         row[0]
         for row in conn.execute(
@@ -701,8 +699,21 @@ def drop_owned(conn, role: str) -> list[str]:
             (owners,),
         )
     ]
-    # On plain threads, not a pool: the last notebook's drop runs while nbgrader exits,
-    # when a pool takes no new work.
+    drop_databases_at_once(databases)
+    for name in [*created, role]:
+        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
+            continue
+        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
+    return databases
+
+
+def drop_databases_at_once(names: list[str]) -> None:
+    """Drop ``names`` together (each DROP DATABASE waits for a checkpoint; drops issued at
+    once share one), on plain threads rather than a pool: the last notebook's drop runs
+    while nbgrader exits, when a pool takes no new work. Raises the first failure."""
+    from labkit import db
+
     failures: list[BaseException] = []
 
     def drop(name: str) -> None:
@@ -711,19 +722,13 @@ def drop_owned(conn, role: str) -> list[str]:
         except BaseException as exc:
             failures.append(exc)
 
-    threads = [threading.Thread(target=drop, args=(name,)) for name in databases]
+    threads = [threading.Thread(target=drop, args=(name,)) for name in names]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
     if failures:
         raise failures[0]
-    for name in [*created, role]:
-        if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)).fetchone():
-            continue
-        conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(name)))
-    return databases
 
 
 # --------------------------------------------------------------------------- a sandbox

@@ -78,23 +78,9 @@ def drop_databases(prefix: str) -> list[str]:
                 "SELECT datname FROM pg_database WHERE starts_with(datname, %s)", (prefix,)
             )
         ]
-    # On plain threads (not db.drop_databases' thread pool): the last notebook's drop runs
-    # while nbgrader exits, when a pool takes no new work.
-    failures: list[BaseException] = []
+    from labkit.course.gradeuser import drop_databases_at_once
 
-    def drop(name: str) -> None:
-        try:
-            db.drop_database(name, qualified=True)
-        except BaseException as exc:
-            failures.append(exc)
-
-    threads = [threading.Thread(target=drop, args=(name,)) for name in names]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    if failures:
-        raise failures[0]
+    drop_databases_at_once(names)
     return names
 
 
