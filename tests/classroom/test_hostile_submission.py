@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import pwd
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +22,7 @@ import nbformat
 import psycopg
 import pytest
 import redis
+from gradingpool import grading_pool
 from psycopg import sql
 
 from labkit import config, db
@@ -38,20 +38,8 @@ ASSIGNMENT = "00-warmup"
 @pytest.fixture(scope="module")
 def pool():
     """The grading pool's users for these tests, deleted afterwards, even on failure."""
-    assert os.geteuid() == 0, "grading sandboxes switch users: run as root (make test-classroom)"
-    saved = {key: os.environ.get(key) for key in (gradeuser.USERS_ENV, gradeuser.MODE_ENV)}
-    os.environ[gradeuser.USERS_ENV] = USERS
-    os.environ[gradeuser.MODE_ENV] = "on"
-    try:
+    with grading_pool(USERS):
         yield USERS
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        gradeuser.remove_users(USERS)
-        assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith(USERS)]
 
 
 def cell_source(*names: str, targets: dict) -> str:

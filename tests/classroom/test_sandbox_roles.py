@@ -6,13 +6,12 @@ the caller. Each refusal here is one a hostile submission would meet (fast, as r
 
 from __future__ import annotations
 
-import os
-import pwd
 import secrets
 from urllib.parse import quote, urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from gradingpool import grading_pool
 from psycopg import sql
 
 from labkit import db
@@ -25,20 +24,8 @@ CALL = sql.SQL("SELECT {}(%s, %s)").format(sql.Identifier(*db.ROLE_FUNCTION))
 
 @pytest.fixture(scope="module")
 def pool():
-    assert os.geteuid() == 0, "grading sandboxes switch users: run as root (make test-classroom)"
-    saved = {key: os.environ.get(key) for key in (gradeuser.USERS_ENV, gradeuser.MODE_ENV)}
-    os.environ[gradeuser.USERS_ENV] = USERS
-    os.environ[gradeuser.MODE_ENV] = "on"
-    try:
+    with grading_pool(USERS):
         yield USERS
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        gradeuser.remove_users(USERS)
-        assert not [u.pw_name for u in pwd.getpwall() if u.pw_name.startswith(USERS)]
 
 
 def url_as(name: str, password: str, database: str) -> str:
